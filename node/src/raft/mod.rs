@@ -1,0 +1,158 @@
+//! The Raft core: deterministic and free of I/O.
+//!
+//! No tokio, sockets, SQLite, wall clock or ambient randomness in here. The caller drives it:
+//!
+//! - inputs: [`Raft::tick`] (time is a number of milliseconds), [`Raft::step`] (a message from a peer),
+//!   [`Raft::propose`], [`Raft::read_index`], [`Raft::transfer_leadership`], [`Raft::persisted`]
+//!   ("durable up to N"), [`Raft::set_timing`], [`Raft::report_unreachable`];
+//! - output: [`Raft::ready`] returns one [`Ready`] per round.
+//!
+//! The caller's loop, in this order (etcd-raft's `Ready` contract, Raft thesis §3.8):
+//! 1. take `ready()`;
+//! 2. send `ready.messages` now (the leader's appends go out in parallel with its own disk write, thesis
+//!    §10.2.1);
+//! 3. durably write `ready.hard_state` and `ready.entries` (one transaction, one fsync); writing entries
+//!    whose first index is at or below the stored last index first deletes the stored entries from that
+//!    index on;
+//! 4. then, and only then, send `ready.persisted_messages` (vote and append responses) and call
+//!    [`Raft::persisted`] with the last written entry's index and term;
+//! 5. apply `ready.committed` in order; they are always locally durable already;
+//! 6. answer `ready.reads` (their index is applied once `committed` of this and earlier rounds is) and fail
+//!    `ready.failed_reads`.
+//!
+//! Proposals and other changes between two `ready()` calls are coalesced: appends to followers are built
+//! when `ready()` is called, so many proposals share one append and one fsync.
+
+pub use flotilla_shared::event::{EventKind, Role};
+pub use flotilla_shared::rpc::{Entry, Envelope, Message, Payload};
+pub use flotilla_shared::{LogIndex, NodeId, Term};
+
+/// The index and term of one log entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogId {
+    pub index: LogIndex,
+    pub term: Term,
+}
+
+/// What must be durable before voting or acknowledging (Raft Figure 2, "persistent state").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub term: Term,
+    pub voted_for: Option<NodeId>,
+    /// Persisted lazily, so a restarted node need not wait for a leader to re-apply what it knew.
+    pub commit: LogIndex,
+}
+
+/// Read access to the durable log. The core keeps every entry that is not yet durable (and a window of
+/// recent durable ones) in memory and reads older entries through this trait.
+///
+/// Implementations are infallible by contract: a storage error is fatal to the node, so an
+/// implementation that meets one ends the process (or the simulated node) itself.
+pub trait LogRead {
+    /// The term of the durable entry at `index`; `Some(Term(0))` for index 0; `None` past the end.
+    fn term(&self, index: LogIndex) -> Option<Term>;
+    /// Durable entries in `lo..=hi`, stopping early (but always returning at least one entry when
+    /// `lo <= hi` and `lo` exists) once `max_bytes` of [`Entry::approx_size`] is reached.
+    fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: usize) -> Vec<Entry>;
+}
+
+/// Everything a core is started from: what the node found on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub hard_state: HardState,
+    /// The last durable entry (index 0, term 0 for an empty log).
+    pub last: LogId,
+    /// The state machine has applied up to here; the core hands out entries after it.
+    pub applied: LogIndex,
+}
+
+/// A linearizable read that may now be served: the state machine has applied up to `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    pub ctx: u64,
+    pub index: LogIndex,
+}
+
+/// One round of output. See the module docs for the order in which the caller acts on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Changed hard state to write together with `entries`.
+    pub hard_state: Option<HardState>,
+    /// New entries to write durably, in index order.
+    pub entries: Vec<Entry>,
+    /// Send now.
+    pub messages: Vec<Envelope>,
+    /// Send only after `hard_state` and `entries` of this round are durable (thesis §3.8).
+    pub persisted_messages: Vec<Envelope>,
+    /// Committed, locally durable entries to apply, in order.
+    pub committed: Vec<Entry>,
+    pub reads: Vec<ReadState>,
+    /// Reads that can no longer be served here (leadership lost): the caller answers them with an error.
+    pub failed_reads: Vec<u64>,
+    pub events: Vec<EventKind>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        *self == Ready::default()
+    }
+}
+
+mod config;
+mod core;
+
+pub use self::config::{Config, ConfigError};
+pub use self::core::Raft;
+
+/// A proposal was not accepted; nothing was appended.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("leadership is being transferred to node {to}")]
+    TransferInProgress { to: NodeId },
+}
+
+/// A proposal the leader accepted: it sits at `index` in `term`, not yet committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub index: LogIndex,
+    pub term: Term,
+    /// The `request_id` was already pending in the log: no new entry was appended and `index` is the
+    /// earlier entry's.
+    pub already_pending: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("node {0} is not a member of this cluster")]
+    UnknownNode(NodeId),
+}
+
+/// A consistent snapshot of the core's state, for `/v1/status`, metrics and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreStatus {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub voted_for: Option<NodeId>,
+    pub leader: Option<NodeId>,
+    pub commit: LogIndex,
+    pub applied: LogIndex,
+    pub last: LogId,
+    pub persisted: LogIndex,
+    /// Per peer (not self): `(match_index, next_index)`; meaningful on a leader only.
+    pub progress: std::collections::BTreeMap<NodeId, (LogIndex, LogIndex)>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    /// Current election deadline, in the caller's clock.
+    pub election_deadline_ms: u64,
+}

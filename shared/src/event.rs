@@ -1,0 +1,216 @@
+//! Events: every notable step of a node, as the core and the runtime report it.
+//!
+//! The SSE stream (`GET /v1/events`), the desktop's animation and the core's test transcripts all read
+//! this one type. On the wire an event is one flat JSON object: `{"node","seq","at_ms","kind",...}`.
+
+use crate::ids::{LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+/// An event stamped by the node that emitted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub node: NodeId,
+    /// Per-node sequence number, starting at 1 on each process start; gaps mean events were dropped.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, on the emitting node's clock.
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Follower,
+    /// Probing with PreVote: the term has not been raised yet (thesis §9.6).
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre_candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// What happened. Node ids named `from`/`to` follow the message's direction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    RoleChanged {
+        role: Role,
+        term: Term,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader_id: Option<NodeId>,
+    },
+    TermChanged {
+        term: Term,
+    },
+    /// The emitting node (a candidate) asked `to` for a vote.
+    VoteRequested {
+        to: NodeId,
+        term: Term,
+        pre_vote: bool,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    /// The emitting node granted its vote to `to` (the candidate).
+    VoteGranted {
+        to: NodeId,
+        term: Term,
+        pre_vote: bool,
+    },
+    /// The emitting node denied its vote to `to`, with the reason in words.
+    VoteDenied {
+        to: NodeId,
+        term: Term,
+        pre_vote: bool,
+        reason: String,
+    },
+    /// The emitting node (the leader) sent an append to `to`; `entries == 0` is a heartbeat.
+    AppendSent {
+        to: NodeId,
+        term: Term,
+        prev_log_index: LogIndex,
+        entries: u64,
+        commit: LogIndex,
+    },
+    /// The emitting node (the leader) received a successful append response from `from`.
+    AppendAcked {
+        from: NodeId,
+        term: Term,
+        match_index: LogIndex,
+    },
+    /// The emitting node rejected an append from `to` (its leader) and says why.
+    AppendRejected {
+        to: NodeId,
+        term: Term,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hint_index: Option<LogIndex>,
+    },
+    /// Entries `first..=last` (all of `term`) were added to the emitting node's log, not yet durable.
+    EntryAppended {
+        first: LogIndex,
+        last: LogIndex,
+        term: Term,
+    },
+    /// Entries after `index` were removed from the emitting node's log: they conflicted with the leader's.
+    LogTruncated {
+        index: LogIndex,
+    },
+    /// The emitting node's log is durable (fsynced) up to `index`.
+    EntryPersisted {
+        index: LogIndex,
+    },
+    CommitAdvanced {
+        commit_index: LogIndex,
+    },
+    /// Entries up to `index` were applied to the state machine.
+    Applied {
+        index: LogIndex,
+    },
+    /// A new election deadline, in the same clock as `at_ms`.
+    ElectionTimerReset {
+        deadline_ms: u64,
+        timeout_ms: u64,
+    },
+    /// An election timeout fired and the node starts a (pre-)campaign.
+    ElectionTimeout {
+        term: Term,
+    },
+    /// A leader stepped down because it has not heard from a majority within an election timeout.
+    CheckQuorumFailed {
+        term: Term,
+    },
+    /// The leader asked `to` to campaign at once (leadership transfer).
+    TimeoutNowSent {
+        to: NodeId,
+        term: Term,
+    },
+    /// A linearizable read was released at `read_index`.
+    ReadReleased {
+        read_index: LogIndex,
+    },
+    /// The node's partition list changed (admin API); empty means healed.
+    PartitionChanged {
+        isolated_from: Vec<NodeId>,
+    },
+    /// The tempo changed (admin API).
+    TimingChanged {
+        heartbeat_ms: u64,
+        election_timeout_ms: [u64; 2],
+    },
+    /// The process is stopping gracefully (SIGTERM).
+    ShuttingDown,
+}
+
+impl EventKind {
+    /// The `kind` tag as it appears on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RoleChanged { .. } => "role_changed",
+            EventKind::TermChanged { .. } => "term_changed",
+            EventKind::VoteRequested { .. } => "vote_requested",
+            EventKind::VoteGranted { .. } => "vote_granted",
+            EventKind::VoteDenied { .. } => "vote_denied",
+            EventKind::AppendSent { .. } => "append_sent",
+            EventKind::AppendAcked { .. } => "append_acked",
+            EventKind::AppendRejected { .. } => "append_rejected",
+            EventKind::EntryAppended { .. } => "entry_appended",
+            EventKind::LogTruncated { .. } => "log_truncated",
+            EventKind::EntryPersisted { .. } => "entry_persisted",
+            EventKind::CommitAdvanced { .. } => "commit_advanced",
+            EventKind::Applied { .. } => "applied",
+            EventKind::ElectionTimerReset { .. } => "election_timer_reset",
+            EventKind::ElectionTimeout { .. } => "election_timeout",
+            EventKind::CheckQuorumFailed { .. } => "check_quorum_failed",
+            EventKind::TimeoutNowSent { .. } => "timeout_now_sent",
+            EventKind::ReadReleased { .. } => "read_released",
+            EventKind::PartitionChanged { .. } => "partition_changed",
+            EventKind::TimingChanged { .. } => "timing_changed",
+            EventKind::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_is_one_flat_object_with_a_kind_tag() {
+        let event = Event {
+            node: NodeId(2),
+            seq: 7,
+            at_ms: 1000,
+            kind: EventKind::VoteDenied {
+                to: NodeId(1),
+                term: Term(3),
+                pre_vote: false,
+                reason: "candidate log older".into(),
+            },
+        };
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(value["kind"], "vote_denied");
+        assert_eq!(value["node"], 2);
+        assert_eq!(value["reason"], "candidate log older");
+        assert_eq!(serde_json::from_value::<Event>(value).unwrap(), event);
+    }
+
+    #[test]
+    fn name_matches_the_wire_tag() {
+        let kind = EventKind::CommitAdvanced {
+            commit_index: LogIndex(3),
+        };
+        let value = serde_json::to_value(&kind).unwrap();
+        assert_eq!(value["kind"], kind.name());
+    }
+}

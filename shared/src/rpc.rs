@@ -1,0 +1,167 @@
+//! Raft RPCs between nodes. The core produces and consumes these; the transport carries them as JSON.
+//!
+//! Every message travels in an [`Envelope`]. Requests (`RequestVote`, `AppendEntries`, `TimeoutNow`) are
+//! POSTed to the peer; the HTTP response body carries the reply envelope, if the receiver produced one.
+
+use crate::ids::{LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+/// One Raft message from one node to another. `term` is the sender's current term (Raft §5.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: Term,
+    pub message: Message,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    RequestVote(RequestVote),
+    RequestVoteResponse(RequestVoteResponse),
+    AppendEntries(AppendEntries),
+    AppendEntriesResponse(AppendEntriesResponse),
+    TimeoutNow,
+}
+
+impl Message {
+    /// The snake_case name used in logs, transcripts and the RPC path (`/raft/<name>`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::RequestVote(_) => "request_vote",
+            Message::RequestVoteResponse(_) => "request_vote_response",
+            Message::AppendEntries(_) => "append_entries",
+            Message::AppendEntriesResponse(_) => "append_entries_response",
+            Message::TimeoutNow => "timeout_now",
+        }
+    }
+
+    /// Whether this message is a reply to a request (it travels back in the request's HTTP response).
+    pub fn is_response(&self) -> bool {
+        matches!(
+            self,
+            Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_)
+        )
+    }
+}
+
+/// A vote request (Raft §5.2), or a PreVote probe (thesis §9.6) when `pre_vote` is set. For a PreVote the
+/// envelope's term is the term the candidate *would* campaign in; nobody's term changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestVote {
+    pub pre_vote: bool,
+    pub last_log_index: LogIndex,
+    pub last_log_term: Term,
+    /// Set when campaigning because the leader asked (TimeoutNow): voters ignore their leader lease.
+    #[serde(default)]
+    pub leadership_transfer: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestVoteResponse {
+    pub pre_vote: bool,
+    pub granted: bool,
+    /// Why the vote was denied, in words ("candidate log older"), for the visualizer and logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Log replication and heartbeat (Raft §5.3). A heartbeat is an append with no entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntries {
+    pub prev_log_index: LogIndex,
+    pub prev_log_term: Term,
+    pub entries: Vec<Entry>,
+    pub leader_commit: LogIndex,
+    /// Non-zero on heartbeats sent to confirm leadership for ReadIndex; echoed in the response.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub read_ctx: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntriesResponse {
+    pub success: bool,
+    /// On success, the index of the last entry known to match the leader's log.
+    /// On rejection, the `prev_log_index` of the rejected request.
+    pub index: LogIndex,
+    /// Fast backtracking hint on rejection (thesis §5.3): the first index of the conflicting term, or
+    /// one past the follower's last index when its log is too short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_index: Option<LogIndex>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_term: Option<Term>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub read_ctx: u64,
+}
+
+/// A log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub index: LogIndex,
+    pub term: Term,
+    pub payload: Payload,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Payload {
+    /// Appended by every new leader so that entries of earlier terms can commit (Raft §5.4.2, §8).
+    Noop,
+    /// A client message: the state machine's only command.
+    Message {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+}
+
+impl Entry {
+    /// An estimate of the entry's size on the wire, for batching limits.
+    pub fn approx_size(&self) -> usize {
+        let payload = match &self.payload {
+            Payload::Noop => 0,
+            Payload::Message { text, request_id } => {
+                text.len() + request_id.as_ref().map_or(0, String::len)
+            }
+        };
+        payload + 48
+    }
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips_through_json() {
+        let envelope = Envelope {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            message: Message::AppendEntries(AppendEntries {
+                prev_log_index: LogIndex(4),
+                prev_log_term: Term(2),
+                entries: vec![Entry {
+                    index: LogIndex(5),
+                    term: Term(3),
+                    payload: Payload::Message {
+                        text: "hi".into(),
+                        request_id: Some("r1".into()),
+                    },
+                }],
+                leader_commit: LogIndex(4),
+                read_ctx: 0,
+            }),
+        };
+        let json = serde_json::to_string(&envelope).unwrap();
+        assert!(json.contains(r#""type":"append_entries""#), "{json}");
+        assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), envelope);
+    }
+}
