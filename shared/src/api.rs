@@ -128,7 +128,9 @@ impl TimingRequest {
             ));
         }
         if max > 600_000 {
-            return Err(format!("election timeout maximum ({max} ms) is over 10 minutes"));
+            return Err(format!(
+                "election timeout maximum ({max} ms) is over 10 minutes"
+            ));
         }
         Ok(())
     }

@@ -4,17 +4,23 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A node's id within its cluster, 1..=255.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct NodeId(pub u64);
 
 /// A Raft term. Terms only ever grow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Term(pub u64);
 
 /// A Raft log index. The first entry has index 1; index 0 means "before the log".
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct LogIndex(pub u64);
 
@@ -27,7 +33,10 @@ impl NodeId {
         if (1..=Self::MAX).contains(&id) {
             Ok(Self(id))
         } else {
-            Err(format!("node id must be between 1 and {}, got {id}", Self::MAX))
+            Err(format!(
+                "node id must be between 1 and {}, got {id}",
+                Self::MAX
+            ))
         }
     }
 }

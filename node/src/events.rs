@@ -1,0 +1,188 @@
+//! The event hub: stamps the core's and the runtime's events and fans them out to `/v1/events`
+//! subscribers.
+//!
+//! Each event is serialized once and shared. Every subscriber has a bounded queue; one that falls behind
+//! is dropped rather than allowed to slow the node. A bounded ring of recent events lets a newly opened
+//! visualizer replay history and see the current state at once.
+
+use crate::clock::Clock;
+use flotilla_shared::event::{Event, EventKind};
+use flotilla_shared::NodeId;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+
+/// Recent events kept for replay to new subscribers.
+pub const HISTORY_CAPACITY: usize = 10_000;
+/// Events queued per subscriber before it counts as too slow and is dropped.
+const SUBSCRIBER_QUEUE: usize = 4_096;
+
+/// One event, serialized once.
+#[derive(Clone, Debug)]
+pub struct PublishedEvent {
+    pub seq: u64,
+    pub kind: &'static str,
+    pub json: Arc<str>,
+}
+
+#[derive(Clone)]
+pub struct EventHub {
+    node: NodeId,
+    clock: Clock,
+    inner: Arc<Mutex<HubState>>,
+}
+
+struct HubState {
+    next_seq: u64,
+    history: VecDeque<PublishedEvent>,
+    subscribers: Vec<mpsc::Sender<PublishedEvent>>,
+    dropped_subscribers: u64,
+}
+
+impl EventHub {
+    pub fn new(node: NodeId, clock: Clock) -> Self {
+        Self {
+            node,
+            clock,
+            inner: Arc::new(Mutex::new(HubState {
+                next_seq: 1,
+                history: VecDeque::with_capacity(HISTORY_CAPACITY),
+                subscribers: Vec::new(),
+                dropped_subscribers: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        // A panic while holding this lock leaves only a queue behind: keep serving.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn publish_all(&self, kinds: impl IntoIterator<Item = EventKind>) {
+        let at_ms = self.clock.now_ms();
+        let mut state = self.lock();
+        for kind in kinds {
+            let event = Event {
+                node: self.node,
+                seq: state.next_seq,
+                at_ms,
+                kind,
+            };
+            state.next_seq += 1;
+            let json = match serde_json::to_string(&event) {
+                Ok(json) => json,
+                Err(error) => {
+                    tracing::error!(%error, "could not serialize an event");
+                    continue;
+                }
+            };
+            let published = PublishedEvent {
+                seq: event.seq,
+                kind: event.kind.name(),
+                json: json.into(),
+            };
+            if state.history.len() == HISTORY_CAPACITY {
+                state.history.pop_front();
+            }
+            state.history.push_back(published.clone());
+            let before = state.subscribers.len();
+            state
+                .subscribers
+                .retain(|subscriber| subscriber.try_send(published.clone()).is_ok());
+            let dropped = before - state.subscribers.len();
+            if dropped > 0 {
+                state.dropped_subscribers += dropped as u64;
+                tracing::warn!(dropped, "dropped slow or closed event subscribers");
+            }
+        }
+    }
+
+    pub fn publish(&self, kind: EventKind) {
+        self.publish_all([kind]);
+    }
+
+    /// Subscribes, first replaying up to `history` recent events; no event is missed or repeated
+    /// between the replay and the live stream.
+    pub fn subscribe(&self, history: usize) -> EventStream {
+        let (sender, receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let mut state = self.lock();
+        let skip = state.history.len().saturating_sub(history);
+        let replay = state.history.iter().skip(skip).cloned().collect();
+        state.subscribers.push(sender);
+        EventStream { replay, receiver }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+
+    pub fn dropped_subscribers(&self) -> u64 {
+        self.lock().dropped_subscribers
+    }
+}
+
+/// A subscriber's events: the replayed history, then live events until the hub drops it.
+pub struct EventStream {
+    replay: VecDeque<PublishedEvent>,
+    receiver: mpsc::Receiver<PublishedEvent>,
+}
+
+impl futures_util::Stream for EventStream {
+    type Item = PublishedEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(event) = self.replay.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        self.receiver.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_shared::LogIndex;
+    use futures_util::StreamExt;
+
+    fn commit(index: u64) -> EventKind {
+        EventKind::CommitAdvanced {
+            commit_index: LogIndex(index),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscriber_gets_history_then_live_events_in_order() {
+        let hub = EventHub::new(NodeId(1), Clock::new());
+        hub.publish_all([commit(1), commit(2), commit(3)]);
+        let mut stream = hub.subscribe(2);
+        hub.publish(commit(4));
+        let mut seqs = Vec::new();
+        for _ in 0..3 {
+            seqs.push(stream.next().await.unwrap().seq);
+        }
+        assert_eq!(seqs, vec![2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_is_dropped_and_publishing_never_blocks() {
+        let hub = EventHub::new(NodeId(1), Clock::new());
+        let _slow = hub.subscribe(0);
+        for index in 0..(SUBSCRIBER_QUEUE as u64 + 10) {
+            hub.publish(commit(index));
+        }
+        assert_eq!(hub.subscriber_count(), 0);
+        assert_eq!(hub.dropped_subscribers(), 1);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let hub = EventHub::new(NodeId(1), Clock::new());
+        for index in 0..(HISTORY_CAPACITY as u64 + 5) {
+            hub.publish(commit(index));
+        }
+        assert_eq!(hub.lock().history.len(), HISTORY_CAPACITY);
+        assert_eq!(hub.lock().history.front().unwrap().seq, 6);
+    }
+}

@@ -1,0 +1,890 @@
+//! The HTTP API (warp): the client API, admin API, Raft RPC, SSE events and metrics.
+//!
+//! One catch-all filter hands every request to [`route`], so that every answer, errors included, is
+//! built in one place and is JSON `{"error","message"}` with the right status.
+
+use crate::events::EventHub;
+use crate::metrics::Metrics;
+use crate::raft::{LogId, LogIndex, NodeId, Payload, ReadError, TransferError};
+use crate::runtime::{ProposeOutcome, Request};
+use crate::storage::StorageError;
+use crate::transport::{OrderGate, Partition, CLUSTER_TOKEN_HEADER, STREAM_HEADER};
+use bytes::{Buf, Bytes};
+use flotilla_shared::api::{
+    ErrorBody, MessageEntry, MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse,
+    TimingRequest, TransferRequest, LEADER_HEADER,
+};
+use flotilla_shared::rpc::Envelope;
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+/// Marks a request one node forwarded to another, so it is never forwarded twice.
+pub const FORWARDED_HEADER: &str = "x-flotilla-forwarded";
+/// Raft RPC bodies are bounded too (appends are capped well below this by the core's config).
+const RAFT_BODY_LIMIT: usize = 64 << 20;
+/// Longest a Raft request waits for the core's durable reply.
+const RAFT_REPLY_WAIT: Duration = Duration::from_secs(2);
+/// Pause between attempts while no leader is known.
+const LEADER_RETRY: Duration = Duration::from_millis(15);
+/// Most recent events a new `/v1/events` subscriber may ask to replay.
+const MAX_HISTORY: usize = crate::events::HISTORY_CAPACITY;
+const MAX_REQUEST_ID_LEN: usize = 256;
+
+/// Reads of the state machine, served from a storage reader off the runtime's task.
+pub trait StateReader: Send + Sync + 'static {
+    fn messages(
+        &self,
+        from: LogIndex,
+        up_to: LogIndex,
+        limit: usize,
+    ) -> Result<Vec<MessageEntry>, StorageError>;
+    fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError>;
+}
+
+pub struct Api {
+    pub id: NodeId,
+    pub advertise: String,
+    pub peers: BTreeMap<NodeId, String>,
+    pub inbox: mpsc::Sender<Request>,
+    pub status: watch::Receiver<Arc<Status>>,
+    pub events: EventHub,
+    pub metrics: Arc<Metrics>,
+    pub partition: Arc<Partition>,
+    pub order: OrderGate,
+    pub reader: Arc<dyn StateReader>,
+    pub client: reqwest::Client,
+    pub admin_token: Option<String>,
+    pub cluster_token: Option<String>,
+    pub max_body: usize,
+    /// How long a client request may take before it is answered `504 timeout`.
+    pub request_timeout: Duration,
+    /// How long to wait for a leader before answering `503 no_leader`.
+    pub leader_wait: Duration,
+}
+
+/// The warp filter serving every route.
+pub fn routes(
+    api: Arc<Api>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::any()
+        .map(move || api.clone())
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            |api: Arc<Api>,
+             method: Method,
+             path: warp::path::FullPath,
+             query: String,
+             headers,
+             body| async move {
+                let call = Call {
+                    method,
+                    path: path.as_str().to_owned(),
+                    query,
+                    headers,
+                };
+                route(&api, call, body).await
+            },
+        )
+}
+
+struct Call {
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+}
+
+async fn route<S, B>(api: &Api, call: Call, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let segments: Vec<&str> = call.path.trim_matches('/').split('/').collect();
+    let method = call.method.clone();
+    match (method, segments.as_slice()) {
+        (Method::POST, ["v1", "messages"]) => match read_body(body, api.max_body).await {
+            Ok(bytes) => submit(api, &call, bytes).await,
+            Err(response) => response,
+        },
+        (Method::GET, ["v1", "messages"]) => list_messages(api, &call).await,
+        (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &*api.status.borrow().clone()),
+        (Method::GET, ["v1", "events"]) => events(api, &call),
+        (Method::GET, ["metrics"]) => {
+            let status = api.status.borrow().clone();
+            let mut response = api.metrics.render(&status).into_response();
+            response.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
+        (method, ["v1", "admin", ..]) => {
+            if let Err(response) = check_admin(api, &call.headers) {
+                return response;
+            }
+            let body = match read_body(body, api.max_body).await {
+                Ok(bytes) => bytes,
+                Err(response) => return response,
+            };
+            match (method, &segments[2..]) {
+                (Method::POST, ["partition"]) => set_partition(api, &body).await,
+                (Method::DELETE, ["partition"]) => apply_partition(api, BTreeSet::new()).await,
+                (Method::POST, ["transfer-leadership"]) => transfer(api, &call, body).await,
+                (Method::PUT, ["timing"]) => set_timing(api, &body).await,
+                (_, ["partition" | "transfer-leadership" | "timing"]) => method_not_allowed(&call),
+                _ => not_found(&call),
+            }
+        }
+        (Method::POST, ["raft", name]) => match read_body(body, RAFT_BODY_LIMIT).await {
+            Ok(bytes) => raft_rpc(api, &call, name, &bytes).await,
+            Err(response) => response,
+        },
+        (_, ["v1", "messages" | "status" | "events"] | ["metrics"] | ["raft", _]) => {
+            method_not_allowed(&call)
+        }
+        _ => not_found(&call),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers
+
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    json(
+        status,
+        &ErrorBody {
+            error: code.into(),
+            message: message.into(),
+        },
+    )
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+fn not_found(call: &Call) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", call.method, call.path),
+    )
+}
+
+fn method_not_allowed(call: &Call) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not supported on {}", call.method, call.path),
+    )
+}
+
+fn storage_failed(failure: &StorageError) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage_error",
+        failure.to_string(),
+    )
+}
+
+async fn read_body<S, B>(mut body: S, limit: usize) -> Result<Bytes, Response>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is over the limit of {limit} bytes"),
+        )
+    };
+    let mut collected = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        if collected.len() + chunk.remaining() > limit {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            collected.extend_from_slice(piece);
+            let advanced = piece.len();
+            chunk.advance(advanced);
+        }
+    }
+    Ok(Bytes::from(collected))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leader discovery and forwarding
+
+impl Api {
+    fn leader_hint(&self, leader: NodeId) -> Option<String> {
+        let url = if leader == self.id {
+            self.advertise.clone()
+        } else {
+            format!("http://{}", self.peers.get(&leader)?)
+        };
+        Some(format!("{leader} {url}"))
+    }
+
+    fn with_leader_header(&self, mut response: Response, leader: Option<NodeId>) -> Response {
+        let hint = leader.or_else(|| self.status.borrow().leader_id);
+        if let Some(value) = hint
+            .and_then(|leader| self.leader_hint(leader))
+            .and_then(|hint| HeaderValue::from_str(&hint).ok())
+        {
+            response.headers_mut().insert(LEADER_HEADER, value);
+        }
+        response
+    }
+}
+
+enum Forwarded {
+    Answer(Response),
+    /// The leader could not be reached before anything was sent: safe to try again.
+    Unreachable,
+    /// The request may have reached the leader, but no answer came.
+    Lost(String),
+}
+
+async fn forward(
+    api: &Api,
+    leader: NodeId,
+    call: &Call,
+    body: Option<Bytes>,
+    deadline: Instant,
+) -> Forwarded {
+    let Some(addr) = api.peers.get(&leader) else {
+        return Forwarded::Unreachable;
+    };
+    let mut url = format!("http://{addr}{}", call.path);
+    if !call.query.is_empty() {
+        url.push('?');
+        url.push_str(&call.query);
+    }
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let mut request = api
+        .client
+        .request(call.method.clone(), url)
+        .timeout(timeout.max(Duration::from_millis(1)))
+        .header(FORWARDED_HEADER, api.id.to_string());
+    for name in ["content-type", "authorization"] {
+        if let Some(value) = call.headers.get(name) {
+            request = request.header(name, value);
+        }
+    }
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    match request.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let content_type = answer.headers().get("content-type").cloned();
+            match answer.bytes().await {
+                Ok(bytes) => {
+                    let mut response = Response::new(bytes.into());
+                    *response.status_mut() = status;
+                    if let Some(content_type) = content_type {
+                        response.headers_mut().insert("content-type", content_type);
+                    }
+                    Forwarded::Answer(api.with_leader_header(response, Some(leader)))
+                }
+                Err(e) => Forwarded::Lost(e.to_string()),
+            }
+        }
+        Err(e) if e.is_connect() => Forwarded::Unreachable,
+        Err(e) => Forwarded::Lost(e.to_string()),
+    }
+}
+
+fn is_forwarded(call: &Call) -> bool {
+    call.headers.contains_key(FORWARDED_HEADER)
+}
+
+fn no_leader(api: &Api) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_leader",
+        format!(
+            "no leader reachable from node {} within {} ms",
+            api.id,
+            api.leader_wait.as_millis()
+        ),
+    )
+}
+
+fn timed_out(message: impl Into<String>) -> Response {
+    error(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client API
+
+async fn submit(api: &Api, call: &Call, body: Bytes) -> Response {
+    let received = Instant::now();
+    let request: SubmitRequest = match parse_json(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if request.text.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty_text",
+            "text must not be empty",
+        );
+    }
+    if let Some(id) = &request.request_id {
+        if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request_id",
+                format!("request_id must be 1 to {MAX_REQUEST_ID_LEN} bytes"),
+            );
+        }
+        match find_request(api, id.clone()).await {
+            Ok(Some(original)) => return duplicate(api, original.index, original.term),
+            Ok(None) => {}
+            Err(response) => return response,
+        }
+    }
+    let deadline = received + api.request_timeout;
+    let leader_deadline = received + api.leader_wait;
+    loop {
+        let (reply, answer) = oneshot::channel();
+        let payload = Payload::Message {
+            text: request.text.clone(),
+            request_id: request.request_id.clone(),
+        };
+        let proposal = Request::Propose {
+            payload,
+            received,
+            reply,
+        };
+        if api.inbox.send(proposal).await.is_err() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the node is stopping",
+            );
+        }
+        let outcome = match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is stopping"),
+            Err(_) => {
+                return timed_out(format!(
+                    "not committed within {} ms; the outcome is unknown (retry with the same request_id)",
+                    api.request_timeout.as_millis()
+                ))
+            }
+        };
+        let leader_known = match outcome {
+            ProposeOutcome::Committed { index, term } => {
+                let body = SubmitResponse {
+                    index,
+                    term,
+                    leader_id: Some(api.id),
+                    duplicate: false,
+                };
+                return api.with_leader_header(json(StatusCode::CREATED, &body), Some(api.id));
+            }
+            ProposeOutcome::Duplicate { index, term } => return duplicate(api, index, term),
+            // Certainly not applied: trying again cannot apply it twice.
+            ProposeOutcome::Overwritten => true,
+            ProposeOutcome::TransferInProgress { .. } => false,
+            ProposeOutcome::NotLeader { leader } => match leader.filter(|_| !is_forwarded(call)) {
+                Some(leader) if leader != api.id && !api.partition.contains(leader) => {
+                    match forward(api, leader, call, Some(body.clone()), deadline).await {
+                        Forwarded::Answer(response)
+                            if response.status() != StatusCode::SERVICE_UNAVAILABLE =>
+                        {
+                            return response
+                        }
+                        Forwarded::Answer(_) | Forwarded::Unreachable => false,
+                        Forwarded::Lost(why) => {
+                            return timed_out(format!(
+                                "forwarded to leader {leader} but no answer came ({why}); the outcome is unknown"
+                            ))
+                        }
+                    }
+                }
+                _ => false,
+            },
+        };
+        let now = Instant::now();
+        if now >= deadline || (!leader_known && now >= leader_deadline) {
+            return if leader_known {
+                timed_out("the entry was replaced by a new leader's and retries ran out of time")
+            } else {
+                no_leader(api)
+            };
+        }
+        tokio::time::sleep(LEADER_RETRY).await;
+    }
+}
+
+fn duplicate(api: &Api, index: LogIndex, term: crate::raft::Term) -> Response {
+    let leader_id = api.status.borrow().leader_id;
+    let body = SubmitResponse {
+        index,
+        term,
+        leader_id,
+        duplicate: true,
+    };
+    api.with_leader_header(json(StatusCode::OK, &body), None)
+}
+
+async fn find_request(api: &Api, id: String) -> Result<Option<LogId>, Response> {
+    let reader = api.reader.clone();
+    match tokio::task::spawn_blocking(move || reader.find_request(&id)).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(storage_failed(&e)),
+        Err(e) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )),
+    }
+}
+
+struct PageQuery {
+    from: LogIndex,
+    limit: usize,
+    stale: bool,
+}
+
+fn parse_page_query(query: &str) -> Result<PageQuery, Response> {
+    let mut page = PageQuery {
+        from: LogIndex(1),
+        limit: 100,
+        stale: false,
+    };
+    let bad = |message: String| error(StatusCode::BAD_REQUEST, "bad_query", message);
+    for (key, value) in parse_query(query) {
+        match key.as_str() {
+            "from" => {
+                page.from = LogIndex(value.parse().map_err(|_| {
+                    bad(format!(
+                        "from must be a non-negative integer, got {value:?}"
+                    ))
+                })?)
+            }
+            "limit" => {
+                page.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|limit| (1..=1000).contains(limit))
+                    .ok_or_else(|| bad(format!("limit must be 1 to 1000, got {value:?}")))?
+            }
+            "stale" => {
+                page.stale = match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(bad(format!("stale must be true or false, got {value:?}"))),
+                }
+            }
+            _ => return Err(bad(format!("unknown query parameter {key:?}"))),
+        }
+    }
+    Ok(page)
+}
+
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+async fn list_messages(api: &Api, call: &Call) -> Response {
+    let page = match parse_page_query(&call.query) {
+        Ok(page) => page,
+        Err(response) => return response,
+    };
+    let read_point = if page.stale {
+        api.status.borrow().last_applied
+    } else {
+        match linearizable_read_point(api, call).await {
+            Ok(index) => index,
+            Err(response) => return response,
+        }
+    };
+    let reader = api.reader.clone();
+    let from = page.from.max(LogIndex(1));
+    let last = LogIndex(from.0.saturating_add(page.limit as u64 - 1)).min(read_point);
+    let read = tokio::task::spawn_blocking(move || reader.messages(from, last, page.limit)).await;
+    match read {
+        Ok(Ok(entries)) => api.with_leader_header(
+            json(
+                StatusCode::OK,
+                &MessagesPage {
+                    commit_index: read_point,
+                    entries,
+                },
+            ),
+            None,
+        ),
+        Ok(Err(e)) => storage_failed(&e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// ReadIndex through the leader (thesis §6.4): this node's read point if it leads, else the leader
+/// answers the whole read. Returns a response when the read was answered elsewhere or failed.
+async fn linearizable_read_point(api: &Api, call: &Call) -> Result<LogIndex, Response> {
+    let started = Instant::now();
+    let deadline = started + api.request_timeout;
+    let leader_deadline = started + api.leader_wait;
+    loop {
+        let (reply, answer) = oneshot::channel();
+        if api.inbox.send(Request::Read { reply }).await.is_err() {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the node is stopping",
+            ));
+        }
+        match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(Ok(Ok(index))) => return Ok(index),
+            Ok(Ok(Err(ReadError::NotLeader { leader }))) => {
+                if let Some(leader) = leader
+                    .filter(|&l| l != api.id && !is_forwarded(call) && !api.partition.contains(l))
+                {
+                    match forward(api, leader, call, None, deadline).await {
+                        Forwarded::Answer(response)
+                            if response.status() != StatusCode::SERVICE_UNAVAILABLE =>
+                        {
+                            return Err(response)
+                        }
+                        Forwarded::Lost(why) => {
+                            return Err(timed_out(format!(
+                                "read forwarded to leader {leader} got no answer: {why}"
+                            )))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(Err(_)) => {
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    "the node is stopping",
+                ))
+            }
+            Err(_) => {
+                return Err(timed_out(
+                    "leadership could not be confirmed in time for the read",
+                ))
+            }
+        }
+        if Instant::now() >= leader_deadline {
+            return Err(no_leader(api));
+        }
+        tokio::time::sleep(LEADER_RETRY).await;
+    }
+}
+
+fn events(api: &Api, call: &Call) -> Response {
+    let mut history = 0;
+    for (key, value) in parse_query(&call.query) {
+        match (key.as_str(), value.parse::<usize>()) {
+            ("history", Ok(count)) => history = count.min(MAX_HISTORY),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_query",
+                    format!("expected history=<count>, got {key}={value}"),
+                )
+            }
+        }
+    }
+    let stream = api.events.subscribe(history).map(|event| {
+        Ok::<_, Infallible>(
+            warp::sse::Event::default()
+                .id(event.seq.to_string())
+                .data(&*event.json),
+        )
+    });
+    warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin API
+
+fn check_admin(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &api.admin_token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is disabled: start the node with --admin-token",
+        ));
+    };
+    let Some(given) = headers.get("authorization") else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing Authorization: Bearer <token>",
+        ));
+    };
+    let given = given.to_str().unwrap_or_default();
+    match given.strip_prefix("Bearer ") {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "wrong admin token",
+        )),
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authorization must be: Bearer <token>",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ask<T>(
+    api: &Api,
+    make: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> Result<T, Response> {
+    let (reply, answer) = oneshot::channel();
+    let stopping = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the node is stopping",
+        )
+    };
+    api.inbox.send(make(reply)).await.map_err(|_| stopping())?;
+    answer.await.map_err(|_| stopping())
+}
+
+async fn set_partition(api: &Api, body: &[u8]) -> Response {
+    let request: PartitionRequest = match parse_json(body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let mut peers = BTreeSet::new();
+    for id in request.isolate_from {
+        if id == api.id {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_peer",
+                format!("node {id} cannot isolate itself"),
+            );
+        }
+        if !api.peers.contains_key(&id) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_peer",
+                format!("node {id} is not a peer of node {}", api.id),
+            );
+        }
+        peers.insert(id);
+    }
+    apply_partition(api, peers).await
+}
+
+async fn apply_partition(api: &Api, isolate_from: BTreeSet<NodeId>) -> Response {
+    let ids: Vec<NodeId> = isolate_from.iter().copied().collect();
+    match ask(api, |reply| Request::SetPartition {
+        isolate_from,
+        reply,
+    })
+    .await
+    {
+        Ok(()) => json(StatusCode::OK, &HashMap::from([("isolated_from", ids)])),
+        Err(response) => response,
+    }
+}
+
+async fn transfer(api: &Api, call: &Call, body: Bytes) -> Response {
+    let request: TransferRequest = match parse_json(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let to = request.to;
+    match ask(api, |reply| Request::Transfer { to, reply }).await {
+        Ok(Ok(())) => json(
+            StatusCode::ACCEPTED,
+            &HashMap::from([("transferring_to", to)]),
+        ),
+        Ok(Err(TransferError::UnknownNode(id))) => error(
+            StatusCode::BAD_REQUEST,
+            "bad_peer",
+            format!("node {id} is not a member of this cluster"),
+        ),
+        Ok(Err(TransferError::NotLeader { leader })) => {
+            if let Some(leader) = leader.filter(|&l| l != api.id && !is_forwarded(call)) {
+                let deadline = Instant::now() + api.request_timeout;
+                if let Forwarded::Answer(response) =
+                    forward(api, leader, call, Some(body), deadline).await
+                {
+                    return response;
+                }
+            }
+            api.with_leader_header(
+                error(
+                    StatusCode::CONFLICT,
+                    "not_leader",
+                    format!("node {} is not the leader and could not reach one", api.id),
+                ),
+                leader,
+            )
+        }
+        Err(response) => response,
+    }
+}
+
+async fn set_timing(api: &Api, body: &[u8]) -> Response {
+    let request: TimingRequest = match parse_json(body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if let Err(message) = request.validate() {
+        return error(StatusCode::BAD_REQUEST, "bad_timing", message);
+    }
+    let [min, max] = request.election_timeout_ms;
+    let heartbeat_ms = request.heartbeat_ms;
+    let result = ask(api, |reply| Request::SetTiming {
+        heartbeat_ms,
+        election_timeout_ms: (min, max),
+        reply,
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => json(StatusCode::OK, &request),
+        Ok(Err(message)) => error(StatusCode::BAD_REQUEST, "bad_timing", message),
+        Err(response) => response,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raft RPC
+
+async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) -> Response {
+    if let Some(expected) = &api.cluster_token {
+        match call.headers.get(CLUSTER_TOKEN_HEADER) {
+            None => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing cluster token",
+                )
+            }
+            Some(given) if !constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
+                return error(StatusCode::FORBIDDEN, "forbidden", "wrong cluster token")
+            }
+            Some(_) => {}
+        }
+    }
+    let envelope: Envelope = match parse_json(body) {
+        Ok(envelope) => envelope,
+        Err(response) => return response,
+    };
+    if envelope.message.name() != name {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "a {} message was sent to /raft/{name}",
+                envelope.message.name()
+            ),
+        );
+    }
+    if envelope.to != api.id {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "wrong_node",
+            format!("message for node {} reached node {}", envelope.to, api.id),
+        );
+    }
+    if !api.peers.contains_key(&envelope.from) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "unknown_peer",
+            format!("node {} is not a peer of node {}", envelope.from, api.id),
+        );
+    }
+    let from = envelope.from;
+    if api.partition.contains(from) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "partitioned",
+            format!("node {} isolates itself from node {from}", api.id),
+        );
+    }
+    let stream = call
+        .headers
+        .get(STREAM_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(OrderGate::parse);
+    if let Some((incarnation, seq)) = stream {
+        api.order.wait_turn(from, incarnation, seq).await;
+    }
+    let wants_reply = matches!(
+        envelope.message,
+        flotilla_shared::rpc::Message::RequestVote(_)
+            | flotilla_shared::rpc::Message::AppendEntries(_)
+    );
+    let (reply, answer) = oneshot::channel();
+    let step = Request::Step {
+        envelope,
+        reply: wants_reply.then_some(reply),
+    };
+    let sent = api.inbox.send(step).await;
+    if let Some((incarnation, seq)) = stream {
+        api.order.done(from, incarnation, seq);
+    }
+    if sent.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the node is stopping",
+        );
+    }
+    if !wants_reply {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    match tokio::time::timeout(RAFT_REPLY_WAIT, answer).await {
+        Ok(Ok(reply)) => json(StatusCode::OK, &reply),
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}

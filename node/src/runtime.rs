@@ -1,0 +1,540 @@
+//! The one task that owns the Raft core and carries out its output (no `Mutex<Raft>`).
+//!
+//! Each round: take the core's `Ready`, send its messages at once, and queue its hard state, entries and
+//! committed entries for the storage thread. The storage thread writes one batch at a time (one
+//! transaction, one fsync); whatever accumulates meanwhile becomes the next batch (group commit). When a
+//! batch is durable the held-back replies go out, the core learns what is persisted, and the clients whose
+//! entries were applied get their answers. The leader's own write runs in parallel with replication
+//! (Raft thesis §10.2.1): its appends leave before its fsync.
+
+use crate::clock::Clock;
+use crate::events::EventHub;
+use crate::metrics::Metrics;
+use crate::raft::{
+    CoreStatus, Entry, Envelope, HardState, LogId, LogIndex, LogRead, NodeId, Payload, Proposal,
+    ProposeError, Raft, ReadError, ReadState, Term, TransferError,
+};
+use crate::storage::{ApplyOutcome, LogStore, StorageError, WriteBatch};
+use crate::transport::{Partition, Transport};
+use flotilla_shared::api::{PeerStatus, Status};
+use flotilla_shared::event::EventKind;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How often the core's clock advances. Timeouts are tens of milliseconds, so 5 ms is fine-grained enough.
+const TICK: Duration = Duration::from_millis(5);
+/// Requests handled per wake-up before the round's output is produced (keeps batches large under load
+/// and latency low when idle).
+const INBOX_BUDGET: usize = 4_096;
+
+/// What a client's proposal came to.
+#[derive(Debug)]
+pub enum ProposeOutcome {
+    /// Committed and applied as a new entry.
+    Committed {
+        index: LogIndex,
+        term: Term,
+    },
+    /// The `request_id` had been applied before, at `index`.
+    Duplicate {
+        index: LogIndex,
+        term: Term,
+    },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    TransferInProgress {
+        to: NodeId,
+    },
+    /// The entry was appended but replaced by a new leader's: it was certainly not applied.
+    Overwritten,
+}
+
+/// Everything the rest of the node asks of the runtime.
+pub enum Request {
+    Propose {
+        payload: Payload,
+        received: Instant,
+        reply: oneshot::Sender<ProposeOutcome>,
+    },
+    /// A linearizable read: answers with the read index once applied up to it.
+    Read {
+        reply: oneshot::Sender<Result<LogIndex, ReadError>>,
+    },
+    /// A Raft message from a peer. `reply` receives the core's answer to it, if one comes.
+    Step {
+        envelope: Envelope,
+        reply: Option<oneshot::Sender<Option<Envelope>>>,
+    },
+    Transfer {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), TransferError>>,
+    },
+    SetTiming {
+        heartbeat_ms: u64,
+        election_timeout_ms: (u64, u64),
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    SetPartition {
+        isolate_from: BTreeSet<NodeId>,
+        reply: oneshot::Sender<()>,
+    },
+    Unreachable(NodeId),
+}
+
+/// The core's read access to the durable log, over a SQLite (or memory) reader.
+pub struct StoreReader<R>(pub R);
+
+/// Storage reads as the core needs them. A read error is fatal: the node stops rather than run on a
+/// disk it cannot trust.
+pub trait ReadStore {
+    fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError>;
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError>;
+}
+
+impl<R: ReadStore> LogRead for StoreReader<R> {
+    fn term(&self, index: LogIndex) -> Option<Term> {
+        self.0
+            .term(index)
+            .unwrap_or_else(|error| fatal_storage_error(&error))
+    }
+
+    fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: usize) -> Vec<Entry> {
+        self.0
+            .entries(lo, hi, max_bytes)
+            .unwrap_or_else(|error| fatal_storage_error(&error))
+    }
+}
+
+fn fatal_storage_error(error: &StorageError) -> ! {
+    tracing::error!(%error, "storage read failed; stopping the node");
+    eprintln!("flotilla-node: storage read failed: {error}");
+    std::process::exit(74)
+}
+
+/// A client waiting for the entry at some index to be applied.
+struct Waiter {
+    term: Term,
+    already_pending: bool,
+    received: Instant,
+    reply: oneshot::Sender<ProposeOutcome>,
+}
+
+/// What accumulates for the next storage write.
+#[derive(Default)]
+struct Batch {
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
+    apply: Vec<Entry>,
+    /// Replies held back until this batch is durable (thesis §3.8).
+    persisted_messages: Vec<Envelope>,
+    reads: Vec<ReadState>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.apply.is_empty()
+            && self.persisted_messages.is_empty()
+            && self.reads.is_empty()
+    }
+}
+
+struct WriteDone {
+    batch: Batch,
+    result: Result<Vec<ApplyOutcome>, StorageError>,
+    took: Duration,
+}
+
+/// Static facts for `/v1/status`.
+#[derive(Clone)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub peers: BTreeMap<NodeId, String>,
+}
+
+pub struct Runtime<S: LogRead> {
+    raft: Raft<S>,
+    info: NodeInfo,
+    clock: Clock,
+    inbox: mpsc::Receiver<Request>,
+    writer: std::sync::mpsc::Sender<Batch>,
+    written: mpsc::UnboundedReceiver<WriteDone>,
+    writing: bool,
+    next_batch: Batch,
+    waiters: BTreeMap<LogIndex, Vec<Waiter>>,
+    reads: HashMap<u64, oneshot::Sender<Result<LogIndex, ReadError>>>,
+    next_read_ctx: u64,
+    /// Per peer, HTTP requests waiting for the core's reply, in the order they were stepped.
+    pending_replies: HashMap<NodeId, VecDeque<oneshot::Sender<Option<Envelope>>>>,
+    transport: Transport,
+    partition: Arc<Partition>,
+    events: EventHub,
+    status: watch::Sender<Arc<Status>>,
+    metrics: Arc<Metrics>,
+}
+
+pub struct RuntimeParts<S: LogRead> {
+    pub raft: Raft<S>,
+    pub info: NodeInfo,
+    pub clock: Clock,
+    pub inbox: mpsc::Receiver<Request>,
+    pub store: Box<dyn LogStore>,
+    pub transport: Transport,
+    pub partition: Arc<Partition>,
+    pub events: EventHub,
+    pub status: watch::Sender<Arc<Status>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S: LogRead> Runtime<S> {
+    pub fn new(parts: RuntimeParts<S>) -> Self {
+        let (writer, written) = spawn_writer(parts.store, parts.metrics.clone());
+        Self {
+            raft: parts.raft,
+            info: parts.info,
+            clock: parts.clock,
+            inbox: parts.inbox,
+            writer,
+            written,
+            writing: false,
+            next_batch: Batch::default(),
+            waiters: BTreeMap::new(),
+            reads: HashMap::new(),
+            next_read_ctx: 1,
+            pending_replies: HashMap::new(),
+            transport: parts.transport,
+            partition: parts.partition,
+            events: parts.events,
+            status: parts.status,
+            metrics: parts.metrics,
+        }
+    }
+
+    /// Runs until `shutdown` fires or storage fails. A storage error ends the node.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StorageError> {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        self.publish_status();
+        loop {
+            // Biased: shutdown first, then finished writes (they release replies and answers), then new
+            // requests, then time (the select is otherwise randomly fair).
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                Some(done) = self.written.recv() => self.on_written(done)?,
+                Some(request) = self.inbox.recv() => {
+                    self.handle(request);
+                    for _ in 0..INBOX_BUDGET {
+                        match self.inbox.try_recv() {
+                            Ok(request) => self.handle(request),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = ticker.tick() => self.raft.tick(self.clock.now_ms()),
+            }
+            self.drive();
+        }
+        self.events.publish(EventKind::ShuttingDown);
+        // Let the write in progress finish so that its replies are not lost to an early exit.
+        if self.writing {
+            if let Some(done) = self.written.recv().await {
+                self.on_written(done)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Propose {
+                payload,
+                received,
+                reply,
+            } => match self.raft.propose(payload) {
+                Ok(Proposal {
+                    index,
+                    term,
+                    already_pending,
+                }) => self.waiters.entry(index).or_default().push(Waiter {
+                    term,
+                    already_pending,
+                    received,
+                    reply,
+                }),
+                Err(ProposeError::NotLeader { leader }) => {
+                    let _ = reply.send(ProposeOutcome::NotLeader { leader });
+                }
+                Err(ProposeError::TransferInProgress { to }) => {
+                    let _ = reply.send(ProposeOutcome::TransferInProgress { to });
+                }
+            },
+            Request::Read { reply } => {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                match self.raft.read_index(ctx) {
+                    Ok(()) => {
+                        self.reads.insert(ctx, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Request::Step { envelope, reply } => {
+                if envelope.to != self.info.id {
+                    return;
+                }
+                if let Some(reply) = reply {
+                    self.pending_replies
+                        .entry(envelope.from)
+                        .or_default()
+                        .push_back(reply);
+                }
+                self.raft.step(envelope);
+            }
+            Request::Transfer { to, reply } => {
+                let _ = reply.send(self.raft.transfer_leadership(to));
+            }
+            Request::SetTiming {
+                heartbeat_ms,
+                election_timeout_ms,
+                reply,
+            } => {
+                let result = self
+                    .raft
+                    .set_timing(heartbeat_ms, election_timeout_ms)
+                    .map_err(|error| error.to_string());
+                if result.is_ok() {
+                    self.events.publish(EventKind::TimingChanged {
+                        heartbeat_ms,
+                        election_timeout_ms: [election_timeout_ms.0, election_timeout_ms.1],
+                    });
+                }
+                let _ = reply.send(result);
+            }
+            Request::SetPartition {
+                isolate_from,
+                reply,
+            } => {
+                self.partition.replace(isolate_from);
+                self.events.publish(EventKind::PartitionChanged {
+                    isolated_from: self.partition.list(),
+                });
+                let _ = reply.send(());
+            }
+            Request::Unreachable(peer) => self.raft.report_unreachable(peer),
+        }
+    }
+
+    /// Takes the core's output, sends what may go now and starts a write if none is running.
+    fn drive(&mut self) {
+        if self.raft.has_ready() {
+            let ready = self.raft.ready();
+            self.events.publish_all(ready.events);
+            for message in ready.messages {
+                self.transport.send(message);
+            }
+            let batch = &mut self.next_batch;
+            if ready.hard_state.is_some() {
+                batch.hard_state = ready.hard_state;
+            }
+            if let Some(first) = ready.entries.first() {
+                // Later entries replace queued ones from the same index on (a conflict was truncated).
+                let first = first.index;
+                batch.entries.retain(|entry| entry.index < first);
+                batch.entries.extend(ready.entries);
+            }
+            batch.apply.extend(ready.committed);
+            batch.persisted_messages.extend(ready.persisted_messages);
+            batch.reads.extend(ready.reads);
+            for ctx in ready.failed_reads {
+                if let Some(reply) = self.reads.remove(&ctx) {
+                    let leader = self.raft.status().leader;
+                    let _ = reply.send(Err(ReadError::NotLeader { leader }));
+                }
+            }
+            self.publish_status();
+        }
+        if !self.writing && !self.next_batch.is_empty() {
+            let batch = std::mem::take(&mut self.next_batch);
+            if self.writer.send(batch).is_ok() {
+                self.writing = true;
+            }
+        }
+    }
+
+    fn on_written(&mut self, done: WriteDone) -> Result<(), StorageError> {
+        self.writing = false;
+        let outcomes = done.result?;
+        self.metrics.fsync_latency.observe(done.took);
+        let batch = done.batch;
+        if let Some(last) = batch.entries.last() {
+            self.raft.persisted(LogId {
+                index: last.index,
+                term: last.term,
+            });
+        }
+        for message in batch.persisted_messages {
+            self.send_persisted(message);
+        }
+        for (entry, outcome) in batch.apply.iter().zip(outcomes) {
+            self.answer_waiters(entry, outcome);
+        }
+        for read in batch.reads {
+            if let Some(reply) = self.reads.remove(&read.ctx) {
+                let _ = reply.send(Ok(read.index));
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    /// A reply goes back in the HTTP response of the request it answers when that request is still
+    /// waiting; anything else travels as a request of its own.
+    fn send_persisted(&mut self, message: Envelope) {
+        if message.message.is_response() {
+            if let Some(queue) = self.pending_replies.get_mut(&message.to) {
+                while let Some(waiting) = queue.pop_front() {
+                    if !waiting.is_closed() {
+                        let _ = waiting.send(Some(message));
+                        return;
+                    }
+                }
+            }
+        }
+        self.transport.send(message);
+    }
+
+    fn answer_waiters(&mut self, entry: &Entry, outcome: ApplyOutcome) {
+        let Some(waiters) = self.waiters.remove(&entry.index) else {
+            return;
+        };
+        for waiter in waiters {
+            let answer = if waiter.term != entry.term {
+                ProposeOutcome::Overwritten
+            } else {
+                match &outcome {
+                    ApplyOutcome::Noop { .. } => ProposeOutcome::Overwritten,
+                    ApplyOutcome::Applied { index, term } if waiter.already_pending => {
+                        ProposeOutcome::Duplicate {
+                            index: *index,
+                            term: *term,
+                        }
+                    }
+                    ApplyOutcome::Applied { index, term } => ProposeOutcome::Committed {
+                        index: *index,
+                        term: *term,
+                    },
+                    ApplyOutcome::Duplicate { original, .. } => ProposeOutcome::Duplicate {
+                        index: original.index,
+                        term: original.term,
+                    },
+                }
+            };
+            self.metrics
+                .append_latency
+                .observe(waiter.received.elapsed());
+            let _ = waiter.reply.send(answer);
+        }
+    }
+
+    fn publish_status(&self) {
+        let core = self.raft.status();
+        let status = status_from_core(&core, &self.info, &self.transport, &self.partition);
+        self.status.send_replace(Arc::new(status));
+    }
+}
+
+fn status_from_core(
+    core: &CoreStatus,
+    info: &NodeInfo,
+    transport: &Transport,
+    partition: &Partition,
+) -> Status {
+    let peers = info
+        .peers
+        .iter()
+        .map(|(&id, addr)| {
+            let (match_index, next_index) = core.progress.get(&id).copied().unwrap_or_default();
+            PeerStatus {
+                id,
+                addr: addr.clone(),
+                match_index,
+                next_index,
+                reachable: transport.is_reachable(id) && !partition.contains(id),
+            }
+        })
+        .collect();
+    Status {
+        id: core.id,
+        role: core.role,
+        term: core.term,
+        voted_for: core.voted_for,
+        leader_id: core.leader,
+        commit_index: core.commit,
+        last_applied: core.applied,
+        last_log_index: core.last.index,
+        last_log_term: core.last.term,
+        persisted_index: core.persisted,
+        peers,
+        isolated_from: partition.list(),
+        heartbeat_ms: core.heartbeat_ms,
+        election_timeout_ms: [core.election_timeout_ms.0, core.election_timeout_ms.1],
+    }
+}
+
+/// The storage thread: owns the store, writes one batch at a time.
+fn spawn_writer(
+    mut store: Box<dyn LogStore>,
+    metrics: Arc<Metrics>,
+) -> (
+    std::sync::mpsc::Sender<Batch>,
+    mpsc::UnboundedReceiver<WriteDone>,
+) {
+    let (jobs, job_queue) = std::sync::mpsc::channel::<Batch>();
+    let (done, written) = mpsc::unbounded_channel();
+    let spawned = std::thread::Builder::new()
+        .name("flotilla-storage".into())
+        .spawn(move || {
+            while let Ok(batch) = job_queue.recv() {
+                let started = Instant::now();
+                let result = store.write(WriteBatch {
+                    hard_state: batch.hard_state,
+                    entries: &batch.entries,
+                    apply: &batch.apply,
+                });
+                metrics
+                    .entries_written
+                    .fetch_add(batch.entries.len() as u64, Ordering::Relaxed);
+                metrics.batches_written.fetch_add(1, Ordering::Relaxed);
+                let failed = result.is_err();
+                let took = started.elapsed();
+                if done
+                    .send(WriteDone {
+                        batch,
+                        result,
+                        took,
+                    })
+                    .is_err()
+                    || failed
+                {
+                    return;
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "could not start the storage thread");
+    }
+    (jobs, written)
+}

@@ -1,0 +1,310 @@
+//! Peer transport: one task per peer, each with a bounded queue and a bounded number of requests in
+//! flight, so an unreachable or slow peer never blocks the others or the core.
+//!
+//! A request (vote, append, timeout-now) is POSTed to `/raft/<message>`; the peer answers with its reply
+//! envelope in the response body once it is durable. Each request carries `X-Flotilla-Stream:
+//! <incarnation>-<seq>` so the receiver can step pipelined requests in the order they were sent.
+
+use crate::metrics::Metrics;
+use crate::runtime::Request;
+use flotilla_shared::rpc::Envelope;
+use flotilla_shared::NodeId;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+pub const STREAM_HEADER: &str = "x-flotilla-stream";
+pub const CLUSTER_TOKEN_HEADER: &str = "x-flotilla-cluster-token";
+/// Messages queued per peer; beyond this they are dropped (Raft tolerates loss) rather than buffered.
+const PEER_QUEUE: usize = 4_096;
+/// How long a receiver holds a request back waiting for an earlier one of the same stream.
+const REORDER_WAIT: Duration = Duration::from_millis(20);
+
+/// The peers this node isolates itself from (admin partition). Shared by the transport (outbound) and
+/// the HTTP layer (inbound Raft RPCs and client forwards).
+#[derive(Default)]
+pub struct Partition(RwLock<BTreeSet<NodeId>>);
+
+impl Partition {
+    pub fn contains(&self, peer: NodeId) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&peer)
+    }
+
+    pub fn replace(&self, peers: BTreeSet<NodeId>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = peers;
+    }
+
+    pub fn list(&self) -> Vec<NodeId> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+pub struct TransportConfig {
+    pub id: NodeId,
+    pub peers: BTreeMap<NodeId, String>,
+    pub cluster_token: Option<String>,
+    pub max_inflight: usize,
+    pub request_timeout: Duration,
+}
+
+struct PeerHandle {
+    queue: mpsc::Sender<Envelope>,
+    reachable: Arc<AtomicBool>,
+}
+
+pub struct Transport {
+    peers: BTreeMap<NodeId, PeerHandle>,
+    metrics: Arc<Metrics>,
+}
+
+impl Transport {
+    /// Starts one sender task per peer. Replies and failures go back to the runtime's inbox.
+    pub fn start(
+        config: TransportConfig,
+        client: reqwest::Client,
+        inbox: mpsc::Sender<Request>,
+        partition: Arc<Partition>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let incarnation = incarnation_id(config.id);
+        let peers = config
+            .peers
+            .iter()
+            .map(|(&peer, addr)| {
+                let (queue, receiver) = mpsc::channel(PEER_QUEUE);
+                let reachable = Arc::new(AtomicBool::new(true));
+                let task = PeerTask {
+                    peer,
+                    base_url: format!("http://{addr}"),
+                    client: client.clone(),
+                    inbox: inbox.clone(),
+                    partition: partition.clone(),
+                    metrics: metrics.clone(),
+                    reachable: reachable.clone(),
+                    in_flight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
+                    cluster_token: config.cluster_token.clone(),
+                    timeout: config.request_timeout,
+                    incarnation,
+                };
+                tokio::spawn(task.run(receiver));
+                (peer, PeerHandle { queue, reachable })
+            })
+            .collect();
+        Self { peers, metrics }
+    }
+
+    pub fn send(&self, envelope: Envelope) {
+        let Some(peer) = self.peers.get(&envelope.to) else {
+            tracing::warn!(to = %envelope.to, "message for an unknown peer dropped");
+            return;
+        };
+        if peer.queue.try_send(envelope).is_err() {
+            self.metrics
+                .messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_reachable(&self, peer: NodeId) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|handle| handle.reachable.load(Ordering::Relaxed))
+    }
+}
+
+fn incarnation_id(id: NodeId) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    nanos ^ (id.0 << 56) ^ u64::from(std::process::id())
+}
+
+struct PeerTask {
+    peer: NodeId,
+    base_url: String,
+    client: reqwest::Client,
+    inbox: mpsc::Sender<Request>,
+    partition: Arc<Partition>,
+    metrics: Arc<Metrics>,
+    reachable: Arc<AtomicBool>,
+    in_flight: Arc<Semaphore>,
+    cluster_token: Option<String>,
+    timeout: Duration,
+    incarnation: u64,
+}
+
+impl PeerTask {
+    async fn run(self, mut queue: mpsc::Receiver<Envelope>) {
+        let this = Arc::new(self);
+        let mut seq = 0u64;
+        while let Some(envelope) = queue.recv().await {
+            if this.partition.contains(this.peer) {
+                this.metrics
+                    .messages_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let Ok(permit) = this.in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            seq += 1;
+            let task = this.clone();
+            tokio::spawn(async move {
+                task.deliver(envelope, seq).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn deliver(&self, envelope: Envelope, seq: u64) {
+        let url = format!("{}/raft/{}", self.base_url, envelope.message.name());
+        let mut request = self
+            .client
+            .post(url)
+            .timeout(self.timeout)
+            .header(STREAM_HEADER, format!("{}-{seq}", self.incarnation))
+            .json(&envelope);
+        if let Some(token) = &self.cluster_token {
+            request = request.header(CLUSTER_TOKEN_HEADER, token);
+        }
+        self.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
+        let outcome = match request.send().await {
+            Ok(response) if response.status() == reqwest::StatusCode::OK => response
+                .json::<Option<Envelope>>()
+                .await
+                .map_err(|e| e.to_string()),
+            Ok(response) if response.status() == reqwest::StatusCode::NO_CONTENT => Ok(None),
+            Ok(response) => Err(format!("answered {}", response.status())),
+            Err(error) => Err(error.to_string()),
+        };
+        match outcome {
+            Ok(reply) => {
+                self.reachable.store(true, Ordering::Relaxed);
+                if let Some(reply) = reply {
+                    if !self.partition.contains(self.peer) {
+                        let _ = self
+                            .inbox
+                            .send(Request::Step {
+                                envelope: reply,
+                                reply: None,
+                            })
+                            .await;
+                    }
+                }
+            }
+            Err(error) => {
+                // Report only the change to unreachable: a dead peer fails every request.
+                if self.reachable.swap(false, Ordering::Relaxed) {
+                    tracing::debug!(peer = %self.peer, %error, "peer unreachable");
+                }
+                let _ = self.inbox.try_send(Request::Unreachable(self.peer));
+            }
+        }
+    }
+}
+
+/// Receiver side of the stream ordering: pipelined requests from one sender may arrive on different
+/// connections out of order; each waits briefly for its predecessor so the core sees them in order.
+#[derive(Default)]
+pub struct OrderGate {
+    next: Mutex<HashMap<NodeId, (u64, u64)>>,
+    turn: Notify,
+}
+
+impl OrderGate {
+    /// Parses `<incarnation>-<seq>`.
+    pub fn parse(header: &str) -> Option<(u64, u64)> {
+        let (incarnation, seq) = header.split_once('-')?;
+        Some((incarnation.parse().ok()?, seq.parse().ok()?))
+    }
+
+    /// Waits until every earlier request of this stream has been handed on, or `REORDER_WAIT` passed.
+    pub async fn wait_turn(&self, from: NodeId, incarnation: u64, seq: u64) {
+        let deadline = Instant::now() + REORDER_WAIT;
+        loop {
+            let notified = self.turn.notified();
+            {
+                let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+                let entry = next.entry(from).or_insert((incarnation, seq));
+                if entry.0 != incarnation {
+                    *entry = (incarnation, seq);
+                }
+                if seq <= entry.1 {
+                    return;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let _ = tokio::time::timeout(deadline - now, notified).await;
+        }
+    }
+
+    /// Marks a request as handed on, letting its successor go.
+    pub fn done(&self, from: NodeId, incarnation: u64, seq: u64) {
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = next.get_mut(&from) {
+            if entry.0 == incarnation && seq >= entry.1 {
+                entry.1 = seq + 1;
+            }
+        }
+        drop(next);
+        self.turn.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gate_releases_requests_in_sequence_order() {
+        let gate = Arc::new(OrderGate::default());
+        gate.wait_turn(NodeId(2), 9, 1).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let late = {
+            let (gate, order) = (gate.clone(), order.clone());
+            tokio::spawn(async move {
+                gate.wait_turn(NodeId(2), 9, 3).await;
+                order.lock().unwrap().push(3);
+                gate.done(NodeId(2), 9, 3);
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        gate.done(NodeId(2), 9, 1);
+        gate.wait_turn(NodeId(2), 9, 2).await;
+        order.lock().unwrap().push(2);
+        gate.done(NodeId(2), 9, 2);
+        late.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), vec![2, 3]);
+    }
+
+    #[tokio::test]
+    async fn gate_gives_up_waiting_for_a_lost_request() {
+        let gate = OrderGate::default();
+        gate.wait_turn(NodeId(2), 1, 1).await;
+        gate.done(NodeId(2), 1, 1);
+        let started = Instant::now();
+        gate.wait_turn(NodeId(2), 1, 5).await;
+        assert!(started.elapsed() >= REORDER_WAIT);
+    }
+
+    #[test]
+    fn stream_header_parses() {
+        assert_eq!(OrderGate::parse("12-3"), Some((12, 3)));
+        assert_eq!(OrderGate::parse("x-3"), None);
+        assert_eq!(OrderGate::parse("12"), None);
+    }
+}
