@@ -6,6 +6,8 @@
 use crate::raft::{Entry, HardState, LogId, LogIndex, Term};
 use flotilla_shared::api::MessageEntry;
 
+pub mod memory;
+
 /// A storage failure. Fatal to the node: the runtime stops rather than run on a disk it cannot trust.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -16,6 +18,10 @@ pub enum StorageError {
     Mismatch(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// A write that would break a guarantee below (a hole in the log, rewriting applied entries, a
+    /// term going backwards): a bug in the caller. Nothing of the batch was written.
+    #[error("invalid write: {0}")]
+    Invalid(String),
 }
 
 /// What a node finds on disk when it starts.
@@ -47,10 +53,7 @@ pub enum ApplyOutcome {
     /// A new message became part of the state machine.
     Applied { index: LogIndex, term: Term },
     /// Its `request_id` was applied before at `original`: nothing changed (the first application wins).
-    Duplicate {
-        index: LogIndex,
-        original: LogId,
-    },
+    Duplicate { index: LogIndex, original: LogId },
 }
 
 /// The durable store of one node.
@@ -68,9 +71,178 @@ pub trait LogStore: Send {
     fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError>;
     /// Entries in `lo..=hi`, stopping once `max_bytes` (by `Entry::approx_size`) is reached, but always at
     /// least one when `lo` exists.
-    fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: usize) -> Result<Vec<Entry>, StorageError>;
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError>;
     /// Applied messages with `from <= index <= up_to`, at most `limit` of them, in index order.
-    fn messages(&self, from: LogIndex, up_to: LogIndex, limit: usize) -> Result<Vec<MessageEntry>, StorageError>;
+    fn messages(
+        &self,
+        from: LogIndex,
+        up_to: LogIndex,
+        limit: usize,
+    ) -> Result<Vec<MessageEntry>, StorageError>;
     /// Where a `request_id` was applied, if it was.
     fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError>;
+}
+
+/// What a [`WriteBatch`] does to a store, worked out and checked before anything is written, so both
+/// stores enforce the same rules and a refused batch leaves no trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WritePlan {
+    /// Delete stored entries from this index on before inserting the batch's entries.
+    pub truncate_from: Option<LogIndex>,
+    /// The last entry once the batch is written.
+    pub last: LogId,
+    /// The applied index once the batch is written.
+    pub applied: LogIndex,
+}
+
+/// Checks `batch` against the stored state and says what writing it means.
+///
+/// `stored_term` reads the term of a stored entry (only called for indexes at or below `stored.last`).
+pub(crate) fn plan_write(
+    stored: &InitialState,
+    batch: &WriteBatch<'_>,
+    mut stored_term: impl FnMut(LogIndex) -> Result<Option<Term>, StorageError>,
+) -> Result<WritePlan, StorageError> {
+    if let Some(next) = batch.hard_state {
+        check_hard_state(&stored.hard_state, &next)?;
+    }
+
+    let mut plan = WritePlan {
+        truncate_from: None,
+        last: stored.last,
+        applied: stored.applied,
+    };
+    if let (Some(first), Some(last)) = (batch.entries.first(), batch.entries.last()) {
+        for (offset, entry) in batch.entries.iter().enumerate() {
+            if entry.index.0 != first.index.0 + offset as u64 {
+                return Err(StorageError::Invalid(format!(
+                    "entries are not contiguous: entry {offset} of the batch has index {}, expected {}",
+                    entry.index,
+                    first.index.0 + offset as u64
+                )));
+            }
+        }
+        if first.index.0 == 0 || first.index > stored.last.index.next() {
+            return Err(StorageError::Invalid(format!(
+                "the batch starts at index {} but the log ends at {}: the log would have a hole",
+                first.index, stored.last.index
+            )));
+        }
+        if first.index <= stored.last.index {
+            // Raft §5.4 (Leader Completeness): a committed entry is never deleted or replaced. Entries
+            // the state machine applied, or the durable commit index covers, may only be rewritten
+            // with themselves (same index and term means the same entry, §5.3 Log Matching).
+            let protected = stored
+                .applied
+                .max(stored.hard_state.commit)
+                .min(stored.last.index);
+            for index in first.index.0..=protected.0 {
+                let old = stored_term(LogIndex(index))?;
+                let new = batch
+                    .entries
+                    .get((index - first.index.0) as usize)
+                    .map(|entry| entry.term);
+                if new.is_none() || new != old {
+                    return Err(StorageError::Invalid(format!(
+                        "the batch would delete or replace entry {index} (term {}), which is \
+                         committed (applied {}, commit {})",
+                        old.unwrap_or_default(),
+                        stored.applied,
+                        stored.hard_state.commit
+                    )));
+                }
+            }
+            plan.truncate_from = Some(first.index);
+        }
+        plan.last = LogId {
+            index: last.index,
+            term: last.term,
+        };
+    }
+
+    for entry in batch.apply {
+        if entry.index != plan.applied.next() {
+            return Err(StorageError::Invalid(format!(
+                "applying entry {} but the state machine has applied up to {}: entries apply once, in order",
+                entry.index, plan.applied
+            )));
+        }
+        let durable_term = match batch.entries.first() {
+            Some(first) if entry.index >= first.index => batch
+                .entries
+                .get((entry.index.0 - first.index.0) as usize)
+                .map(|e| e.term),
+            _ if entry.index <= plan.last.index => stored_term(entry.index)?,
+            _ => None,
+        };
+        if durable_term != Some(entry.term) {
+            return Err(StorageError::Invalid(format!(
+                "applying entry {} (term {}) that is not in the durable log (there: {})",
+                entry.index,
+                entry.term,
+                durable_term.map_or_else(|| "nothing".to_string(), |t| format!("term {t}"))
+            )));
+        }
+        plan.applied = entry.index;
+    }
+    Ok(plan)
+}
+
+fn check_hard_state(stored: &HardState, next: &HardState) -> Result<(), StorageError> {
+    // Raft §5.1: terms only grow.
+    if next.term < stored.term {
+        return Err(StorageError::Invalid(format!(
+            "the term would go back from {} to {}",
+            stored.term, next.term
+        )));
+    }
+    // Raft §5.2: at most one vote per term, and a vote once cast is remembered.
+    if next.term == stored.term && stored.voted_for.is_some() && next.voted_for != stored.voted_for
+    {
+        return Err(StorageError::Invalid(format!(
+            "the vote in term {} would change from {:?} to {:?}",
+            stored.term, stored.voted_for, next.voted_for
+        )));
+    }
+    Ok(())
+}
+
+/// What applying `entry` does, given where its `request_id` (if any) was applied before.
+pub(crate) fn apply_outcome(entry: &Entry, earlier: Option<LogId>) -> ApplyOutcome {
+    match (&entry.payload, earlier) {
+        (crate::raft::Payload::Noop, _) => ApplyOutcome::Noop { index: entry.index },
+        (crate::raft::Payload::Message { .. }, Some(original)) => ApplyOutcome::Duplicate {
+            index: entry.index,
+            original,
+        },
+        (crate::raft::Payload::Message { .. }, None) => ApplyOutcome::Applied {
+            index: entry.index,
+            term: entry.term,
+        },
+    }
+}
+
+/// The entries of a contiguous run (as `next` yields them from `lo` on) that fit in `max_bytes`, at
+/// least one.
+pub(crate) fn take_within_bytes<E>(
+    entries: impl IntoIterator<Item = Result<Entry, E>>,
+    max_bytes: usize,
+) -> Result<Vec<Entry>, E> {
+    let mut taken = Vec::new();
+    let mut bytes = 0usize;
+    for entry in entries {
+        let entry = entry?;
+        let size = entry.approx_size();
+        if !taken.is_empty() && bytes.saturating_add(size) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        taken.push(entry);
+    }
+    Ok(taken)
 }
