@@ -7,6 +7,10 @@ use crate::raft::{Entry, HardState, LogId, LogIndex, Term};
 use flotilla_shared::api::MessageEntry;
 
 pub mod memory;
+pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
 
 /// A storage failure. Fatal to the node: the runtime stops rather than run on a disk it cannot trust.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,716 @@
+//! The durable [`LogStore`]: one SQLite file per node (`<data-dir>/node-<id>.db`).
+//!
+//! WAL journal with `synchronous=FULL`: a transaction is on disk when `COMMIT` returns, and readers on
+//! other connections ([`SqliteReader`]) see the last committed transaction while the writer works.
+//! Each [`WriteBatch`] is one transaction, so one fsync, however many entries it carries.
+//!
+//! Tables:
+//! - `meta`: one row: format version, node id, cluster id, creation time. A file recording another
+//!   node or cluster is refused, never reset.
+//! - `hard_state`: one row: term, voted_for, commit.
+//! - `log`: `idx` (primary key), `term`, `kind` (0 no-op, 1 message), `text`, `request_id`.
+//! - `applied_messages`: the state machine: `idx`, `term`, `text`, `request_id` (unique: dedupe).
+//! - `applied`: one row: the applied index.
+
+use super::{
+    apply_outcome, plan_write, take_within_bytes, ApplyOutcome, InitialState, LogStore,
+    StorageError, WriteBatch,
+};
+use crate::raft::{Entry, HardState, LogId, LogIndex, NodeId, Payload, Term};
+use flotilla_shared::api::MessageEntry;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Bumped whenever the schema changes incompatibly; an unknown version is refused.
+const FORMAT_VERSION: i64 = 1;
+/// `PRAGMA application_id`: marks the file as Flotilla's ("Flot").
+const APPLICATION_ID: i64 = 0x466C_6F74;
+/// How long a reader waits for a lock held during a WAL checkpoint before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const KIND_NOOP: i64 = 0;
+const KIND_MESSAGE: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    format_version INTEGER NOT NULL,
+    node_id INTEGER NOT NULL,
+    cluster_id TEXT NOT NULL,
+    created_unix_ms INTEGER NOT NULL
+);
+CREATE TABLE hard_state (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    term INTEGER NOT NULL,
+    voted_for INTEGER,
+    commit_index INTEGER NOT NULL
+);
+CREATE TABLE log (
+    idx INTEGER PRIMARY KEY,
+    term INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    text TEXT,
+    request_id TEXT
+);
+CREATE TABLE applied_messages (
+    idx INTEGER PRIMARY KEY,
+    term INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    request_id TEXT UNIQUE
+);
+CREATE TABLE applied (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    idx INTEGER NOT NULL
+);
+INSERT INTO hard_state (id, term, voted_for, commit_index) VALUES (0, 0, NULL, 0);
+INSERT INTO applied (id, idx) VALUES (0, 0);
+";
+
+/// The writer: owns the node's database file. `Send`, so it can run on a blocking thread.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    /// Mirrors the last committed transaction.
+    state: InitialState,
+}
+
+/// A read-only connection to a node's database, for reads on other threads while the writer works.
+pub struct SqliteReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Where node `id` keeps its database inside `data_dir`.
+    pub fn path_in(data_dir: &Path, id: NodeId) -> PathBuf {
+        data_dir.join(format!("node-{id}.db"))
+    }
+
+    /// Opens (creating if missing) the database of node `node_id` in cluster `cluster_id`.
+    ///
+    /// Refuses, with a one-line reason naming the file: a file that is not a SQLite database or not
+    /// Flotilla's, a damaged one, or one that records another node id or cluster id.
+    pub fn open(
+        path: impl AsRef<Path>,
+        node_id: NodeId,
+        cluster_id: &str,
+    ) -> Result<Self, StorageError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(StorageError::Io(format!(
+                    "{shown}: the directory {} does not exist",
+                    parent.display()
+                )));
+            }
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StorageError::Io(format!("{shown}: cannot open: {e}")))?;
+        let mut store = Self {
+            conn,
+            path,
+            state: InitialState::default(),
+        };
+        store.check_is_sqlite()?;
+        store.configure()?;
+        if store.is_blank()? {
+            store.create(node_id, cluster_id)?;
+        } else {
+            store.check_identity(node_id, cluster_id)?;
+            store.check_integrity()?;
+        }
+        store.state = store.load_state()?;
+        Ok(store)
+    }
+
+    /// A new read-only connection to this store's file.
+    pub fn reader(&self) -> Result<SqliteReader, StorageError> {
+        SqliteReader::open(&self.path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn shown(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn io(&self, doing: &str) -> impl FnOnce(rusqlite::Error) -> StorageError + '_ {
+        let shown = self.shown();
+        let doing = doing.to_string();
+        move |e| sql_error(&shown, &doing, e)
+    }
+
+    /// SQLite reads nothing until the first statement; this is where a non-database file shows.
+    fn check_is_sqlite(&self) -> Result<(), StorageError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|_| ())
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(ErrorCode::NotADatabase) => StorageError::Mismatch(format!(
+                    "{}: not a SQLite database (not Flotilla data); refusing to touch it",
+                    self.shown()
+                )),
+                _ => sql_error(&self.shown(), "reading the schema", e),
+            })
+    }
+
+    fn configure(&self) -> Result<(), StorageError> {
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(self.io("enabling the WAL journal"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StorageError::Io(format!(
+                "{}: cannot use a WAL journal (got {mode})",
+                self.shown()
+            )));
+        }
+        // FULL: a commit fsyncs the WAL, so an acknowledged write survives power loss, not only a crash.
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(self.io("setting synchronous=FULL"))?;
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(self.io("setting the busy timeout"))?;
+        self.conn.set_prepared_statement_cache_capacity(32);
+        Ok(())
+    }
+
+    /// A brand-new (or empty) file: no tables and no application id yet.
+    fn is_blank(&self) -> Result<bool, StorageError> {
+        let tables: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))
+            .map_err(self.io("reading the schema"))?;
+        let application_id: i64 = self
+            .conn
+            .query_row("PRAGMA application_id", [], |row| row.get(0))
+            .map_err(self.io("reading the application id"))?;
+        Ok(tables == 0 && application_id == 0)
+    }
+
+    fn create(&mut self, node_id: NodeId, cluster_id: &str) -> Result<(), StorageError> {
+        let created_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let node = sql_int(node_id.0, "node id")?;
+        let shown = self.shown();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_error(&shown, "creating the database", e))?;
+        tx.execute_batch(SCHEMA)
+            .and_then(|()| {
+                tx.execute(
+                    "INSERT INTO meta (id, format_version, node_id, cluster_id, created_unix_ms)
+                     VALUES (0, ?1, ?2, ?3, ?4)",
+                    params![FORMAT_VERSION, node, cluster_id, created_unix_ms],
+                )
+            })
+            .and_then(|_| tx.pragma_update(None, "application_id", APPLICATION_ID))
+            .and_then(|()| tx.commit())
+            .map_err(|e| sql_error(&shown, "creating the database", e))
+    }
+
+    fn check_identity(&self, node_id: NodeId, cluster_id: &str) -> Result<(), StorageError> {
+        let shown = self.shown();
+        let not_ours = |why: &str| {
+            StorageError::Mismatch(format!(
+                "{shown}: a SQLite database but not Flotilla data ({why}); refusing to touch it"
+            ))
+        };
+        let application_id: i64 = self
+            .conn
+            .query_row("PRAGMA application_id", [], |row| row.get(0))
+            .map_err(self.io("reading the application id"))?;
+        if application_id != APPLICATION_ID {
+            return Err(not_ours(&format!(
+                "application id {application_id:#x}, expected {APPLICATION_ID:#x}"
+            )));
+        }
+        let meta = self
+            .conn
+            .query_row(
+                "SELECT format_version, node_id, cluster_id FROM meta WHERE id = 0",
+                [],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional();
+        let (version, stored_node, stored_cluster) = match meta {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Err(not_ours("the meta table is empty")),
+            Err(e) => return Err(not_ours(&format!("no readable meta table: {e}"))),
+        };
+        if version != FORMAT_VERSION {
+            return Err(StorageError::Mismatch(format!(
+                "{shown}: data format version {version}, this build reads version {FORMAT_VERSION}"
+            )));
+        }
+        if stored_node != sql_int(node_id.0, "node id")? {
+            return Err(StorageError::Mismatch(format!(
+                "{shown}: belongs to node {stored_node} (cluster \"{stored_cluster}\"), \
+                 but this is node {node_id}; refusing to start on another node's data"
+            )));
+        }
+        if stored_cluster != cluster_id {
+            return Err(StorageError::Mismatch(format!(
+                "{shown}: belongs to cluster \"{stored_cluster}\", but this node (node {node_id}) is in \
+                 cluster \"{cluster_id}\"; refusing to start on another cluster's data"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_integrity(&self) -> Result<(), StorageError> {
+        let mut statement = self
+            .conn
+            .prepare("PRAGMA quick_check")
+            .map_err(|e| sql_error(&self.shown(), "checking integrity", e))?;
+        let problems: Vec<String> = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| sql_error(&self.shown(), "checking integrity", e))?;
+        if problems.len() != 1 || problems[0] != "ok" {
+            return Err(StorageError::Corrupt(format!(
+                "{}: damaged database (quick_check: {})",
+                self.shown(),
+                problems.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads the last committed state and checks it hangs together.
+    fn load_state(&self) -> Result<InitialState, StorageError> {
+        let shown = self.shown();
+        let corrupt = |why: String| StorageError::Corrupt(format!("{shown}: {why}"));
+        let (term, voted_for, commit) = self
+            .conn
+            .query_row(
+                "SELECT term, voted_for, commit_index FROM hard_state WHERE id = 0",
+                [],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, Option<i64>>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| sql_error(&shown, "reading the hard state", e))?
+            .ok_or_else(|| corrupt("the hard state row is missing".into()))?;
+        let applied: i64 = self
+            .conn
+            .query_row("SELECT idx FROM applied WHERE id = 0", [], |row| row.get(0))
+            .optional()
+            .map_err(|e| sql_error(&shown, "reading the applied index", e))?
+            .ok_or_else(|| corrupt("the applied index row is missing".into()))?;
+        let (count, first, last, last_term) = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*), MIN(idx), MAX(idx), (SELECT term FROM log ORDER BY idx DESC LIMIT 1)
+                 FROM log",
+                [],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, Option<i64>>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                        row.get::<_, Option<i64>>(3)?,
+                    ))
+                },
+            )
+            .map_err(|e| sql_error(&shown, "reading the log bounds", e))?;
+        let last_index = last.unwrap_or(0);
+        if count > 0 && (first != Some(1) || count != last_index) {
+            return Err(corrupt(format!(
+                "the log has holes: {count} entries between index {} and {last_index}",
+                first.unwrap_or(0)
+            )));
+        }
+        if applied > last_index {
+            return Err(corrupt(format!(
+                "applied index {applied} is past the last log entry {last_index}"
+            )));
+        }
+        let voted_for = voted_for
+            .map(|id| from_sql(id, "voted_for").map(NodeId))
+            .transpose()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let read =
+            |value: i64, what: &str| from_sql(value, what).map_err(|e| corrupt(e.to_string()));
+        Ok(InitialState {
+            hard_state: HardState {
+                term: Term(read(term, "term")?),
+                voted_for,
+                commit: LogIndex(read(commit, "commit index")?),
+            },
+            last: LogId {
+                index: LogIndex(read(last_index, "last index")?),
+                term: Term(read(last_term.unwrap_or(0), "last term")?),
+            },
+            applied: LogIndex(read(applied, "applied index")?),
+        })
+    }
+
+    fn write_in_transaction(
+        &mut self,
+        batch: &WriteBatch<'_>,
+        truncate_from: Option<LogIndex>,
+    ) -> Result<Vec<ApplyOutcome>, rusqlite::Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(hard_state) = batch.hard_state {
+            tx.prepare_cached(
+                "UPDATE hard_state SET term = ?1, voted_for = ?2, commit_index = ?3 WHERE id = 0",
+            )?
+            .execute(params![
+                to_sql(hard_state.term.0)?,
+                hard_state.voted_for.map(|id| to_sql(id.0)).transpose()?,
+                to_sql(hard_state.commit.0)?
+            ])?;
+        }
+        if let Some(from) = truncate_from {
+            // Raft §5.3: a conflicting entry and all that follow it are deleted.
+            tx.prepare_cached("DELETE FROM log WHERE idx >= ?1")?
+                .execute([to_sql(from.0)?])?;
+        }
+        if !batch.entries.is_empty() {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO log (idx, term, kind, text, request_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for entry in batch.entries {
+                let (kind, text, request_id) = encode_payload(&entry.payload);
+                insert.execute(params![
+                    to_sql(entry.index.0)?,
+                    to_sql(entry.term.0)?,
+                    kind,
+                    text,
+                    request_id
+                ])?;
+            }
+        }
+        let mut outcomes = Vec::with_capacity(batch.apply.len());
+        if let Some(last_applied) = batch.apply.last() {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO applied_messages (idx, term, text, request_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (request_id) DO NOTHING",
+            )?;
+            let mut find =
+                tx.prepare_cached("SELECT idx, term FROM applied_messages WHERE request_id = ?1")?;
+            for entry in batch.apply {
+                let Payload::Message { text, request_id } = &entry.payload else {
+                    outcomes.push(apply_outcome(entry, None));
+                    continue;
+                };
+                let inserted = insert.execute(params![
+                    to_sql(entry.index.0)?,
+                    to_sql(entry.term.0)?,
+                    text,
+                    request_id
+                ])?;
+                let earlier = match (inserted, request_id) {
+                    (0, Some(request_id)) => find
+                        .query_row([request_id], |row| read_log_id(row, 0))
+                        .optional()?,
+                    _ => None,
+                };
+                outcomes.push(apply_outcome(entry, earlier));
+            }
+            tx.prepare_cached("UPDATE applied SET idx = ?1 WHERE id = 0")?
+                .execute([to_sql(last_applied.index.0)?])?;
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+impl LogStore for SqliteStore {
+    fn initial_state(&self) -> Result<InitialState, StorageError> {
+        Ok(self.state)
+    }
+
+    fn write(&mut self, batch: WriteBatch<'_>) -> Result<Vec<ApplyOutcome>, StorageError> {
+        let plan = plan_write(&self.state, &batch, |index| {
+            read_term(&self.conn, &self.path, index)
+        })?;
+        let outcomes = self
+            .write_in_transaction(&batch, plan.truncate_from)
+            .map_err(|e| sql_error(&self.shown(), "writing a batch", e))?;
+        if let Some(hard_state) = batch.hard_state {
+            self.state.hard_state = hard_state;
+        }
+        self.state.last = plan.last;
+        self.state.applied = plan.applied;
+        Ok(outcomes)
+    }
+
+    fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
+        read_term(&self.conn, &self.path, index)
+    }
+
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        read_entries(&self.conn, &self.path, lo, hi, max_bytes)
+    }
+
+    fn messages(
+        &self,
+        from: LogIndex,
+        up_to: LogIndex,
+        limit: usize,
+    ) -> Result<Vec<MessageEntry>, StorageError> {
+        read_messages(&self.conn, &self.path, from, up_to, limit)
+    }
+
+    fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
+        read_request(&self.conn, &self.path, request_id)
+    }
+}
+
+impl SqliteReader {
+    /// Opens `path` read-only. The file must already be a node's database (the writer creates it).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StorageError::Io(format!("{shown}: cannot open for reading: {e}")))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_error(&shown, "setting the busy timeout", e))?;
+        conn.set_prepared_statement_cache_capacity(16);
+        Ok(Self { conn, path })
+    }
+
+    pub fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
+        read_term(&self.conn, &self.path, index)
+    }
+
+    pub fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        read_entries(&self.conn, &self.path, lo, hi, max_bytes)
+    }
+
+    pub fn messages(
+        &self,
+        from: LogIndex,
+        up_to: LogIndex,
+        limit: usize,
+    ) -> Result<Vec<MessageEntry>, StorageError> {
+        read_messages(&self.conn, &self.path, from, up_to, limit)
+    }
+
+    pub fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
+        read_request(&self.conn, &self.path, request_id)
+    }
+}
+
+fn read_term(
+    conn: &Connection,
+    path: &Path,
+    index: LogIndex,
+) -> Result<Option<Term>, StorageError> {
+    if index == LogIndex::ZERO {
+        return Ok(Some(Term(0)));
+    }
+    let Ok(idx) = i64::try_from(index.0) else {
+        return Ok(None);
+    };
+    let fail = |e| sql_error(&path.display().to_string(), "reading a term", e);
+    let term = conn
+        .prepare_cached("SELECT term FROM log WHERE idx = ?1")
+        .map_err(fail)?
+        .query_row([idx], |row| row.get::<_, i64>(0))
+        .optional()
+        .map_err(fail)?;
+    term.map(|t| from_sql(t, "term").map(Term)).transpose()
+}
+
+fn read_entries(
+    conn: &Connection,
+    path: &Path,
+    lo: LogIndex,
+    hi: LogIndex,
+    max_bytes: usize,
+) -> Result<Vec<Entry>, StorageError> {
+    let lo = lo.max(LogIndex(1));
+    if lo > hi {
+        return Ok(Vec::new());
+    }
+    let Ok(lo_sql) = i64::try_from(lo.0) else {
+        return Ok(Vec::new());
+    };
+    let hi_sql = i64::try_from(hi.0).unwrap_or(i64::MAX);
+    let fail = |e| sql_error(&path.display().to_string(), "reading log entries", e);
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT idx, term, kind, text, request_id FROM log WHERE idx >= ?1 AND idx <= ?2
+             ORDER BY idx",
+        )
+        .map_err(fail)?;
+    let rows = statement
+        .query_map([lo_sql, hi_sql], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, Option<String>>(3)?,
+                row.get::<_, Option<String>>(4)?,
+            ))
+        })
+        .map_err(fail)?;
+    let entries = rows.map(|row| {
+        let (idx, term, kind, text, request_id) = row.map_err(fail)?;
+        Ok(Entry {
+            index: LogIndex(from_sql(idx, "log index")?),
+            term: Term(from_sql(term, "log term")?),
+            payload: decode_payload(kind, text, request_id).map_err(|why| {
+                StorageError::Corrupt(format!("{}: entry {idx}: {why}", path.display()))
+            })?,
+        })
+    });
+    take_within_bytes(entries, max_bytes)
+}
+
+fn read_messages(
+    conn: &Connection,
+    path: &Path,
+    from: LogIndex,
+    up_to: LogIndex,
+    limit: usize,
+) -> Result<Vec<MessageEntry>, StorageError> {
+    if from > up_to || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let Ok(from_sql_index) = i64::try_from(from.0) else {
+        return Ok(Vec::new());
+    };
+    let up_to = i64::try_from(up_to.0).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let fail = |e| sql_error(&path.display().to_string(), "reading messages", e);
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT idx, term, text, request_id FROM applied_messages WHERE idx >= ?1 AND idx <= ?2
+             ORDER BY idx LIMIT ?3",
+        )
+        .map_err(fail)?;
+    let rows = statement
+        .query_map([from_sql_index, up_to, limit], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .map_err(fail)?;
+    rows.map(|row| {
+        let (idx, term, text, request_id) = row.map_err(fail)?;
+        Ok(MessageEntry {
+            index: LogIndex(from_sql(idx, "message index")?),
+            term: Term(from_sql(term, "message term")?),
+            text,
+            request_id,
+        })
+    })
+    .collect()
+}
+
+fn read_request(
+    conn: &Connection,
+    path: &Path,
+    request_id: &str,
+) -> Result<Option<LogId>, StorageError> {
+    let fail = |e| sql_error(&path.display().to_string(), "looking up a request id", e);
+    conn.prepare_cached("SELECT idx, term FROM applied_messages WHERE request_id = ?1")
+        .map_err(fail)?
+        .query_row([request_id], |row| read_log_id(row, 0))
+        .optional()
+        .map_err(fail)
+}
+
+fn read_log_id(row: &rusqlite::Row<'_>, first_column: usize) -> rusqlite::Result<LogId> {
+    let index: i64 = row.get(first_column)?;
+    let term: i64 = row.get(first_column + 1)?;
+    let non_negative = |value: i64, column: usize| {
+        u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(column, value))
+    };
+    Ok(LogId {
+        index: LogIndex(non_negative(index, first_column)?),
+        term: Term(non_negative(term, first_column + 1)?),
+    })
+}
+
+fn encode_payload(payload: &Payload) -> (i64, Option<&str>, Option<&str>) {
+    match payload {
+        Payload::Noop => (KIND_NOOP, None, None),
+        Payload::Message { text, request_id } => {
+            (KIND_MESSAGE, Some(text.as_str()), request_id.as_deref())
+        }
+    }
+}
+
+fn decode_payload(
+    kind: i64,
+    text: Option<String>,
+    request_id: Option<String>,
+) -> Result<Payload, String> {
+    match (kind, text) {
+        (KIND_NOOP, _) => Ok(Payload::Noop),
+        (KIND_MESSAGE, Some(text)) => Ok(Payload::Message { text, request_id }),
+        (KIND_MESSAGE, None) => Err("a message entry without text".into()),
+        (other, _) => Err(format!("unknown entry kind {other}")),
+    }
+}
+
+/// Indexes, terms and ids are u64 in Raft and i64 in SQLite; values past i64::MAX are refused.
+fn to_sql(value: u64) -> rusqlite::Result<i64> {
+    i64::try_from(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+fn sql_int(value: u64, what: &str) -> Result<i64, StorageError> {
+    i64::try_from(value)
+        .map_err(|_| StorageError::Invalid(format!("{what} {value} does not fit in SQLite")))
+}
+
+fn from_sql(value: i64, what: &str) -> Result<u64, StorageError> {
+    u64::try_from(value).map_err(|_| StorageError::Corrupt(format!("negative {what} {value}")))
+}
+
+fn sql_error(shown: &str, doing: &str, error: rusqlite::Error) -> StorageError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            StorageError::Corrupt(format!("{shown}: damaged database while {doing}: {error}"))
+        }
+        _ => StorageError::Io(format!("{shown}: {doing}: {error}")),
+    }
+}
