@@ -6,11 +6,10 @@
 //! killed when the [`Cluster`] is dropped; if the thread is panicking (a failed test), the tail of each
 //! node's log is printed and the folder is kept.
 //!
-//! The node binary: `FLOTILLA_NODE_BIN` if set, else `flotilla-node` in the cargo target directory this
-//! test binary lives in (found from `std::env::current_exe()`). If it is missing, the harness runs
-//! `cargo build -p flotilla-node` once. It does not rebuild a binary that exists: run
-//! `cargo build -p flotilla-node` (or `cargo build --workspace`) before the tests after changing the
-//! node.
+//! The node binary: `FLOTILLA_NODE_BIN` if set (used as is), else `flotilla-node` in the cargo target
+//! directory this test binary lives in (found from `std::env::current_exe()`). In that case the harness
+//! runs `cargo build -p flotilla-node` once per process first (a no-op when it is up to date), so the
+//! tests never run a stale node; if that build fails and no binary exists, the error says so.
 //!
 //! Waiting is always on a condition with a deadline ([`wait_until`]), never a bare sleep.
 
@@ -1075,33 +1074,54 @@ fn locate_or_build() -> Result<PathBuf> {
         .map(Path::to_path_buf)
         .ok_or_else(|| anyhow!("cannot find the target directory from {}", exe.display()))?;
     let candidate = profile_dir.join(&name);
-    if candidate.is_file() {
-        return Ok(candidate);
-    }
+    // Always (once per test process) ask cargo to bring the binary up to date: a stale node binary
+    // would test old code. When nothing changed this takes well under a second.
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or_else(|| anyhow!("the tests crate has no parent directory"))?;
-    eprintln!(
-        "{} is missing; running `cargo build -p flotilla-node{}` once",
-        candidate.display(),
-        if release { " --release" } else { "" }
-    );
     let mut build = Command::new(&cargo);
-    build
-        .current_dir(workspace)
-        .args(["build", "-p", "flotilla-node"]);
+    build.current_dir(workspace).args([
+        "build",
+        "--quiet",
+        "-p",
+        "flotilla-node",
+        "--bin",
+        "flotilla-node",
+    ]);
     if release {
         build.arg("--release");
     }
-    let status = build
-        .status()
-        .with_context(|| format!("running {cargo:?} build -p flotilla-node"))?;
-    if !status.success() || !candidate.is_file() {
+    let output = build.stdin(Stdio::null()).output();
+    let built = match &output {
+        Ok(output) if output.status.success() => true,
+        Ok(output) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+            eprintln!(
+                "`cargo build -p flotilla-node` failed ({}):\n{}",
+                output.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+            false
+        }
+        Err(error) => {
+            eprintln!("cannot run {cargo:?} to build the node: {error}");
+            false
+        }
+    };
+    if !candidate.is_file() {
         bail!(
-            "could not build the node ({status}); run `cargo build -p flotilla-node` and retry, or \
-             set FLOTILLA_NODE_BIN to the binary ({} expected)",
+            "{} is missing and could not be built; run `cargo build -p flotilla-node{}` first, or \
+             set FLOTILLA_NODE_BIN to the node binary",
+            candidate.display(),
+            if release { " --release" } else { "" }
+        );
+    }
+    if !built {
+        eprintln!(
+            "warning: using the existing {}, which may be out of date",
             candidate.display()
         );
     }
