@@ -1,6 +1,7 @@
 //! Flotilla's Raft node: a deterministic, I/O-free Raft core (`raft`), durable storage (`storage`), and
 //! the server around them.
 
+pub mod cli;
 pub mod clock;
 pub mod events;
 pub mod health;
@@ -8,5 +9,6 @@ pub mod http;
 pub mod metrics;
 pub mod raft;
 pub mod runtime;
+pub mod server;
 pub mod storage;
 pub mod transport;

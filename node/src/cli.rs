@@ -1,0 +1,299 @@
+//! `flotilla-node`'s command line: flags (each also read from an env var), logging, signals.
+
+use crate::server::{self, NodeConfig};
+use clap::{Parser, Subcommand, ValueEnum};
+use flotilla_shared::NodeId;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flotilla-node",
+    version,
+    about = "A Flotilla Raft node: start one per member, e.g.\n  flotilla-node --id 1 --listen 127.0.0.1:7001 --peers 2=127.0.0.1:7002,3=127.0.0.1:7003",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Exits 0 when the node at URL answers /v1/status (for container health checks; needs no curl).
+    Health {
+        #[arg(long, env = "HEALTH_URL", default_value = "http://127.0.0.1:5000")]
+        url: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    /// This node's id, 1..=255.
+    #[arg(long, env = "NODE_ID")]
+    id: Option<u64>,
+    /// Address to serve the HTTP API and Raft RPC on.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:5000")]
+    listen: String,
+    /// The other members: comma list of ID=HOST:PORT (this node's own id may be listed; it is skipped).
+    #[arg(long, env = "PEERS", default_value = "")]
+    peers: String,
+    /// How clients reach this node (leader hints). Default: http://<listen>.
+    #[arg(long, env = "ADVERTISE")]
+    advertise: Option<String>,
+    /// Directory for this node's SQLite file (created if missing).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 50)]
+    heartbeat_ms: u64,
+    /// Election timeout range MIN-MAX in milliseconds.
+    #[arg(long, env = "ELECTION_TIMEOUT_MS", default_value = "150-300")]
+    election_timeout_ms: String,
+    /// Bearer token required on /v1/admin/*. Unset: the admin API answers 403.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Names the cluster; recorded in the database so a node never starts on another cluster's data.
+    #[arg(long, env = "CLUSTER_ID", default_value = "flotilla")]
+    cluster_id: String,
+    /// Shared secret every Raft RPC must carry; RPCs without it are refused.
+    #[arg(long, env = "CLUSTER_TOKEN", hide_env_values = true)]
+    cluster_token: Option<String>,
+    /// Largest accepted client request body.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    max_body_bytes: usize,
+    /// How long a client request may take before it is answered 504.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
+    request_timeout_ms: u64,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `2=127.0.0.1:7002,3=node3:5000`, skipping `own`.
+pub fn parse_peers(list: &str, own: NodeId) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut peers = BTreeMap::new();
+    for item in list
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("peer {item:?} must look like ID=HOST:PORT"))?;
+        let id = id
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("peer {item:?}: id must be a number"))
+            .and_then(NodeId::new)?;
+        let addr = addr.trim();
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(format!("peer {item:?}: address must be HOST:PORT"));
+        }
+        if id == own {
+            continue;
+        }
+        if peers.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("peer {id} is listed twice"));
+        }
+    }
+    Ok(peers)
+}
+
+/// Parses `150-300`.
+pub fn parse_timeout_range(range: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("election timeout must be MIN-MAX in ms (e.g. 150-300), got {range:?}");
+    let (min, max) = range.split_once('-').ok_or_else(bad)?;
+    let min = min.trim().parse().map_err(|_| bad())?;
+    let max = max.trim().parse().map_err(|_| bad())?;
+    Ok((min, max))
+}
+
+impl NodeArgs {
+    fn into_config(self) -> Result<NodeConfig, String> {
+        let id = self
+            .id
+            .ok_or("--id (or NODE_ID) is required")
+            .map_err(String::from)
+            .and_then(NodeId::new)?;
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| format!("--listen must be IP:PORT, got {:?}", self.listen))?;
+        let peers = parse_peers(&self.peers, id)?;
+        let election_timeout_ms = parse_timeout_range(&self.election_timeout_ms)?;
+        let timing = flotilla_shared::api::TimingRequest {
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_ms: [election_timeout_ms.0, election_timeout_ms.1],
+        };
+        timing.validate()?;
+        let advertise = self.advertise.unwrap_or_else(|| {
+            // A wildcard listen address is no address to give clients: name loopback instead.
+            let host = if listen.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                listen.ip().to_string()
+            };
+            format!("http://{host}:{}", listen.port())
+        });
+        if self.max_body_bytes == 0 {
+            return Err("--max-body-bytes must be at least 1".into());
+        }
+        Ok(NodeConfig {
+            id,
+            listen,
+            peers,
+            advertise,
+            data_dir: self.data_dir,
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_ms,
+            admin_token: self.admin_token.filter(|token| !token.is_empty()),
+            cluster_id: self.cluster_id,
+            cluster_token: self.cluster_token.filter(|token| !token.is_empty()),
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+        })
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A host program (the desktop) may have set up logging already: keep its.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs `flotilla-node` with `args` (without the program name) and returns its exit code. Blocking: it
+/// builds its own tokio runtime. The desktop app calls this for its `node` subcommand.
+pub fn run_from_args(args: Vec<OsString>) -> ExitCode {
+    let argv = std::iter::once(OsString::from("flotilla-node")).chain(args);
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if let Some(Command::Health { url }) = cli.command {
+        return crate::health::check(&url);
+    }
+    let log_format = cli.node.log_format;
+    let config = match cli.node.into_config() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("flotilla-node: error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("flotilla-node: error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flotilla-node: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_skip_self() {
+        let peers =
+            parse_peers("1=127.0.0.1:7001, 2=127.0.0.1:7002,3=node3:5000", NodeId(1)).unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[&NodeId(3)], "node3:5000");
+    }
+
+    #[test]
+    fn bad_peers_are_clear_errors() {
+        assert!(parse_peers("2:127.0.0.1:7002", NodeId(1))
+            .unwrap_err()
+            .contains("ID=HOST:PORT"));
+        assert!(parse_peers("x=127.0.0.1:7002", NodeId(1))
+            .unwrap_err()
+            .contains("number"));
+        assert!(parse_peers("2=127.0.0.1", NodeId(1))
+            .unwrap_err()
+            .contains("HOST:PORT"));
+        assert!(parse_peers("2=a:1,2=b:2", NodeId(1))
+            .unwrap_err()
+            .contains("twice"));
+        assert!(parse_peers("300=a:1", NodeId(1))
+            .unwrap_err()
+            .contains("between 1 and 255"));
+        assert!(parse_peers("", NodeId(1)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn timeout_range_parses() {
+        assert_eq!(parse_timeout_range("150-300"), Ok((150, 300)));
+        assert!(parse_timeout_range("150").is_err());
+        assert!(parse_timeout_range("a-b").is_err());
+    }
+
+    #[test]
+    fn missing_id_is_reported() {
+        let cli = Cli::try_parse_from(["flotilla-node", "--listen", "127.0.0.1:1"]).unwrap();
+        assert!(cli.node.into_config().unwrap_err().contains("--id"));
+    }
+}

@@ -1,0 +1,261 @@
+//! Wires a node together: storage, core, runtime, transport and HTTP, and runs it until shutdown.
+
+use crate::clock::Clock;
+use crate::events::EventHub;
+use crate::http::{Api, StateReader};
+use crate::metrics::Metrics;
+use crate::raft::{Config, LogId, LogIndex, NodeId, Raft, Restored, Term};
+use crate::runtime::{NodeInfo, ReadStore, Runtime, RuntimeParts, StoreReader};
+use crate::storage::sqlite::{SqliteReader, SqliteStore};
+use crate::storage::{LogStore, StorageError};
+use crate::transport::{OrderGate, Partition, Transport, TransportConfig};
+use anyhow::Context as _;
+use flotilla_shared::api::{MessageEntry, Status};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Everything a node is started with (the CLI's flags, checked).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    /// Other members: id → `host:port` of their HTTP listener.
+    pub peers: BTreeMap<NodeId, String>,
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    pub admin_token: Option<String>,
+    pub cluster_id: String,
+    pub cluster_token: Option<String>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// Requests queued for the runtime before HTTP handlers wait (back-pressure instead of memory growth).
+const INBOX_CAPACITY: usize = 16_384;
+
+/// Runs the node until `shutdown` completes, then stops gracefully. Errors are one line for the user.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let db_path = SqliteStore::path_in(&config.data_dir, config.id);
+    let store = SqliteStore::open(&db_path, config.id, &config.cluster_id)?;
+    let initial = store.initial_state()?;
+    let core_reader = StoreReader(store.reader()?);
+    let clock = Clock::new();
+
+    let mut voters: Vec<NodeId> = config.peers.keys().copied().collect();
+    voters.push(config.id);
+    voters.sort();
+    let mut raft_config = Config::new(config.id, voters);
+    raft_config.heartbeat_ms = config.heartbeat_ms;
+    raft_config.election_timeout_ms = config.election_timeout_ms;
+    // Only election timeouts are random; a fresh seed per start keeps restarted nodes from colliding.
+    raft_config.seed = clock.now_ms() ^ (config.id.0 << 32) ^ u64::from(std::process::id());
+    let restored = Restored {
+        hard_state: initial.hard_state,
+        last: initial.last,
+        applied: initial.applied,
+    };
+    let raft = Raft::new(raft_config.clone(), core_reader, restored, clock.now_ms())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(
+        id = %config.id,
+        term = %initial.hard_state.term,
+        last_index = %initial.last.index,
+        applied = %initial.applied,
+        db = %db_path.display(),
+        "recovered state"
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .build()
+        .context("cannot build the HTTP client")?;
+    let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+    let events = EventHub::new(config.id, clock);
+    let metrics = Arc::new(Metrics::default());
+    let partition = Arc::new(Partition::default());
+    let (status_tx, status_rx) = watch::channel(Arc::new(empty_status(
+        &config,
+        initial.last,
+        initial.applied,
+    )));
+    let transport = Transport::start(
+        TransportConfig {
+            id: config.id,
+            peers: config.peers.clone(),
+            cluster_token: config.cluster_token.clone(),
+            max_inflight: raft_config.max_inflight_appends,
+            request_timeout: Duration::from_millis(config.election_timeout_ms.1.max(500)),
+        },
+        client.clone(),
+        inbox_tx.clone(),
+        partition.clone(),
+        metrics.clone(),
+    );
+    let runtime = Runtime::new(RuntimeParts {
+        raft,
+        info: NodeInfo {
+            id: config.id,
+            peers: config.peers.clone(),
+        },
+        clock,
+        inbox: inbox_rx,
+        store: Box::new(store),
+        transport,
+        partition: partition.clone(),
+        events: events.clone(),
+        status: status_tx,
+        metrics: metrics.clone(),
+    });
+    let (stop_runtime, runtime_stopped) = watch::channel(false);
+    let runtime_task = tokio::spawn(runtime.run(runtime_stopped));
+
+    let reader = Arc::new(ReaderPool::new(db_path.clone()));
+    let api = Arc::new(Api {
+        id: config.id,
+        advertise: config.advertise.clone(),
+        peers: config.peers.clone(),
+        inbox: inbox_tx,
+        status: status_rx,
+        events,
+        metrics,
+        partition,
+        order: OrderGate::default(),
+        reader,
+        client,
+        admin_token: config.admin_token.clone(),
+        cluster_token: config.cluster_token.clone(),
+        max_body: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+        leader_wait: Duration::from_millis(config.election_timeout_ms.1 * 4)
+            .min(config.request_timeout),
+    });
+    tracing::info!(listen = %config.listen, advertise = %config.advertise, peers = ?config.peers, "serving");
+
+    // Stop when asked, or when the runtime ends by itself (a storage failure).
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = warp::serve(crate::http::routes(api))
+        .incoming(listener)
+        .graceful(async move {
+            let _ = http_stopped.await;
+        });
+    let server_task = tokio::spawn(server.run());
+    let mut runtime_task = runtime_task;
+    let runtime_result = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_runtime.send(true);
+            (&mut runtime_task).await
+        }
+        result = &mut runtime_task => result,
+    };
+    let _ = stop_http.send(());
+    // Open event streams would hold a graceful stop forever: give in-flight requests a moment only.
+    let _ = tokio::time::timeout(Duration::from_secs(1), server_task).await;
+    match runtime_result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(anyhow::anyhow!("storage failed: {error}")),
+        Err(join) => Err(anyhow::anyhow!("the runtime stopped unexpectedly: {join}")),
+    }
+}
+
+fn empty_status(config: &NodeConfig, last: LogId, applied: LogIndex) -> Status {
+    Status {
+        id: config.id,
+        role: Default::default(),
+        term: Term(0),
+        voted_for: None,
+        leader_id: None,
+        commit_index: applied,
+        last_applied: applied,
+        last_log_index: last.index,
+        last_log_term: last.term,
+        persisted_index: last.index,
+        peers: Vec::new(),
+        isolated_from: Vec::new(),
+        heartbeat_ms: config.heartbeat_ms,
+        election_timeout_ms: [config.election_timeout_ms.0, config.election_timeout_ms.1],
+    }
+}
+
+impl ReadStore for SqliteReader {
+    fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
+        SqliteReader::term(self, index)
+    }
+
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<crate::raft::Entry>, StorageError> {
+        SqliteReader::entries(self, lo, hi, max_bytes)
+    }
+}
+
+/// Read connections for HTTP handlers, opened on demand and reused.
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<SqliteReader>>,
+}
+
+impl ReaderPool {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        read: impl FnOnce(&SqliteReader) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let reader = match pooled {
+            Some(reader) => reader,
+            None => SqliteReader::open(&self.path)?,
+        };
+        let result = read(&reader);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(reader);
+        result
+    }
+}
+
+impl StateReader for ReaderPool {
+    fn messages(
+        &self,
+        from: LogIndex,
+        up_to: LogIndex,
+        limit: usize,
+    ) -> Result<Vec<MessageEntry>, StorageError> {
+        self.with(|reader| reader.messages(from, up_to, limit))
+    }
+
+    fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
+        self.with(|reader| reader.find_request(request_id))
+    }
+}
