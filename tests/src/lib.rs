@@ -252,21 +252,10 @@ impl Cluster {
             .join(",")
     }
 
-    fn spawn(&mut self, id: NodeId) -> Result<()> {
-        let peers = self.peers_flag();
-        let options = &self.options;
-        let node = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
-        if node.child.is_some() {
-            bail!("node {id} is already running");
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log_path)
-            .with_context(|| format!("opening {}", node.log_path.display()))?;
+    /// The command that starts node `id` with `options` (its port, peers and data dir are fixed).
+    /// Output is not redirected: [`Cluster::restart`] sends it to the node's log.
+    pub fn node_command(&self, id: NodeId, options: &Options) -> Result<Command> {
+        let node = self.nodes.get(&id).ok_or_else(|| anyhow!("no node {id}"))?;
         let mut command = Command::new(&self.binary);
         command
             .arg("--id")
@@ -274,7 +263,7 @@ impl Cluster {
             .arg("--listen")
             .arg(node.addr())
             .arg("--peers")
-            .arg(&peers)
+            .arg(self.peers_flag())
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--heartbeat-ms")
@@ -295,7 +284,26 @@ impl Cluster {
         command
             .args(&options.extra_args)
             .env("RUST_LOG", &options.log_filter)
-            .stdin(Stdio::null())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        Ok(command)
+    }
+
+    fn spawn(&mut self, id: NodeId) -> Result<()> {
+        let mut command = self.node_command(id, &self.options)?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        if node.child.is_some() {
+            bail!("node {id} is already running");
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .with_context(|| format!("opening {}", node.log_path.display()))?;
+        command
             .stdout(log.try_clone().context("duplicating the log handle")?)
             .stderr(log);
         let child = command
@@ -1273,4 +1281,30 @@ pub fn check_acked_exactly_once(messages: &[MessageEntry], acked: &[Ack]) -> Res
         }
     }
     Ok(())
+}
+
+/// Runs `command` (output captured) and waits for it to exit; kills it and fails after `timeout`.
+pub async fn run_to_exit(mut command: Command, timeout: Duration) -> Result<std::process::Output> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait()?.is_some() {
+            return child.wait_with_output().context("collecting output");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output()?;
+            bail!(
+                "still running after {timeout:?}; output:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
