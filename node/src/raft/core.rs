@@ -1,51 +1,1413 @@
-//! The Raft state machine. Placeholder signatures: the implementation replaces these bodies.
+//! The Raft state machine: roles, elections, replication, commitment, reads and leadership transfer.
 
+use super::log::RaftLog;
+use super::progress::{Progress, ProgressState};
+use super::quorum::{self, VoteResult};
+use super::rng::SplitMix64;
 use super::*;
+use flotilla_shared::rpc::{
+    AppendEntries, AppendEntriesResponse, RequestVote, RequestVoteResponse,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-pub struct Raft<S: LogRead> {
-    storage: S,
-    config: Config,
+/// A ReadIndex read waiting for its leadership confirmation or for the state machine (thesis §6.4).
+#[derive(Clone, Debug)]
+struct PendingRead {
+    ctx: u64,
+    /// The commit index when the read arrived; `None` until an entry of this term has committed.
+    index: Option<LogIndex>,
+    /// The heartbeat round that confirms leadership for this read; 0 before it is sent.
+    round: u64,
+    acks: BTreeSet<NodeId>,
+    confirmed: bool,
 }
 
-#[allow(unused_variables)]
+#[derive(Clone, Debug)]
+struct Transfer {
+    to: NodeId,
+    deadline_ms: u64,
+    timeout_now_sent: bool,
+}
+
+/// Role-specific state (Raft §5.1).
+enum RoleState {
+    Follower {
+        leader: Option<NodeId>,
+    },
+    /// PreVote (thesis §9.6): votes gathered for a campaign in the next term; the term is unchanged.
+    PreCandidate {
+        votes: BTreeMap<NodeId, bool>,
+    },
+    Candidate {
+        votes: BTreeMap<NodeId, bool>,
+    },
+    Leader(Box<LeaderState>),
+}
+
+struct LeaderState {
+    progress: BTreeMap<NodeId, Progress>,
+    heartbeat_due_ms: u64,
+    transfer: Option<Transfer>,
+    /// Uncommitted entries by `request_id`, so that a retry does not append the same command twice.
+    pending_requests: BTreeMap<String, LogId>,
+    reads: VecDeque<PendingRead>,
+    /// The last ReadIndex heartbeat round started; rounds are numbered from 1.
+    read_round: u64,
+    /// A heartbeat round for reads should go out with the next `ready()`.
+    read_round_due: bool,
+    /// Whether an entry of this term has committed (required before serving reads, thesis §6.4).
+    committed_in_term: bool,
+}
+
+/// A bug that can be switched on in tests and the simulator only, to show that the checks catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Commit an entry of an earlier term by counting replicas (what Raft §5.4.2, Figure 8, forbids).
+    CommitPreviousTermByCount,
+}
+
+pub struct Raft<S: LogRead> {
+    config: Config,
+    id: NodeId,
+    peers: Vec<NodeId>,
+    term: Term,
+    voted_for: Option<NodeId>,
+    role: RoleState,
+    log: RaftLog<S>,
+    rng: SplitMix64,
+    now_ms: u64,
+    election_timeout_ms: u64,
+    election_deadline_ms: u64,
+    /// When this node last heard from a live leader of its term (the lease of thesis §6.2 / §9.6).
+    leader_heard_ms: Option<u64>,
+    emitted_hard_state: HardState,
+    messages: Vec<Envelope>,
+    persisted_messages: Vec<Envelope>,
+    reads: Vec<ReadState>,
+    failed_reads: Vec<u64>,
+    events: Vec<EventKind>,
+    /// Highest term ever seen (for `validate`).
+    highest_term: Term,
+    planted_bug: Option<PlantedBug>,
+}
+
 impl<S: LogRead> Raft<S> {
     /// Starts a core from what the node found on disk. `now_ms` starts the election timer.
-    pub fn new(config: Config, storage: S, restored: Restored, now_ms: u64) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: Config,
+        storage: S,
+        restored: Restored,
+        now_ms: u64,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self { storage, config })
+        let id = config.id;
+        let mut voters = config.voters.clone();
+        voters.sort();
+        voters.dedup();
+        let peers = voters.iter().copied().filter(|p| *p != id).collect();
+        let last = restored.last;
+        // The durable commit can only cover durable entries; the applied index never passes commit.
+        let commit = restored.hard_state.commit.min(last.index);
+        let applied = restored.applied.min(last.index);
+        let commit = commit.max(applied);
+        let hard_state = HardState {
+            commit,
+            ..restored.hard_state
+        };
+        let mut raft = Self {
+            rng: SplitMix64::new(config.seed ^ id.0),
+            id,
+            peers,
+            term: hard_state.term,
+            voted_for: hard_state.voted_for,
+            role: RoleState::Follower { leader: None },
+            log: RaftLog::new(storage, last, commit, applied, config.max_cached_entries),
+            now_ms,
+            election_timeout_ms: config.election_timeout_ms.0,
+            election_deadline_ms: now_ms,
+            leader_heard_ms: None,
+            emitted_hard_state: hard_state,
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            reads: Vec::new(),
+            failed_reads: Vec::new(),
+            events: Vec::new(),
+            highest_term: hard_state.term,
+            planted_bug: None,
+            config,
+        };
+        raft.reset_election_timer();
+        Ok(raft)
     }
+
+    /// Switches on a planted bug. Only for tests and the simulator: it breaks Raft on purpose.
+    #[doc(hidden)]
+    pub fn plant_bug(&mut self, bug: PlantedBug) {
+        self.planted_bug = Some(bug);
+    }
+
+    // ----- inputs -----
+
     /// Advances time; fires election timeouts, heartbeats and CheckQuorum.
-    pub fn tick(&mut self, now_ms: u64) {}
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        if matches!(self.role, RoleState::Leader(_)) {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+        self.debug_validate();
+    }
+
     /// Handles one message from a peer. Messages not addressed to this node are ignored.
     /// Every `RequestVote` and `AppendEntries` stepped yields exactly one response to its sender,
     /// emitted in `persisted_messages` in the order the requests were stepped.
-    pub fn step(&mut self, envelope: Envelope) {}
+    pub fn step(&mut self, envelope: Envelope) {
+        if envelope.to != self.id
+            || envelope.from == self.id
+            || !self.peers.contains(&envelope.from)
+        {
+            return;
+        }
+        self.step_inner(envelope);
+        self.debug_validate();
+    }
+
     /// Appends a client command (leader only).
     pub fn propose(&mut self, payload: Payload) -> Result<Proposal, ProposeError> {
-        Err(ProposeError::NotLeader { leader: None })
+        let term = self.term;
+        let last = self.log.last_index();
+        let RoleState::Leader(leader) = &mut self.role else {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        };
+        if let Some(transfer) = &leader.transfer {
+            return Err(ProposeError::TransferInProgress { to: transfer.to });
+        }
+        let request_id = match &payload {
+            Payload::Message {
+                request_id: Some(id),
+                ..
+            } => Some(id.clone()),
+            _ => None,
+        };
+        if let Some(id) = &request_id {
+            if let Some(existing) = leader.pending_requests.get(id) {
+                return Ok(Proposal {
+                    index: existing.index,
+                    term: existing.term,
+                    already_pending: true,
+                });
+            }
+        }
+        let entry = Entry {
+            index: last.next(),
+            term,
+            payload,
+        };
+        if let Some(id) = request_id {
+            leader.pending_requests.insert(
+                id,
+                LogId {
+                    index: entry.index,
+                    term,
+                },
+            );
+        }
+        let index = entry.index;
+        self.append_local(vec![entry]);
+        self.debug_validate();
+        Ok(Proposal {
+            index,
+            term,
+            already_pending: false,
+        })
     }
+
     /// Starts a ReadIndex read (thesis §6.4); `ctx` comes back in `Ready::reads` or `failed_reads`.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
-        Err(ReadError::NotLeader { leader: None })
-    }
-    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
-        Err(TransferError::NotLeader { leader: None })
-    }
-    /// Entries up to `last` (index and term) are durable.
-    pub fn persisted(&mut self, last: LogId) {}
-    /// Live tempo change; takes effect from the next timer reset.
-    pub fn set_timing(&mut self, heartbeat_ms: u64, election_timeout_ms: (u64, u64)) -> Result<(), ConfigError> {
+        let commit = self.log.commit;
+        let single = self.peers.is_empty();
+        let RoleState::Leader(leader) = &mut self.role else {
+            return Err(ReadError::NotLeader {
+                leader: self.leader(),
+            });
+        };
+        // Thesis §6.4: the leader's commit index is only known to be current once an entry of its
+        // own term has committed.
+        let index = leader.committed_in_term.then_some(commit);
+        let mut read = PendingRead {
+            ctx,
+            index,
+            round: 0,
+            acks: BTreeSet::new(),
+            confirmed: single,
+        };
+        if index.is_some() && !single {
+            read.round = leader.read_round + 1;
+            leader.read_round_due = true;
+        }
+        leader.reads.push_back(read);
         Ok(())
     }
+
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
+        if !self.peers.contains(&to) && to != self.id {
+            return Err(TransferError::UnknownNode(to));
+        }
+        let deadline_ms = self.now_ms + self.config.election_timeout_ms.0;
+        let RoleState::Leader(leader) = &mut self.role else {
+            return Err(TransferError::NotLeader {
+                leader: self.leader(),
+            });
+        };
+        if to == self.id {
+            leader.transfer = None;
+            return Ok(());
+        }
+        leader.transfer = Some(Transfer {
+            to,
+            deadline_ms,
+            timeout_now_sent: false,
+        });
+        self.maybe_send_timeout_now();
+        self.debug_validate();
+        Ok(())
+    }
+
+    /// Entries up to `last` (index and term) are durable.
+    pub fn persisted(&mut self, last: LogId) {
+        if self.log.persisted(last) {
+            self.events.push(EventKind::EntryPersisted {
+                index: self.log.durable,
+            });
+            if matches!(self.role, RoleState::Leader(_)) {
+                // The leader's own entries count once durable on its disk (thesis §10.2.1).
+                self.maybe_commit();
+            }
+        }
+        self.debug_validate();
+    }
+
+    /// Live tempo change; takes effect from the next timer reset.
+    pub fn set_timing(
+        &mut self,
+        heartbeat_ms: u64,
+        election_timeout_ms: (u64, u64),
+    ) -> Result<(), ConfigError> {
+        let mut config = self.config.clone();
+        config.heartbeat_ms = heartbeat_ms;
+        config.election_timeout_ms = election_timeout_ms;
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// The transport could not reach `peer`: a leader falls back to probing it.
-    pub fn report_unreachable(&mut self, peer: NodeId) {}
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        if let RoleState::Leader(leader) = &mut self.role {
+            if let Some(pr) = leader.progress.get_mut(&peer) {
+                if pr.state == ProgressState::Replicate {
+                    pr.become_probe();
+                }
+            }
+        }
+    }
+
     pub fn has_ready(&self) -> bool {
-        false
+        self.log.has_unstable()
+            || self.hard_state() != self.emitted_hard_state
+            || !self.messages.is_empty()
+            || !self.persisted_messages.is_empty()
+            || !self.events.is_empty()
+            || !self.reads.is_empty()
+            || !self.failed_reads.is_empty()
+            || self.log.has_next_committed()
+            || self.leader_has_appends_to_send()
+            || self.has_releasable_reads()
     }
+
     pub fn ready(&mut self) -> Ready {
-        Ready::default()
+        if matches!(self.role, RoleState::Leader(_)) {
+            self.bcast_append();
+            self.maybe_bcast_read_round();
+        }
+        let mut ready = Ready::default();
+        let hard_state = self.hard_state();
+        if hard_state != self.emitted_hard_state {
+            ready.hard_state = Some(hard_state);
+            self.emitted_hard_state = hard_state;
+        }
+        ready.entries = self.log.take_unstable();
+        let committed = self
+            .log
+            .next_committed(self.config.max_append_bytes.max(1) * 4);
+        if let Some(last) = committed.last() {
+            self.log.applied = last.index;
+            self.events.push(EventKind::Applied { index: last.index });
+        }
+        ready.committed = committed;
+        self.release_reads();
+        ready.messages = std::mem::take(&mut self.messages);
+        ready.persisted_messages = std::mem::take(&mut self.persisted_messages);
+        ready.reads = std::mem::take(&mut self.reads);
+        ready.failed_reads = std::mem::take(&mut self.failed_reads);
+        ready.events = std::mem::take(&mut self.events);
+        self.debug_validate();
+        ready
     }
+
     pub fn status(&self) -> CoreStatus {
-        unimplemented!()
+        let progress = match &self.role {
+            RoleState::Leader(leader) => leader
+                .progress
+                .iter()
+                .map(|(id, pr)| (*id, (pr.match_index, pr.next_index)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        CoreStatus {
+            id: self.id,
+            role: self.role(),
+            term: self.term,
+            voted_for: self.voted_for,
+            leader: self.leader(),
+            commit: self.log.commit,
+            applied: self.log.applied,
+            last: self.log.last(),
+            persisted: self.log.durable,
+            progress,
+            heartbeat_ms: self.config.heartbeat_ms,
+            election_timeout_ms: self.config.election_timeout_ms,
+            election_deadline_ms: self.election_deadline_ms,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        match self.role {
+            RoleState::Follower { .. } => Role::Follower,
+            RoleState::PreCandidate { .. } => Role::PreCandidate,
+            RoleState::Candidate { .. } => Role::Candidate,
+            RoleState::Leader(_) => Role::Leader,
+        }
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.role {
+            RoleState::Follower { leader } => leader,
+            RoleState::Leader(_) => Some(self.id),
+            _ => None,
+        }
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Entries `lo..=hi` of this node's log as the core sees it (durable or not).
+    pub fn log_entries(&self, lo: LogIndex, hi: LogIndex) -> Vec<Entry> {
+        self.log.entries(lo, hi, usize::MAX, usize::MAX)
+    }
+
+    /// Checks the core's invariants; `Err` names the first one broken.
+    pub fn validate(&self) -> Result<(), String> {
+        let last = self.log.last_index();
+        let (applied, commit, durable) = (self.log.applied, self.log.commit, self.log.durable);
+        if applied > commit {
+            return Err(format!("applied {applied} > commit {commit}"));
+        }
+        if commit > last {
+            return Err(format!("commit {commit} > last index {last}"));
+        }
+        if applied > durable {
+            return Err(format!("applied {applied} > durable {durable}"));
+        }
+        if durable > last {
+            return Err(format!("durable {durable} > last index {last}"));
+        }
+        if self.term < self.highest_term {
+            return Err(format!(
+                "term went back from {} to {}",
+                self.highest_term, self.term
+            ));
+        }
+        if self.log.last().term > self.term {
+            return Err(format!(
+                "last entry term {} > current term {}",
+                self.log.last().term,
+                self.term
+            ));
+        }
+        match &self.role {
+            RoleState::Leader(leader) => {
+                if self.voted_for != Some(self.id) {
+                    return Err(format!(
+                        "leader of term {} voted for {:?}",
+                        self.term, self.voted_for
+                    ));
+                }
+                for (peer, pr) in &leader.progress {
+                    if pr.match_index > last
+                        || pr.next_index <= pr.match_index
+                        || pr.next_index > last.next()
+                    {
+                        return Err(format!(
+                            "progress of {peer}: match {} next {} last {last}",
+                            pr.match_index, pr.next_index
+                        ));
+                    }
+                }
+            }
+            RoleState::Candidate { .. } if self.voted_for != Some(self.id) => {
+                return Err(format!(
+                    "candidate of term {} voted for {:?}",
+                    self.term, self.voted_for
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn debug_validate(&self) {
+        #[cfg(debug_assertions)]
+        if let Err(broken) = self.validate() {
+            panic!("raft invariant broken on node {}: {broken}", self.id);
+        }
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+            commit: self.log.commit,
+        }
+    }
+
+    fn quorum(&self) -> usize {
+        quorum::majority(self.peers.len() + 1)
+    }
+
+    // ----- timers -----
+
+    fn reset_election_timer(&mut self) {
+        let (min, max) = self.config.election_timeout_ms;
+        self.election_timeout_ms = self.rng.range_inclusive(min, max);
+        self.election_deadline_ms = self.now_ms + self.election_timeout_ms;
+        self.events.push(EventKind::ElectionTimerReset {
+            deadline_ms: self.election_deadline_ms,
+            timeout_ms: self.election_timeout_ms,
+        });
+    }
+
+    fn tick_election(&mut self) {
+        if self.now_ms >= self.election_deadline_ms {
+            self.events
+                .push(EventKind::ElectionTimeout { term: self.term });
+            if self.config.pre_vote {
+                self.campaign_pre_vote();
+            } else {
+                self.campaign(false);
+            }
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        let now = self.now_ms;
+        let quorum = self.quorum();
+        let lease_ms = self.config.election_timeout_ms.0;
+        let check_quorum = self.config.check_quorum;
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        // CheckQuorum (thesis §6.2): step down when a majority has not been heard from lately.
+        if check_quorum {
+            let active = 1 + leader
+                .progress
+                .values()
+                .filter(|pr| now.saturating_sub(pr.last_heard_ms) < lease_ms)
+                .count();
+            if active < quorum {
+                self.events
+                    .push(EventKind::CheckQuorumFailed { term: self.term });
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
+        if leader
+            .transfer
+            .as_ref()
+            .is_some_and(|t| now >= t.deadline_ms)
+        {
+            // The target did not take over within an election timeout: accept proposals again.
+            leader.transfer = None;
+        }
+        if now >= leader.heartbeat_due_ms {
+            leader.heartbeat_due_ms = now + self.config.heartbeat_ms;
+            self.bcast_heartbeat(0);
+        }
+    }
+
+    // ----- role changes -----
+
+    fn set_term(&mut self, term: Term) {
+        if term != self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.highest_term = self.highest_term.max(term);
+            self.events.push(EventKind::TermChanged { term });
+        }
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        let was_leader = matches!(self.role, RoleState::Leader(_));
+        let changed_role = !matches!(self.role, RoleState::Follower { .. });
+        let old_leader = self.leader();
+        if let RoleState::Leader(state) = &mut self.role {
+            // Lost leadership: reads can no longer be confirmed here (thesis §6.4).
+            self.failed_reads
+                .extend(state.reads.drain(..).map(|r| r.ctx));
+        }
+        self.set_term(term);
+        self.role = RoleState::Follower { leader };
+        if leader.is_some() {
+            self.leader_heard_ms = Some(self.now_ms);
+        } else {
+            self.leader_heard_ms = None;
+        }
+        if changed_role || was_leader || old_leader != leader {
+            self.events.push(EventKind::RoleChanged {
+                role: Role::Follower,
+                term: self.term,
+                leader_id: leader,
+            });
+        }
+        self.reset_election_timer();
+    }
+
+    fn campaign_pre_vote(&mut self) {
+        self.role = RoleState::PreCandidate {
+            votes: BTreeMap::new(),
+        };
+        self.leader_heard_ms = None;
+        self.events.push(EventKind::RoleChanged {
+            role: Role::PreCandidate,
+            term: self.term,
+            leader_id: None,
+        });
+        self.reset_election_timer();
+        self.request_votes(true, false);
+    }
+
+    /// Starts an election in the next term (Raft §5.2).
+    fn campaign(&mut self, leadership_transfer: bool) {
+        let term = self.term.next();
+        self.set_term(term);
+        self.voted_for = Some(self.id);
+        self.role = RoleState::Candidate {
+            votes: BTreeMap::new(),
+        };
+        self.leader_heard_ms = None;
+        self.events.push(EventKind::RoleChanged {
+            role: Role::Candidate,
+            term,
+            leader_id: None,
+        });
+        self.reset_election_timer();
+        self.request_votes(false, leadership_transfer);
+    }
+
+    fn request_votes(&mut self, pre_vote: bool, leadership_transfer: bool) {
+        let term = if pre_vote {
+            self.term.next()
+        } else {
+            self.term
+        };
+        let last = self.log.last();
+        // The candidate votes for itself (for a real vote the vote is the durable `voted_for`).
+        self.record_vote(self.id, true, pre_vote);
+        if !self.role_is_campaigning() {
+            return;
+        }
+        for peer in self.peers.clone() {
+            self.events.push(EventKind::VoteRequested {
+                to: peer,
+                term,
+                pre_vote,
+                last_log_index: last.index,
+                last_log_term: last.term,
+            });
+            self.messages.push(Envelope {
+                from: self.id,
+                to: peer,
+                term,
+                message: Message::RequestVote(RequestVote {
+                    pre_vote,
+                    last_log_index: last.index,
+                    last_log_term: last.term,
+                    leadership_transfer,
+                }),
+            });
+        }
+    }
+
+    fn role_is_campaigning(&self) -> bool {
+        matches!(
+            self.role,
+            RoleState::PreCandidate { .. } | RoleState::Candidate { .. }
+        )
+    }
+
+    fn record_vote(&mut self, from: NodeId, granted: bool, pre_vote: bool) {
+        let voters = self.peers.len() + 1;
+        let result = match (&mut self.role, pre_vote) {
+            (RoleState::PreCandidate { votes }, true) | (RoleState::Candidate { votes }, false) => {
+                votes.entry(from).or_insert(granted);
+                quorum::vote_result(voters, votes)
+            }
+            _ => return,
+        };
+        match result {
+            VoteResult::Won if pre_vote => self.campaign(false),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, None),
+            VoteResult::Pending => {}
+        }
+    }
+
+    fn become_leader(&mut self) {
+        let last = self.log.last_index();
+        let now = self.now_ms;
+        let progress = self
+            .peers
+            .iter()
+            .map(|p| (*p, Progress::new(last, now)))
+            .collect();
+        self.role = RoleState::Leader(Box::new(LeaderState {
+            progress,
+            heartbeat_due_ms: now + self.config.heartbeat_ms,
+            transfer: None,
+            pending_requests: BTreeMap::new(),
+            reads: VecDeque::new(),
+            read_round: 0,
+            read_round_due: false,
+            committed_in_term: false,
+        }));
+        self.leader_heard_ms = None;
+        self.events.push(EventKind::RoleChanged {
+            role: Role::Leader,
+            term: self.term,
+            leader_id: Some(self.id),
+        });
+        // Retries of commands still uncommitted in the inherited log find them instead of appending again.
+        let commit = self.log.commit;
+        let pending: Vec<(String, LogId)> = self
+            .log
+            .entries(commit.next(), last, usize::MAX, usize::MAX)
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                Payload::Message {
+                    request_id: Some(id),
+                    ..
+                } => Some((
+                    id,
+                    LogId {
+                        index: e.index,
+                        term: e.term,
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        if let RoleState::Leader(leader) = &mut self.role {
+            leader.pending_requests.extend(pending);
+        }
+        // Raft §5.4.2, §8: a no-op of the new term lets earlier entries commit.
+        let noop = Entry {
+            index: last.next(),
+            term: self.term,
+            payload: Payload::Noop,
+        };
+        self.append_local(vec![noop]);
+    }
+
+    fn append_local(&mut self, entries: Vec<Entry>) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        let (first, last, term) = (first.index, last.index, last.term);
+        self.log.truncate_and_append(entries);
+        self.events
+            .push(EventKind::EntryAppended { first, last, term });
+        if self.peers.is_empty() {
+            // Single node: the entry commits once durable; nothing to replicate.
+            self.maybe_commit();
+        }
+    }
+
+    // ----- messages in -----
+
+    fn step_inner(&mut self, env: Envelope) {
+        let from = env.from;
+        if env.term > self.term {
+            match &env.message {
+                Message::RequestVote(rv) => {
+                    if let Some(leader) = self.in_lease() {
+                        if !rv.leadership_transfer {
+                            // Thesis §6.2/§9.6: a node that heard from a live leader recently ignores
+                            // campaigns, so a rejoining node cannot disrupt a healthy cluster.
+                            let reason =
+                                format!("leader lease: heard from leader {leader} recently");
+                            self.respond_vote(from, self.term, rv.pre_vote, false, reason);
+                            return;
+                        }
+                    }
+                    if !rv.pre_vote {
+                        self.become_follower(env.term, None);
+                    }
+                }
+                Message::RequestVoteResponse(resp) if resp.pre_vote && resp.granted => {}
+                Message::AppendEntries(_) | Message::TimeoutNow => {
+                    self.become_follower(env.term, Some(from))
+                }
+                _ => self.become_follower(env.term, None),
+            }
+        } else if env.term < self.term {
+            // Raft §5.1: a request with a stale term is rejected; the reply carries our term so the
+            // sender steps down. Stale responses are ignored.
+            match &env.message {
+                Message::RequestVote(rv) => {
+                    let reason = format!("stale term {} < current term {}", env.term, self.term);
+                    self.respond_vote(from, self.term, rv.pre_vote, false, reason);
+                }
+                Message::AppendEntries(ae) => {
+                    let reason = format!("stale term {} < current term {}", env.term, self.term);
+                    self.reject_append(from, ae, reason, None, None);
+                }
+                _ => {}
+            }
+            return;
+        }
+        match env.message {
+            Message::RequestVote(rv) => self.handle_request_vote(from, env.term, rv),
+            Message::RequestVoteResponse(resp) => {
+                if resp.pre_vote && !matches!(self.role, RoleState::PreCandidate { .. }) {
+                    return;
+                }
+                // A grant for PreVote carries the proposed term; one for an older round is stale.
+                if resp.pre_vote && resp.granted && env.term != self.term.next() {
+                    return;
+                }
+                self.record_vote(from, resp.granted, resp.pre_vote);
+            }
+            Message::AppendEntries(ae) => self.handle_append_entries(from, ae),
+            Message::AppendEntriesResponse(resp) => self.handle_append_response(from, resp),
+            Message::TimeoutNow => {
+                if !matches!(self.role, RoleState::Leader(_)) {
+                    // Leadership transfer (thesis §3.10): campaign at once, skipping PreVote.
+                    self.campaign(true);
+                }
+            }
+        }
+    }
+
+    /// The leader this node heard from within the minimum election timeout, if CheckQuorum is on.
+    fn in_lease(&self) -> Option<NodeId> {
+        if !self.config.check_quorum {
+            return None;
+        }
+        match self.role {
+            RoleState::Leader(_) => Some(self.id),
+            RoleState::Follower {
+                leader: Some(leader),
+            } => {
+                let heard = self.leader_heard_ms?;
+                (self.now_ms.saturating_sub(heard) < self.config.election_timeout_ms.0)
+                    .then_some(leader)
+            }
+            _ => None,
+        }
+    }
+
+    fn handle_request_vote(&mut self, from: NodeId, msg_term: Term, rv: RequestVote) {
+        // For a PreVote, `msg_term` is the term the candidate would campaign in (> ours when granted).
+        let can_vote = self.voted_for == Some(from)
+            || (self.voted_for.is_none() && self.leader().is_none())
+            || (rv.pre_vote && msg_term > self.term);
+        let denial = if !can_vote {
+            Some(match (self.voted_for, self.leader()) {
+                (Some(voted), _) => format!("already voted for {voted} in term {}", self.term),
+                (None, Some(leader)) => format!("leader {leader} is known in term {}", self.term),
+                (None, None) => "cannot vote".to_string(),
+            })
+        } else if !self.log.is_up_to_date(rv.last_log_index, rv.last_log_term) {
+            // Raft §5.4.1: vote only for a candidate whose log is at least as up to date as ours.
+            let last = self.log.last();
+            Some(format!(
+                "candidate log older: candidate last ({}, term {}) < ours ({}, term {})",
+                rv.last_log_index, rv.last_log_term, last.index, last.term
+            ))
+        } else {
+            None
+        };
+        match denial {
+            Some(reason) => self.respond_vote(from, self.term, rv.pre_vote, false, reason),
+            None => {
+                if !rv.pre_vote {
+                    // Raft §5.2: the vote is durable (hard state of this round) before the reply goes out.
+                    self.voted_for = Some(from);
+                    self.reset_election_timer();
+                }
+                self.respond_vote(from, msg_term, rv.pre_vote, true, String::new());
+            }
+        }
+    }
+
+    fn respond_vote(
+        &mut self,
+        to: NodeId,
+        term: Term,
+        pre_vote: bool,
+        granted: bool,
+        reason: String,
+    ) {
+        let vote_term = if pre_vote {
+            term.max(self.term)
+        } else {
+            self.term
+        };
+        if granted {
+            self.events.push(EventKind::VoteGranted {
+                to,
+                term: vote_term,
+                pre_vote,
+            });
+        } else {
+            self.events.push(EventKind::VoteDenied {
+                to,
+                term: vote_term,
+                pre_vote,
+                reason: reason.clone(),
+            });
+        }
+        self.persisted_messages.push(Envelope {
+            from: self.id,
+            to,
+            term,
+            message: Message::RequestVoteResponse(RequestVoteResponse {
+                pre_vote,
+                granted,
+                reason: (!granted).then_some(reason),
+            }),
+        });
+    }
+
+    fn reject_append(
+        &mut self,
+        to: NodeId,
+        ae: &AppendEntries,
+        reason: String,
+        conflict_index: Option<LogIndex>,
+        conflict_term: Option<Term>,
+    ) {
+        self.events.push(EventKind::AppendRejected {
+            to,
+            term: self.term,
+            reason: reason.clone(),
+            hint_index: conflict_index,
+        });
+        self.persisted_messages.push(Envelope {
+            from: self.id,
+            to,
+            term: self.term,
+            message: Message::AppendEntriesResponse(AppendEntriesResponse {
+                success: false,
+                index: ae.prev_log_index,
+                conflict_index,
+                conflict_term,
+                reason: Some(reason),
+                read_ctx: ae.read_ctx,
+            }),
+        });
+    }
+
+    fn handle_append_entries(&mut self, from: NodeId, ae: AppendEntries) {
+        if matches!(self.role, RoleState::Leader(_)) {
+            // Raft §5.2 (Election Safety) makes this impossible; answer rather than trust the sender.
+            self.reject_append(
+                from,
+                &ae,
+                format!("node {} leads term {}", self.id, self.term),
+                None,
+                None,
+            );
+            return;
+        }
+        if !matches!(self.role, RoleState::Follower { leader: Some(l) } if l == from) {
+            self.become_follower(self.term, Some(from));
+        } else {
+            self.leader_heard_ms = Some(self.now_ms);
+            self.reset_election_timer();
+        }
+        let commit = self.log.commit;
+        let last = self.log.last_index();
+        // Entries at or below our commit index match the leader's (Raft §5.4, Leader Completeness):
+        // skip them rather than compare.
+        let mut prev = LogId {
+            index: ae.prev_log_index,
+            term: ae.prev_log_term,
+        };
+        let mut entries = ae.entries.clone();
+        if prev.index < commit {
+            let skip = (commit.0 - prev.index.0).min(entries.len() as u64) as usize;
+            if skip > 0 {
+                prev = LogId {
+                    index: entries[skip - 1].index,
+                    term: entries[skip - 1].term,
+                };
+                entries.drain(..skip);
+            }
+            if prev.index < commit {
+                // Everything sent is already committed here.
+                let matched = LogIndex(ae.prev_log_index.0 + ae.entries.len() as u64);
+                self.ack_append(from, matched, ae.read_ctx);
+                return;
+            }
+        }
+        // Raft §5.3: reject unless our log has an entry at prev_log_index with prev_log_term.
+        if !self.log.matches(prev.index, prev.term) {
+            if prev.index > last {
+                let reason = format!(
+                    "log mismatch at {}: log too short (last {last})",
+                    prev.index
+                );
+                self.reject_append(from, &ae, reason, Some(last.next()), None);
+            } else {
+                let ours = self.log.term(prev.index).unwrap_or_default();
+                // Thesis §5.3 fast backtracking: the conflicting term and the first index we hold of it.
+                let first = self.log.first_index_of_term_at(prev.index, commit);
+                let reason = format!(
+                    "log mismatch at {}: term {ours} here, leader has {}",
+                    prev.index, prev.term
+                );
+                self.reject_append(from, &ae, reason, Some(first), Some(ours));
+            }
+            return;
+        }
+        let matched = LogIndex(prev.index.0 + entries.len() as u64);
+        // Raft §5.3: delete a conflicting entry and all that follow; never touch matching ones.
+        let conflict = entries
+            .iter()
+            .position(|e| !self.log.matches(e.index, e.term));
+        if let Some(at) = conflict {
+            let new: Vec<Entry> = entries.split_off(at);
+            let first = new[0].index;
+            if let Some(kept) = self.log.truncate_and_append(new.clone()) {
+                self.events.push(EventKind::LogTruncated { index: kept });
+            }
+            let _ = first;
+            let mut run_start = 0;
+            for i in 0..new.len() {
+                if i + 1 == new.len() || new[i + 1].term != new[i].term {
+                    self.events.push(EventKind::EntryAppended {
+                        first: new[run_start].index,
+                        last: new[i].index,
+                        term: new[i].term,
+                    });
+                    run_start = i + 1;
+                }
+            }
+        }
+        // Raft §5.3: commit up to min(leader_commit, index of last new entry).
+        let new_commit = ae.leader_commit.min(matched);
+        if new_commit > self.log.commit {
+            self.log.commit = new_commit;
+            self.events.push(EventKind::CommitAdvanced {
+                commit_index: new_commit,
+            });
+        }
+        self.ack_append(from, matched, ae.read_ctx);
+    }
+
+    fn ack_append(&mut self, to: NodeId, matched: LogIndex, read_ctx: u64) {
+        self.persisted_messages.push(Envelope {
+            from: self.id,
+            to,
+            term: self.term,
+            message: Message::AppendEntriesResponse(AppendEntriesResponse {
+                success: true,
+                index: matched,
+                conflict_index: None,
+                conflict_term: None,
+                reason: None,
+                read_ctx,
+            }),
+        });
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, resp: AppendEntriesResponse) {
+        let now = self.now_ms;
+        let term = self.term;
+        let last = self.log.last_index();
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let Some(pr) = leader.progress.get_mut(&from) else {
+            return;
+        };
+        pr.last_heard_ms = now;
+        if pr.state == ProgressState::Probe {
+            pr.probe_sent = false;
+        }
+        let read_ctx = resp.read_ctx;
+        if resp.success {
+            let moved = pr.maybe_update(resp.index.min(last));
+            // A probe was answered (not just a heartbeat at the old match point): pipeline from here.
+            if pr.state == ProgressState::Probe && (moved || resp.index.next() >= pr.next_index) {
+                pr.become_replicate();
+            }
+            self.events.push(EventKind::AppendAcked {
+                from,
+                term,
+                match_index: pr.match_index,
+            });
+            if moved {
+                self.maybe_commit();
+                self.maybe_send_timeout_now();
+            }
+        } else {
+            let stale = match pr.state {
+                ProgressState::Replicate => resp.index <= pr.match_index,
+                ProgressState::Probe => {
+                    resp.index != pr.next_index.prev() || resp.index <= pr.match_index
+                }
+            };
+            if !stale {
+                // Thesis §5.3: jump over the follower's conflicting term instead of one entry at a time.
+                let hint = resp.conflict_index.unwrap_or(resp.index);
+                let next = match resp.conflict_term {
+                    Some(conflict_term) => {
+                        let (at, t) = self
+                            .log
+                            .last_index_with_term_at_most(resp.index, conflict_term);
+                        if t == conflict_term && at.0 > 0 {
+                            at.next()
+                        } else {
+                            hint
+                        }
+                    }
+                    None => hint,
+                };
+                let RoleState::Leader(leader) = &mut self.role else {
+                    return;
+                };
+                let Some(pr) = leader.progress.get_mut(&from) else {
+                    return;
+                };
+                pr.become_probe();
+                // Never below what is known to match, never past the rejected point.
+                pr.next_index = next
+                    .max(pr.match_index.next())
+                    .min(resp.index.max(pr.match_index.next()));
+            }
+        }
+        if read_ctx != 0 {
+            self.handle_read_ack(from, read_ctx);
+        }
+    }
+
+    // ----- leader: replication and commitment -----
+
+    /// Raft §5.3/§5.4.2: advance commit to the highest index a majority holds, but only through an
+    /// entry of the current term. Returns whether commit moved.
+    fn maybe_commit(&mut self) -> bool {
+        let RoleState::Leader(leader) = &self.role else {
+            return false;
+        };
+        let mut matches: Vec<LogIndex> =
+            leader.progress.values().map(|pr| pr.match_index).collect();
+        matches.push(self.log.durable.min(self.log.last_index()));
+        let candidate = quorum::committed_index(matches);
+        if candidate <= self.log.commit {
+            return false;
+        }
+        let term_ok = self.log.term(candidate) == Some(self.term);
+        // Raft §5.4.2 (Figure 8): an entry of an earlier term is never committed by counting replicas.
+        if !term_ok && self.planted_bug != Some(PlantedBug::CommitPreviousTermByCount) {
+            return false;
+        }
+        self.log.commit = candidate;
+        self.events.push(EventKind::CommitAdvanced {
+            commit_index: candidate,
+        });
+        let term = self.term;
+        let read_round = if let RoleState::Leader(leader) = &mut self.role {
+            leader.pending_requests.retain(|_, id| id.index > candidate);
+            if term_ok && !leader.committed_in_term {
+                leader.committed_in_term = true;
+                // Reads that waited for this term's first commit take the commit index now.
+                let mut any = false;
+                for read in leader.reads.iter_mut().filter(|r| r.index.is_none()) {
+                    read.index = Some(candidate);
+                    read.round = leader.read_round + 1;
+                    any = true;
+                }
+                any
+            } else {
+                false
+            }
+        } else {
+            false
+        };
+        if read_round && !self.peers.is_empty() {
+            if let RoleState::Leader(leader) = &mut self.role {
+                leader.read_round_due = true;
+            }
+        }
+        let _ = term;
+        true
+    }
+
+    fn leader_has_appends_to_send(&self) -> bool {
+        let RoleState::Leader(leader) = &self.role else {
+            return false;
+        };
+        if leader.read_round_due {
+            return true;
+        }
+        let last = self.log.last_index();
+        leader.progress.values().any(|pr| match pr.state {
+            ProgressState::Probe => !pr.probe_sent && pr.match_index < last,
+            ProgressState::Replicate => {
+                pr.next_index <= last && !pr.inflight_full(self.config.max_inflight_appends)
+            }
+        })
+    }
+
+    fn bcast_append(&mut self) {
+        for peer in self.peers.clone() {
+            while self.maybe_send_append(peer) {}
+        }
+    }
+
+    /// Sends `peer` the entries it lacks, if its progress state allows; returns whether it sent.
+    fn maybe_send_append(&mut self, peer: NodeId) -> bool {
+        let last = self.log.last_index();
+        let commit = self.log.commit;
+        let max_inflight = self.config.max_inflight_appends;
+        let RoleState::Leader(leader) = &self.role else {
+            return false;
+        };
+        let Some(pr) = leader.progress.get(&peer) else {
+            return false;
+        };
+        let send = match pr.state {
+            ProgressState::Probe => !pr.probe_sent && pr.match_index < last,
+            ProgressState::Replicate => pr.next_index <= last && !pr.inflight_full(max_inflight),
+        };
+        if !send {
+            return false;
+        }
+        let next = pr.next_index;
+        let prev_index = next.prev();
+        let Some(prev_term) = self.log.term(prev_index) else {
+            return false;
+        };
+        let entries = self.log.entries(
+            next,
+            last,
+            self.config.max_append_entries,
+            self.config.max_append_bytes,
+        );
+        let sent_last = entries.last().map_or(prev_index, |e| e.index);
+        let count = entries.len() as u64;
+        let RoleState::Leader(leader) = &mut self.role else {
+            return false;
+        };
+        let Some(pr) = leader.progress.get_mut(&peer) else {
+            return false;
+        };
+        match pr.state {
+            ProgressState::Probe => pr.probe_sent = true,
+            ProgressState::Replicate => {
+                pr.next_index = sent_last.next();
+                pr.inflight.push_back(sent_last);
+            }
+        }
+        self.send_append(peer, prev_index, prev_term, entries, commit, 0);
+        let _ = count;
+        true
+    }
+
+    fn send_append(
+        &mut self,
+        to: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+        read_ctx: u64,
+    ) {
+        self.events.push(EventKind::AppendSent {
+            to,
+            term: self.term,
+            prev_log_index,
+            entries: entries.len() as u64,
+            commit: leader_commit,
+        });
+        self.messages.push(Envelope {
+            from: self.id,
+            to,
+            term: self.term,
+            message: Message::AppendEntries(AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_ctx,
+            }),
+        });
+    }
+
+    /// Heartbeats (empty appends at the follower's match point, commit capped at that match as etcd
+    /// does); `read_ctx` non-zero asks followers to confirm leadership for reads.
+    fn bcast_heartbeat(&mut self, read_ctx: u64) {
+        let commit = self.log.commit;
+        let mut beats = Vec::new();
+        if let RoleState::Leader(leader) = &mut self.role {
+            for (peer, pr) in leader.progress.iter_mut() {
+                if read_ctx == 0 {
+                    // A probe that got no answer may be retried once per heartbeat; appends in flight
+                    // for two rounds without an answer were probably lost.
+                    pr.probe_sent = false;
+                    if pr.state == ProgressState::Replicate && !pr.inflight.is_empty() {
+                        pr.stalled_heartbeats += 1;
+                        if pr.stalled_heartbeats >= 2 {
+                            pr.become_probe();
+                        }
+                    }
+                }
+                beats.push((*peer, pr.match_index));
+            }
+        }
+        for (peer, matched) in beats {
+            let term = self.log.term(matched).unwrap_or_default();
+            self.send_append(
+                peer,
+                matched,
+                term,
+                Vec::new(),
+                commit.min(matched),
+                read_ctx,
+            );
+        }
+    }
+
+    fn maybe_send_timeout_now(&mut self) {
+        let last = self.log.last_index();
+        let term = self.term;
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let Some(transfer) = &mut leader.transfer else {
+            return;
+        };
+        if transfer.timeout_now_sent {
+            return;
+        }
+        let to = transfer.to;
+        // Thesis §3.10: the target must be up to date before it is asked to campaign.
+        if leader
+            .progress
+            .get(&to)
+            .is_some_and(|pr| pr.match_index == last)
+        {
+            transfer.timeout_now_sent = true;
+            self.events.push(EventKind::TimeoutNowSent { to, term });
+            self.messages.push(Envelope {
+                from: self.id,
+                to,
+                term,
+                message: Message::TimeoutNow,
+            });
+        }
+    }
+
+    // ----- leader: reads -----
+
+    fn maybe_bcast_read_round(&mut self) {
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        if !leader.read_round_due {
+            return;
+        }
+        leader.read_round_due = false;
+        leader.read_round += 1;
+        let round = leader.read_round;
+        for read in leader
+            .reads
+            .iter_mut()
+            .filter(|r| r.index.is_some() && r.round == 0)
+        {
+            read.round = round;
+        }
+        self.bcast_heartbeat(round);
+    }
+
+    fn handle_read_ack(&mut self, from: NodeId, round: u64) {
+        let quorum = self.quorum();
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        // An echo of round r confirms leadership for every read of round r or earlier.
+        for read in leader
+            .reads
+            .iter_mut()
+            .filter(|r| r.index.is_some() && r.round != 0 && r.round <= round)
+        {
+            read.acks.insert(from);
+            if read.acks.len() + 1 >= quorum {
+                read.confirmed = true;
+            }
+        }
+    }
+
+    fn has_releasable_reads(&self) -> bool {
+        let RoleState::Leader(leader) = &self.role else {
+            return false;
+        };
+        let applied_after = self.log.commit.min(self.log.durable);
+        leader
+            .reads
+            .front()
+            .is_some_and(|r| r.confirmed && r.index.is_some_and(|i| i <= applied_after))
+    }
+
+    fn release_reads(&mut self) {
+        let applied = self.log.applied;
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        // Thesis §6.4: release once leadership is confirmed and the state machine reached the read index.
+        while let Some(read) = leader.reads.front() {
+            match read.index {
+                Some(index) if read.confirmed && index <= applied => {
+                    self.reads.push(ReadState {
+                        ctx: read.ctx,
+                        index,
+                    });
+                    self.events
+                        .push(EventKind::ReadReleased { read_index: index });
+                    leader.reads.pop_front();
+                }
+                _ => break,
+            }
+        }
     }
 }

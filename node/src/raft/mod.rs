@@ -100,9 +100,15 @@ impl Ready {
 
 mod config;
 mod core;
+mod log;
+mod progress;
+mod quorum;
+pub mod rng;
+#[cfg(test)]
+mod tests;
 
 pub use self::config::{Config, ConfigError};
-pub use self::core::Raft;
+pub use self::core::{PlantedBug, Raft};
 
 /// A proposal was not accepted; nothing was appended.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,234 @@
+//! The core's view of the log: the durable log (read through [`LogRead`]) plus an in-memory tail that
+//! holds every entry not yet durable and a window of recent durable ones (etcd-raft's `raftLog`).
+
+use super::{Entry, LogId, LogIndex, LogRead, Term};
+use std::collections::VecDeque;
+
+pub struct RaftLog<S: LogRead> {
+    storage: S,
+    /// `cache[i]` has index `cache_first + i`; it always holds every entry after `durable`.
+    cache: VecDeque<Entry>,
+    cache_first: LogIndex,
+    last: LogId,
+    /// The log is durable on this node's disk up to here.
+    pub durable: LogIndex,
+    /// The first entry not yet handed out for writing in a `Ready`.
+    pub unstable_from: LogIndex,
+    pub commit: LogIndex,
+    /// Entries up to here were handed out to be applied.
+    pub applied: LogIndex,
+    max_cached: usize,
+}
+
+impl<S: LogRead> RaftLog<S> {
+    pub fn new(
+        storage: S,
+        last: LogId,
+        commit: LogIndex,
+        applied: LogIndex,
+        max_cached: usize,
+    ) -> Self {
+        Self {
+            storage,
+            cache: VecDeque::new(),
+            cache_first: last.index.next(),
+            last,
+            durable: last.index,
+            unstable_from: last.index.next(),
+            commit,
+            applied,
+            max_cached,
+        }
+    }
+
+    pub fn last(&self) -> LogId {
+        self.last
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        self.last.index
+    }
+
+    /// The term of the entry at `index`; `Some(Term(0))` for index 0; `None` past the end.
+    pub fn term(&self, index: LogIndex) -> Option<Term> {
+        if index.0 == 0 {
+            return Some(Term(0));
+        }
+        if index > self.last.index {
+            return None;
+        }
+        if index >= self.cache_first {
+            return self
+                .cache
+                .get((index.0 - self.cache_first.0) as usize)
+                .map(|e| e.term);
+        }
+        self.storage.term(index)
+    }
+
+    /// Whether the log holds an entry at `index` with `term` (Raft §5.3 consistency check).
+    pub fn matches(&self, index: LogIndex, term: Term) -> bool {
+        self.term(index) == Some(term)
+    }
+
+    /// Raft §5.4.1: a log is more up to date if its last term is later, or equal with a longer log.
+    pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        (last_term, last_index) >= (self.last.term, self.last.index)
+    }
+
+    /// Entries in `lo..=hi`, at most `max_entries` and about `max_bytes` (always one if `lo` exists).
+    pub fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Vec<Entry> {
+        let hi = hi.min(self.last.index);
+        let mut out = Vec::new();
+        if lo > hi || lo.0 == 0 || max_entries == 0 {
+            return out;
+        }
+        let hi = LogIndex(hi.0.min(lo.0 + max_entries as u64 - 1));
+        let mut bytes = 0usize;
+        if lo < self.cache_first {
+            let stored_hi = hi.min(self.cache_first.prev());
+            out = self.storage.entries(lo, stored_hi, max_bytes);
+            bytes = out.iter().map(Entry::approx_size).sum();
+            let complete = out.last().is_some_and(|e| e.index == stored_hi);
+            if !complete || stored_hi == hi {
+                return out;
+            }
+        }
+        let from = lo.max(self.cache_first);
+        for index in from.0..=hi.0 {
+            let Some(entry) = self.cache.get((index - self.cache_first.0) as usize) else {
+                break;
+            };
+            let size = entry.approx_size();
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            out.push(entry.clone());
+        }
+        out
+    }
+
+    /// Appends `entries` (contiguous, starting at or below `last + 1`), first removing every entry
+    /// from the first one's index on. Returns the index after which entries were removed, if any.
+    pub fn truncate_and_append(&mut self, entries: Vec<Entry>) -> Option<LogIndex> {
+        let first = entries.first()?.index;
+        assert!(
+            first <= self.last.index.next(),
+            "append at {first} would leave a hole after {}",
+            self.last.index
+        );
+        let mut truncated = None;
+        if first <= self.last.index {
+            // Raft §5.4 (Leader Completeness): committed entries are never removed.
+            assert!(
+                first > self.commit,
+                "truncating at {first} would remove committed entries (commit {})",
+                self.commit
+            );
+            truncated = Some(first.prev());
+            if first < self.cache_first {
+                // Everything cached goes; what is left below `first` is durable and read from storage.
+                self.cache.clear();
+                self.cache_first = first;
+            } else {
+                self.cache.truncate((first.0 - self.cache_first.0) as usize);
+            }
+            self.durable = self.durable.min(first.prev());
+            self.unstable_from = self.unstable_from.min(first);
+        }
+        if self.cache.is_empty() {
+            self.cache_first = first;
+        }
+        for entry in entries {
+            self.last = LogId {
+                index: entry.index,
+                term: entry.term,
+            };
+            self.cache.push_back(entry);
+        }
+        truncated
+    }
+
+    /// Entries not yet handed out for writing; marks them handed out.
+    pub fn take_unstable(&mut self) -> Vec<Entry> {
+        if self.unstable_from > self.last.index {
+            return Vec::new();
+        }
+        let from = (self.unstable_from.0 - self.cache_first.0) as usize;
+        let out: Vec<Entry> = self.cache.iter().skip(from).cloned().collect();
+        self.unstable_from = self.last.index.next();
+        out
+    }
+
+    pub fn has_unstable(&self) -> bool {
+        self.unstable_from <= self.last.index
+    }
+
+    /// The caller wrote entries up to `last` durably. Stale reports (the entry was since replaced) are
+    /// ignored. Returns whether the durable index moved.
+    pub fn persisted(&mut self, last: LogId) -> bool {
+        // Only what was handed out can be on disk; same index and term means the same log up to there
+        // (Raft §5.3, Log Matching).
+        if last.index >= self.unstable_from
+            || last.index <= self.durable
+            || !self.matches(last.index, last.term)
+        {
+            return false;
+        }
+        self.durable = last.index;
+        self.compact_cache();
+        true
+    }
+
+    /// Keeps every non-durable entry and at most `max_cached` durable ones.
+    fn compact_cache(&mut self) {
+        while self.cache.len() > self.max_cached && self.cache_first <= self.durable {
+            self.cache.pop_front();
+            self.cache_first = self.cache_first.next();
+        }
+    }
+
+    /// The next entries to apply: committed and locally durable.
+    pub fn next_committed(&self, max_bytes: usize) -> Vec<Entry> {
+        let hi = self.commit.min(self.durable);
+        if hi <= self.applied {
+            return Vec::new();
+        }
+        self.entries(self.applied.next(), hi, usize::MAX, max_bytes)
+    }
+
+    pub fn has_next_committed(&self) -> bool {
+        self.commit.min(self.durable) > self.applied
+    }
+
+    /// The first index of the term of the entry at `index`, looking no further back than `floor`.
+    pub fn first_index_of_term_at(&self, index: LogIndex, floor: LogIndex) -> LogIndex {
+        let Some(term) = self.term(index) else {
+            return index;
+        };
+        let mut first = index;
+        while first.prev() > floor && first.0 > 1 && self.term(first.prev()) == Some(term) {
+            first = first.prev();
+        }
+        first
+    }
+
+    /// The last index at or below `index` whose term is at most `term`, and that term.
+    pub fn last_index_with_term_at_most(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
+        let mut at = index.min(self.last.index);
+        loop {
+            let t = self.term(at).unwrap_or_default();
+            if t <= term || at.0 == 0 {
+                return (at, t);
+            }
+            at = at.prev();
+        }
+    }
+}
