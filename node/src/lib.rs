@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod raft;
 pub mod runtime;
 pub mod server;
+pub mod sim;
 pub mod storage;
 pub mod transport;

@@ -62,8 +62,11 @@ struct LeaderState {
 /// A bug that can be switched on in tests and the simulator only, to show that the checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
-    /// Commit an entry of an earlier term by counting replicas (what Raft §5.4.2, Figure 8, forbids).
+    /// Commit an entry of an earlier term by counting replicas (what Raft §5.4.2, Figure 8, forbids),
+    /// and so skip the new leader's no-op.
     CommitPreviousTermByCount,
+    /// Grant votes without comparing logs (what Raft §5.4.1 forbids).
+    VoteIgnoringLog,
 }
 
 pub struct Raft<S: LogRead> {
@@ -405,6 +408,18 @@ impl<S: LogRead> Raft<S> {
         self.term
     }
 
+    pub fn commit(&self) -> LogIndex {
+        self.log.commit
+    }
+
+    pub fn applied(&self) -> LogIndex {
+        self.log.applied
+    }
+
+    pub fn last_log(&self) -> LogId {
+        self.log.last()
+    }
+
     pub fn id(&self) -> NodeId {
         self.id
     }
@@ -412,6 +427,11 @@ impl<S: LogRead> Raft<S> {
     /// Entries `lo..=hi` of this node's log as the core sees it (durable or not).
     pub fn log_entries(&self, lo: LogIndex, hi: LogIndex) -> Vec<Entry> {
         self.log.entries(lo, hi, usize::MAX, usize::MAX)
+    }
+
+    /// The term of this node's entry at `index` (durable or not); `None` past the end.
+    pub fn log_term(&self, index: LogIndex) -> Option<Term> {
+        self.log.term(index)
     }
 
     /// Checks the core's invariants; `Err` names the first one broken.
@@ -727,6 +747,10 @@ impl<S: LogRead> Raft<S> {
         if let RoleState::Leader(leader) = &mut self.role {
             leader.pending_requests.extend(pending);
         }
+        if self.planted_bug == Some(PlantedBug::CommitPreviousTermByCount) {
+            // The planted bug's premise: entries of earlier terms commit by count, so no no-op.
+            return;
+        }
         // Raft §5.4.2, §8: a no-op of the new term lets earlier entries commit.
         let noop = Entry {
             index: last.next(),
@@ -845,7 +869,9 @@ impl<S: LogRead> Raft<S> {
                 (None, Some(leader)) => format!("leader {leader} is known in term {}", self.term),
                 (None, None) => "cannot vote".to_string(),
             })
-        } else if !self.log.is_up_to_date(rv.last_log_index, rv.last_log_term) {
+        } else if !self.log.is_up_to_date(rv.last_log_index, rv.last_log_term)
+            && self.planted_bug != Some(PlantedBug::VoteIgnoringLog)
+        {
             // Raft §5.4.1: vote only for a candidate whose log is at least as up to date as ours.
             let last = self.log.last();
             Some(format!(

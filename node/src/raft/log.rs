@@ -89,7 +89,7 @@ impl<S: LogRead> RaftLog<S> {
         if lo > hi || lo.0 == 0 || max_entries == 0 {
             return out;
         }
-        let hi = LogIndex(hi.0.min(lo.0 + max_entries as u64 - 1));
+        let hi = LogIndex(hi.0.min(lo.0.saturating_add(max_entries as u64 - 1)));
         let mut bytes = 0usize;
         if lo < self.cache_first {
             let stored_hi = hi.min(self.cache_first.prev());

@@ -1,0 +1,598 @@
+//! A cluster of cores over the simulated network and disks, driven by one seeded PRNG.
+
+use super::invariants::{self, History};
+use super::network::{Network, NetworkFaults};
+use super::{SimFailure, SimOptions, SimStats};
+use crate::raft::rng::SplitMix64;
+use crate::raft::{
+    Config, Entry, Envelope, HardState, LogId, LogIndex, NodeId, Payload, Raft, Restored, Role,
+};
+use crate::storage::memory::MemoryStore;
+use crate::storage::{ApplyOutcome, LogStore, WriteBatch};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+/// A node's disk: the store holds exactly what completed writes put there.
+pub type Disk = Rc<RefCell<MemoryStore>>;
+
+/// Cores tick this often (milliseconds).
+const TICK_MS: u64 = 5;
+/// After the faults heal, a leader must be agreed on within this time.
+const LEADER_WITHIN_MS: u64 = 3_000;
+/// A proposal made while calm must be applied within this time of being made (retries included).
+const COMMIT_WITHIN_MS: u64 = 4_000;
+
+/// One `Ready`'s write, completing after a simulated disk delay; a crash before then loses it.
+struct PendingWrite {
+    done_at_ms: u64,
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
+    apply: Vec<Entry>,
+    /// Sent once the write is durable (Raft thesis §3.8).
+    after: Vec<Envelope>,
+}
+
+pub struct SimNode {
+    pub id: NodeId,
+    pub disk: Disk,
+    /// `None` while crashed.
+    pub core: Option<Raft<Disk>>,
+    writes: VecDeque<PendingWrite>,
+    restart_at_ms: Option<u64>,
+    /// Reads in progress here: ctx → the commit index every released answer must reach.
+    reads: BTreeMap<u64, LogIndex>,
+}
+
+/// A client command and its retries.
+struct Request {
+    id: String,
+    first_sent_ms: u64,
+    next_try_ms: u64,
+}
+
+pub struct Cluster {
+    opts: SimOptions,
+    rng: SplitMix64,
+    now_ms: u64,
+    ids: Vec<NodeId>,
+    nodes: Vec<SimNode>,
+    net: Network,
+    history: History,
+    requests: Vec<Request>,
+    next_request: u64,
+    next_read: u64,
+    stats: SimStats,
+    chaos_faults: NetworkFaults,
+    stable_leader_since: Option<u64>,
+}
+
+impl Cluster {
+    pub fn new(opts: SimOptions) -> Self {
+        let mut rng =
+            SplitMix64::new(opts.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ opts.nodes as u64);
+        let chaos_faults = NetworkFaults {
+            loss_per_mille: rng.range_inclusive(0, 150),
+            duplicate_per_mille: rng.range_inclusive(0, 50),
+            delay_ms: (1, rng.range_inclusive(2, 60)),
+        };
+        let ids: Vec<NodeId> = (1..=opts.nodes as u64).map(NodeId).collect();
+        let mut cluster = Self {
+            rng,
+            now_ms: 0,
+            nodes: Vec::new(),
+            net: Network::new(chaos_faults),
+            history: History::default(),
+            requests: Vec::new(),
+            next_request: 1,
+            next_read: 1,
+            stats: SimStats::default(),
+            chaos_faults,
+            stable_leader_since: None,
+            ids: ids.clone(),
+            opts,
+        };
+        for id in ids {
+            let disk: Disk = Rc::new(RefCell::new(MemoryStore::new()));
+            cluster.nodes.push(SimNode {
+                id,
+                disk,
+                core: None,
+                writes: VecDeque::new(),
+                restart_at_ms: None,
+                reads: BTreeMap::new(),
+            });
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    fn fail(&self, invariant: &str, detail: String) -> SimFailure {
+        SimFailure {
+            seed: self.opts.seed,
+            nodes: self.opts.nodes,
+            at_ms: self.now_ms,
+            invariant: invariant.to_string(),
+            detail,
+            planted_bug: self.opts.planted_bug,
+        }
+    }
+
+    fn node(&mut self, id: NodeId) -> &mut SimNode {
+        &mut self.nodes[(id.0 - 1) as usize]
+    }
+
+    /// Starts (or restarts) a node from what its disk holds.
+    fn start(&mut self, id: NodeId) {
+        let now = self.now_ms;
+        let seed = self.opts.seed;
+        let bug = self.opts.planted_bug;
+        let ids = self.ids.clone();
+        let node = self.node(id);
+        let stored = match node.disk.borrow().initial_state() {
+            Ok(state) => state,
+            Err(never) => panic!("memory store cannot fail: {never}"),
+        };
+        let restored = Restored {
+            hard_state: stored.hard_state,
+            last: stored.last,
+            applied: stored.applied,
+        };
+        let mut config = Config::new(id, ids);
+        config.seed = seed;
+        config.max_inflight_appends = 4;
+        config.max_append_entries = 16;
+        config.max_cached_entries = 32;
+        let mut core = match Raft::new(config, node.disk.clone(), restored, now) {
+            Ok(core) => core,
+            Err(error) => panic!("simulator config is valid: {error}"),
+        };
+        if let Some(bug) = bug {
+            core.plant_bug(bug);
+        }
+        node.core = Some(core);
+        node.restart_at_ms = None;
+        let commit = stored
+            .hard_state
+            .commit
+            .min(stored.last.index)
+            .max(stored.applied);
+        self.history.restarted(id, commit);
+    }
+
+    fn crash(&mut self, id: NodeId, restart_at_ms: u64) {
+        let node = self.node(id);
+        if node.core.is_none() {
+            return;
+        }
+        node.core = None;
+        node.writes.clear();
+        node.reads.clear();
+        node.restart_at_ms = Some(restart_at_ms);
+        self.stats.crashes += 1;
+        self.trace(id, format!("crashed (restart at {restart_at_ms} ms)"));
+    }
+
+    fn trace(&self, id: NodeId, what: String) {
+        if self.opts.verbose {
+            println!("{:>7} ms  n{id}  {what}", self.now_ms);
+        }
+    }
+
+    pub fn run(mut self) -> Result<SimStats, SimFailure> {
+        let chaos_end = self.opts.chaos_ms;
+        let end = chaos_end + self.opts.calm_ms;
+        while self.now_ms <= end {
+            if self.now_ms == chaos_end {
+                self.heal_all();
+            }
+            self.deliver_messages();
+            self.complete_writes()?;
+            if self.now_ms % TICK_MS == 0 {
+                let now = self.now_ms;
+                for node in self.nodes.iter_mut() {
+                    if let Some(core) = node.core.as_mut() {
+                        core.tick(now);
+                    }
+                }
+            }
+            for id in self.ids.clone() {
+                if self
+                    .node(id)
+                    .restart_at_ms
+                    .is_some_and(|at| at <= self.now_ms)
+                {
+                    self.trace(id, "restarted from disk".into());
+                    self.start(id);
+                }
+            }
+            if self.now_ms < chaos_end {
+                self.inject_fault();
+            }
+            self.client_actions();
+            self.process_ready()?;
+            self.check_all()?;
+            self.check_liveness(chaos_end, end)?;
+            self.now_ms += 1;
+        }
+        self.stats.final_commit = self.history.max_commit().0;
+        self.stats.messages = self.net.sent;
+        Ok(self.stats)
+    }
+
+    fn heal_all(&mut self) {
+        self.net.heal();
+        self.net.faults = NetworkFaults {
+            delay_ms: (1, self.chaos_faults.delay_ms.1.min(20)),
+            ..NetworkFaults::CALM
+        };
+        let now = self.now_ms;
+        for id in self.ids.clone() {
+            let node = self.node(id);
+            if node.core.is_none() {
+                node.restart_at_ms = Some(now);
+            }
+        }
+        self.trace(NodeId(0), "faults healed".into());
+    }
+
+    fn deliver_messages(&mut self) {
+        while let Some(envelope) = self.net.next_due(self.now_ms) {
+            let to = envelope.to;
+            if let Some(node) = self.nodes.get_mut((to.0.wrapping_sub(1)) as usize) {
+                if let Some(core) = node.core.as_mut() {
+                    if self.opts.verbose {
+                        println!(
+                            "{:>7} ms  n{to}  <- n{} {:?}",
+                            self.now_ms, envelope.from, envelope.message
+                        );
+                    }
+                    core.step(envelope);
+                }
+            }
+        }
+    }
+
+    fn complete_writes(&mut self) -> Result<(), SimFailure> {
+        for index in 0..self.nodes.len() {
+            loop {
+                let node = &mut self.nodes[index];
+                let due = node
+                    .writes
+                    .front()
+                    .is_some_and(|w| w.done_at_ms <= self.now_ms);
+                if !due {
+                    break;
+                }
+                let Some(write) = node.writes.pop_front() else {
+                    break;
+                };
+                let id = node.id;
+                let outcomes = node.disk.borrow_mut().write(WriteBatch {
+                    hard_state: write.hard_state,
+                    entries: &write.entries,
+                    apply: &write.apply,
+                });
+                let outcomes = match outcomes {
+                    Ok(outcomes) => outcomes,
+                    Err(error) => {
+                        return Err(
+                            self.fail("durable write accepted", format!("node {id}: {error}"))
+                        )
+                    }
+                };
+                for (entry, outcome) in write.apply.iter().zip(&outcomes) {
+                    let newly = match (outcome, &entry.payload) {
+                        (
+                            ApplyOutcome::Applied { .. },
+                            Payload::Message {
+                                request_id: Some(id),
+                                ..
+                            },
+                        ) => Some(id.as_str()),
+                        _ => None,
+                    };
+                    if let Err(detail) = invariants::check_state_machine_safety_5_4_3(
+                        id,
+                        entry,
+                        newly,
+                        &mut self.history,
+                    ) {
+                        return Err(self.fail("State Machine Safety (§5.4.3)", detail));
+                    }
+                }
+                self.stats.applied += write.apply.len() as u64;
+                for message in write.after {
+                    self.net.send(&mut self.rng, self.now_ms, message);
+                }
+                if let (Some(last), Some(core)) =
+                    (write.entries.last(), self.nodes[index].core.as_mut())
+                {
+                    core.persisted(LogId {
+                        index: last.index,
+                        term: last.term,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn inject_fault(&mut self) {
+        // About one fault every 150 ms.
+        if !self.rng.chance(1, 150) {
+            return;
+        }
+        let n = self.ids.len() as u64;
+        let pick = NodeId(self.rng.range_inclusive(1, n));
+        let other = NodeId(self.rng.range_inclusive(1, n));
+        let ids = self.ids.clone();
+        match self.rng.range_inclusive(0, 9) {
+            0 | 1 => {
+                let restart = self.now_ms + self.rng.range_inclusive(20, 1_000);
+                self.crash(pick, restart);
+            }
+            2 => {
+                self.net.isolate(pick, &ids);
+                self.trace(pick, "isolated".into());
+            }
+            3 if pick != other => {
+                self.net.cut_one_way(pick, other);
+                self.trace(pick, format!("cannot reach n{other}"));
+            }
+            4 => {
+                let size = self.rng.range_inclusive(1, n / 2) as usize;
+                let mut group: Vec<NodeId> = Vec::new();
+                while group.len() < size {
+                    let id = NodeId(self.rng.range_inclusive(1, n));
+                    if !group.contains(&id) {
+                        group.push(id);
+                    }
+                }
+                self.net.split(&group, &ids);
+                self.trace(pick, format!("split {group:?} from the rest"));
+            }
+            5 | 6 => {
+                self.net.heal();
+                self.trace(NodeId(0), "network healed".into());
+            }
+            7 => {
+                if let Some(leader) = self.current_leader() {
+                    let to = other;
+                    if let Some(core) = self.node(leader).core.as_mut() {
+                        let result = core.transfer_leadership(to);
+                        self.trace(leader, format!("transfer leadership to n{to}: {result:?}"));
+                    }
+                }
+            }
+            _ => {
+                // Reports of unreachable peers, as a transport would make them.
+                if let Some(core) = self.node(pick).core.as_mut() {
+                    core.report_unreachable(other);
+                }
+            }
+        }
+    }
+
+    /// The live leader with the highest term, if any.
+    fn current_leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                n.core
+                    .as_ref()
+                    .filter(|c| c.role() == Role::Leader)
+                    .map(|c| (c.term(), n.id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    fn client_actions(&mut self) {
+        // A new command about every 25 ms.
+        if self.rng.chance(1, 25) {
+            let id = format!("r{}", self.next_request);
+            self.next_request += 1;
+            self.requests.push(Request {
+                id,
+                first_sent_ms: self.now_ms,
+                next_try_ms: self.now_ms,
+            });
+            self.stats.proposals += 1;
+        }
+        let now = self.now_ms;
+        let mut tries = Vec::new();
+        for (position, request) in self.requests.iter().enumerate() {
+            if request.next_try_ms <= now
+                && !self.history.applied_requests.contains_key(&request.id)
+            {
+                tries.push(position);
+            }
+        }
+        for position in tries {
+            let target = match self.current_leader() {
+                Some(leader) if self.rng.chance(4, 5) => leader,
+                _ => NodeId(self.rng.range_inclusive(1, self.ids.len() as u64)),
+            };
+            let request_id = self.requests[position].id.clone();
+            let payload = Payload::Message {
+                text: format!("message {request_id}"),
+                request_id: Some(request_id.clone()),
+            };
+            let retry_in = self.rng.range_inclusive(150, 400);
+            self.requests[position].next_try_ms = now + retry_in;
+            if let Some(core) = self.node(target).core.as_mut() {
+                let result = core.propose(payload);
+                if result.as_ref().is_ok_and(|p| p.already_pending) {
+                    self.stats.deduplicated += 1;
+                }
+                self.trace(target, format!("propose {request_id}: {result:?}"));
+            }
+        }
+        let applied = &self.history.applied_requests;
+        self.requests.retain(|r| !applied.contains_key(&r.id));
+        // A linearizable read about every 100 ms, at whoever leads.
+        if self.rng.chance(1, 100) {
+            if let Some(leader) = self.current_leader() {
+                let ctx = self.next_read;
+                self.next_read += 1;
+                let must_reach = self.history.max_commit();
+                let node = self.node(leader);
+                if let Some(core) = node.core.as_mut() {
+                    if core.read_index(ctx).is_ok() {
+                        node.reads.insert(ctx, must_reach);
+                    }
+                }
+            }
+        }
+    }
+
+    fn process_ready(&mut self) -> Result<(), SimFailure> {
+        for index in 0..self.nodes.len() {
+            let mut rounds = 0;
+            while self.nodes[index]
+                .core
+                .as_ref()
+                .is_some_and(|c| c.has_ready())
+                && rounds < 8
+            {
+                rounds += 1;
+                let now = self.now_ms;
+                let node = &mut self.nodes[index];
+                let id = node.id;
+                let Some(core) = node.core.as_mut() else {
+                    break;
+                };
+                let ready = core.ready();
+                let applied = core.applied();
+                if self.opts.verbose {
+                    for event in &ready.events {
+                        println!("{now:>7} ms  n{id}  {event:?}");
+                    }
+                }
+                for read in &ready.reads {
+                    let must_reach = node.reads.remove(&read.ctx).unwrap_or_default();
+                    self.stats.reads += 1;
+                    if read.index < must_reach || read.index > applied {
+                        let detail = format!(
+                            "node {id} released read {} at {} but {} was committed before it began (applied {applied})",
+                            read.ctx, read.index, must_reach
+                        );
+                        return Err(self.fail("Linearizable reads (thesis §6.4)", detail));
+                    }
+                }
+                for ctx in &ready.failed_reads {
+                    node.reads.remove(ctx);
+                }
+                let disk_delay = self.rng.range_inclusive(1, 15);
+                let done_at_ms = node
+                    .writes
+                    .back()
+                    .map_or(now, |w| w.done_at_ms)
+                    .max(now + disk_delay);
+                for entry in &ready.entries {
+                    if let Err(detail) = self.history.record_written(id, entry) {
+                        return Err(self.fail("Log Matching (§5.3)", detail));
+                    }
+                }
+                let changed = !ready.entries.is_empty();
+                let node = &mut self.nodes[index];
+                node.writes.push_back(PendingWrite {
+                    done_at_ms,
+                    hard_state: ready.hard_state,
+                    entries: ready.entries,
+                    apply: ready.committed,
+                    after: ready.persisted_messages,
+                });
+                for message in ready.messages {
+                    self.net.send(&mut self.rng, now, message);
+                }
+                if changed {
+                    if let Err(detail) =
+                        invariants::check_log_matching_5_3(&self.nodes, id, &self.history)
+                    {
+                        return Err(self.fail("Log Matching (§5.3)", detail));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_all(&mut self) -> Result<(), SimFailure> {
+        for node in &self.nodes {
+            if let Some(core) = &node.core {
+                if let Err(detail) = core.validate() {
+                    return Err(self.fail(
+                        "core invariants (validate)",
+                        format!("node {}: {detail}", node.id),
+                    ));
+                }
+            }
+        }
+        invariants::check_election_safety_5_2(&self.nodes, &mut self.history)
+            .map_err(|d| self.fail("Election Safety (§5.2)", d))?;
+        invariants::check_leader_append_only_5_3(&self.nodes, &mut self.history)
+            .map_err(|d| self.fail("Leader Append-Only (§5.3)", d))?;
+        invariants::check_committed_prefix_5_4(&self.nodes, &mut self.history)
+            .map_err(|d| self.fail("committed entries never change (§5.4)", d))?;
+        invariants::check_leader_completeness_5_4(&self.nodes, &mut self.history)
+            .map_err(|d| self.fail("Leader Completeness (§5.4.1)", d))?;
+        Ok(())
+    }
+
+    /// Once the faults heal: a leader everyone follows within a bound, and every command made while
+    /// calm applied within a bound.
+    fn check_liveness(&mut self, chaos_end: u64, end: u64) -> Result<(), SimFailure> {
+        if self.now_ms < chaos_end {
+            return Ok(());
+        }
+        let leader = self.current_leader();
+        let agreed = leader.is_some()
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.core.as_ref().is_some_and(|c| c.leader() == leader));
+        if agreed {
+            self.stable_leader_since.get_or_insert(self.now_ms);
+        }
+        if self.stable_leader_since.is_none() && self.now_ms >= chaos_end + LEADER_WITHIN_MS {
+            let roles: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| match &n.core {
+                    Some(c) => format!(
+                        "n{}: {:?} term {} leader {:?}",
+                        n.id,
+                        c.role(),
+                        c.term(),
+                        c.leader()
+                    ),
+                    None => format!("n{}: down", n.id),
+                })
+                .collect();
+            return Err(self.fail(
+                "liveness: leader after healing",
+                format!(
+                    "no agreed leader {LEADER_WITHIN_MS} ms after the faults healed: {}",
+                    roles.join(", ")
+                ),
+            ));
+        }
+        let now = self.now_ms;
+        let late = self.requests.iter().find(|r| {
+            r.first_sent_ms >= chaos_end
+                && r.first_sent_ms + COMMIT_WITHIN_MS <= now
+                && !self.history.applied_requests.contains_key(&r.id)
+        });
+        if let Some(request) = late {
+            let detail = format!(
+                "request {} made at {} ms (calm) is not applied after {COMMIT_WITHIN_MS} ms",
+                request.id, request.first_sent_ms
+            );
+            return Err(self.fail("liveness: commit while calm", detail));
+        }
+        let _ = end;
+        Ok(())
+    }
+}
