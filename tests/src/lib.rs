@@ -395,6 +395,15 @@ impl Cluster {
         let pid = self.running_pid(id)?;
         send_signal(pid, Signal::Stop)?;
         self.set_state(id, NodeState::Paused);
+        // kill(2) returns before every thread has stopped; on Linux, wait until /proc says so.
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match std::fs::read_to_string(&stat) {
+                Ok(text) if !process_stopped(&text) => std::thread::sleep(Duration::from_millis(1)),
+                _ => break,
+            }
+        }
         Ok(())
     }
 
@@ -1039,6 +1048,14 @@ fn send_signal(pid: i32, signal: Signal) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether a `/proc/<pid>/stat` line says the process is stopped (state `T`).
+fn process_stopped(stat: &str) -> bool {
+    // The state follows the command name, which is in parentheses and may contain spaces.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "T")
 }
 
 fn free_port() -> Result<u16> {

@@ -4,7 +4,8 @@
 use anyhow::{bail, ensure, Result};
 use flotilla_shared::NodeId;
 use flotilla_tests::{
-    check_acked_exactly_once, count_by_request_id, Ack, Cluster, Options, RetryingClient, Submitted,
+    check_acked_exactly_once, count_by_request_id, wait_until, Ack, Cluster, Options,
+    RetryingClient, Submitted,
 };
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
@@ -44,8 +45,17 @@ async fn minority_partition_cannot_commit_and_heals() {
             cluster.client(id).partition(&[minority]).await?;
         }
         let cut_at = Instant::now();
-        let isolated = cluster.client(minority).status().await?.isolated_from;
-        ensure!(isolated == majority, "node {minority} isolates itself from {isolated:?}");
+        let mut isolated = Vec::new();
+        let shown = wait_until(
+            Duration::from_secs(3),
+            "the minority's /v1/status lists the partition",
+            async || {
+                isolated = cluster.client(minority).status().await.ok()?.isolated_from;
+                (isolated == majority).then_some(())
+            },
+        )
+        .await;
+        ensure!(shown.is_ok(), "node {minority} reports isolated_from {isolated:?}, expected {majority:?}");
 
         // The majority elects a leader of its own and commits.
         let new_leader = cluster
