@@ -81,10 +81,10 @@ async fn kill_during_concurrent_writes_ten_times_loses_nothing() {
             };
             cluster.kill(victim)?;
             // The other two keep committing while it is down...
-            acked_so_far = writers.wait_for(acked_so_far, 5, WRITE_TIMEOUT).await?;
-            // ...and it comes back on its own data.
+            acked_so_far = writers.wait_for(acked_so_far, 15, WRITE_TIMEOUT).await?;
+            // ...and it comes back on its own data, in the middle of the stream.
             cluster.restart(victim).await?;
-            acked_so_far = writers.wait_for(acked_so_far, 5, WRITE_TIMEOUT).await?;
+            acked_so_far = writers.wait_for(acked_so_far, 10, WRITE_TIMEOUT).await?;
         }
         let acked = writers.stop().await?;
         let last = acked.iter().map(|a| a.index).max().unwrap_or_default();
@@ -171,6 +171,58 @@ async fn five_nodes_tolerate_two_dead() {
         let messages = cluster.identical_logs(&cluster.ids()).await?;
         check_acked_exactly_once(&messages, &acked)?;
         ensure!(messages.len() == 21, "{} messages", messages.len());
+        Ok(())
+    }
+    .await;
+    cluster.finish(result);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_and_steps_down_when_resumed() {
+    let mut cluster = Cluster::start(3, Options::default())
+        .await
+        .expect("start 3 nodes");
+    let result = async {
+        let old_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+        let others: Vec<NodeId> = cluster
+            .ids()
+            .into_iter()
+            .filter(|&id| id != old_leader)
+            .collect();
+        let mut client = RetryingClient::new(&cluster).only(&others);
+        client
+            .submit("before the pause", "pause-0", WRITE_TIMEOUT)
+            .await?;
+
+        // SIGSTOP: the leader is frozen, not dead; its sockets stay open.
+        let old_term = cluster.client(old_leader).status().await?.term;
+        cluster.pause(old_leader)?;
+        let paused_at = Instant::now();
+        let new_leader = cluster
+            .wait_for_leader_among(&others, LEADER_TIMEOUT)
+            .await?;
+        println!(
+            "[measure] leader {old_leader} SIGSTOPped: leader {new_leader} after {} ms",
+            paused_at.elapsed().as_millis()
+        );
+        let during = client
+            .submit("while the old leader sleeps", "pause-1", WRITE_TIMEOUT)
+            .await?;
+
+        // SIGCONT: the old leader wakes up in an old term, learns of the new one and follows it.
+        cluster.resume(old_leader)?;
+        cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+        let woke = cluster.client(old_leader).status().await?;
+        ensure!(
+            woke.term > old_term,
+            "node {old_leader} still in term {} after resuming (paused in {old_term})",
+            woke.term
+        );
+        cluster
+            .wait_converged(during.response.index, CONVERGE_TIMEOUT)
+            .await?;
+        let messages = cluster.identical_logs(&cluster.ids()).await?;
+        ensure!(messages.len() == 2, "{messages:?}");
         Ok(())
     }
     .await;
