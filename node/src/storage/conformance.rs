@@ -749,6 +749,7 @@ mod sqlite_only {
         );
         assert_eq!(reader.find_request("r7").unwrap(), Some(log_id(7, 3)));
         assert_eq!(reader.find_request("r11").unwrap(), None);
+        assert_eq!(reader.applied().unwrap(), LogIndex(10));
 
         // A reader opened by path works from another thread while the writer keeps writing.
         let path = backend.path();

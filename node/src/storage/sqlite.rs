@@ -532,6 +532,25 @@ impl SqliteReader {
     pub fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
         read_request(&self.conn, &self.path, request_id)
     }
+
+    /// The state machine's applied index as last committed: a read point that every message read
+    /// afterwards is sure to cover (the applied index only grows).
+    pub fn applied(&self) -> Result<LogIndex, StorageError> {
+        let fail = |e| {
+            sql_error(
+                &self.path.display().to_string(),
+                "reading the applied index",
+                e,
+            )
+        };
+        let applied: i64 = self
+            .conn
+            .prepare_cached("SELECT idx FROM applied WHERE id = 0")
+            .map_err(fail)?
+            .query_row([], |row| row.get(0))
+            .map_err(fail)?;
+        from_sql(applied, "applied index").map(LogIndex)
+    }
 }
 
 fn read_term(
