@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 
 /// Most messages one `GET /v1/messages` page may hold (the contract's maximum).
 pub const MAX_PAGE: usize = 1000;
+/// The page size the harness reads whole logs with: the contract's default, so that logs of a few
+/// hundred messages take several pages and paging itself is exercised.
+pub const PAGE: usize = 100;
 
 /// How a cluster is started.
 #[derive(Clone, Debug)]
@@ -816,10 +819,28 @@ impl NodeClient<'_> {
         let mut all = Vec::new();
         let mut from = 1u64;
         loop {
-            let page = self.messages(from, MAX_PAGE, stale).await?;
+            let page = self.messages(from, PAGE, stale).await?;
             // The page covers [from, from + limit) up to its read point.
-            let end = from + MAX_PAGE as u64;
-            all.extend(page.entries);
+            let end = from + PAGE as u64;
+            for entry in &page.entries {
+                let after_previous = all
+                    .last()
+                    .is_none_or(|last: &MessageEntry| last.index < entry.index);
+                if entry.index.0 < from
+                    || entry.index.0 >= end
+                    || entry.index > page.commit_index
+                    || !after_previous
+                {
+                    bail!(
+                        "node {}: page from={from} limit={PAGE} (read point {}) holds entry {} out \
+                         of range or order",
+                        self.id,
+                        page.commit_index,
+                        entry.index
+                    );
+                }
+                all.push(entry.clone());
+            }
             if end > page.commit_index.0 {
                 return Ok(all);
             }
