@@ -228,3 +228,39 @@ async fn a_paused_leader_is_replaced_and_steps_down_when_resumed() {
     .await;
     cluster.finish(result);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_every_node_at_once_loses_nothing_acknowledged() {
+    let mut cluster = Cluster::start(3, Options::default())
+        .await
+        .expect("start 3 nodes");
+    let result = async {
+        cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+        let writers = Writers::start(&RetryingClient::new(&cluster), 3, "blackout", WRITE_TIMEOUT);
+        writers.wait_for(0, 30, WRITE_TIMEOUT).await?;
+        // Power cut: every node dies mid-stream; only what reached the disks survives.
+        for id in cluster.ids() {
+            cluster.kill(id)?;
+        }
+        let killed_at = Instant::now();
+        for id in cluster.ids() {
+            cluster.restart(id).await?;
+        }
+        cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+        println!(
+            "[measure] whole-cluster kill -9: serving again with a leader {} ms after the kill",
+            killed_at.elapsed().as_millis()
+        );
+        // The writers' in-flight requests failed and were retried with the same request id.
+        let before = writers.acked();
+        writers.wait_for(before, 10, WRITE_TIMEOUT).await?;
+        let acked = writers.stop().await?;
+        let last = acked.iter().map(|a| a.index).max().unwrap_or_default();
+        cluster.wait_converged(last, CONVERGE_TIMEOUT).await?;
+        let messages = cluster.identical_logs(&cluster.ids()).await?;
+        check_acked_exactly_once(&messages, &acked)?;
+        Ok(())
+    }
+    .await;
+    cluster.finish(result);
+}
