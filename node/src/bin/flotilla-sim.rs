@@ -1,8 +1,8 @@
 //! Runs the deterministic Raft simulator.
 //!
 //! ```text
-//! flotilla-sim --seed 1234 --nodes 5 [--verbose] [--planted-bug]     replay one run
-//! flotilla-sim sweep --seeds 0..100000 --nodes 3,5 [--planted-bug]  many runs, with progress
+//! flotilla-sim --seed 1234 --nodes 5 [--verbose] [--planted-bug commit-by-count|vote-ignoring-log]     replay one run
+//! flotilla-sim sweep --seeds 0..100000 --nodes 3,5 [--planted-bug NAME]  many runs, with progress
 //! ```
 
 use flotilla_node::raft::PlantedBug;
@@ -10,8 +10,8 @@ use flotilla_node::sim::{run, SimOptions};
 use std::process::ExitCode;
 use std::time::Instant;
 
-const USAGE: &str = "usage:\n  flotilla-sim --seed N --nodes N [--verbose] [--planted-bug]\n  \
-                     flotilla-sim sweep --seeds A..B --nodes 3,5 [--planted-bug]";
+const USAGE: &str = "usage:\n  flotilla-sim --seed N --nodes N [--verbose] [--planted-bug commit-by-count|vote-ignoring-log]\n  \
+                     flotilla-sim sweep --seeds A..B --nodes 3,5 [--planted-bug NAME]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,15 +63,25 @@ fn parse_and_run(args: &[String]) -> Result<ExitCode, String> {
         "--planted-bug",
     ];
     for (i, arg) in args.iter().enumerate() {
-        let is_value = i > 0 && matches!(args[i - 1].as_str(), "--seed" | "--seeds" | "--nodes");
+        let is_value = i > 0
+            && matches!(
+                args[i - 1].as_str(),
+                "--seed" | "--seeds" | "--nodes" | "--planted-bug"
+            );
         if !is_value && !known.contains(&arg.as_str()) {
             return Err(format!("unknown argument {arg:?}"));
         }
     }
-    let planted_bug = args
-        .iter()
-        .any(|a| a == "--planted-bug")
-        .then_some(PlantedBug::CommitPreviousTermByCount);
+    let planted_bug = match value(args, "--planted-bug")? {
+        None => None,
+        Some("commit-by-count") => Some(PlantedBug::CommitPreviousTermByCount),
+        Some("vote-ignoring-log") => Some(PlantedBug::VoteIgnoringLog),
+        Some(other) => {
+            return Err(format!(
+                "unknown planted bug {other:?} (commit-by-count, vote-ignoring-log)"
+            ))
+        }
+    };
     if args.first().map(String::as_str) == Some("sweep") {
         let seeds = value(args, "--seeds")?.unwrap_or("0..1000");
         let (lo, hi) = seeds

@@ -65,12 +65,21 @@ pub struct Cluster {
     stats: SimStats,
     chaos_faults: NetworkFaults,
     stable_leader_since: Option<u64>,
+    /// Mean milliseconds between faults while chaotic, and between new commands.
+    fault_every_ms: u64,
+    command_every_ms: u64,
+    /// Clients pause now and then while chaotic, so that elections also happen on an idle cluster.
+    clients_paused: bool,
+    /// Something touched a core during this millisecond: its output must be processed and checked.
+    active: bool,
 }
 
 impl Cluster {
     pub fn new(opts: SimOptions) -> Self {
         let mut rng =
             SplitMix64::new(opts.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ opts.nodes as u64);
+        let fault_every_ms = rng.range_inclusive(40, 300);
+        let command_every_ms = rng.range_inclusive(5, 100);
         let chaos_faults = NetworkFaults {
             loss_per_mille: rng.range_inclusive(0, 150),
             duplicate_per_mille: rng.range_inclusive(0, 50),
@@ -89,6 +98,10 @@ impl Cluster {
             stats: SimStats::default(),
             chaos_faults,
             stable_leader_since: None,
+            fault_every_ms,
+            command_every_ms,
+            clients_paused: false,
+            active: true,
             ids: ids.clone(),
             opts,
         };
@@ -189,6 +202,7 @@ impl Cluster {
             self.deliver_messages();
             self.complete_writes()?;
             if self.now_ms % TICK_MS == 0 {
+                self.active = true;
                 let now = self.now_ms;
                 for node in self.nodes.iter_mut() {
                     if let Some(core) = node.core.as_mut() {
@@ -204,15 +218,19 @@ impl Cluster {
                 {
                     self.trace(id, "restarted from disk".into());
                     self.start(id);
+                    self.active = true;
                 }
             }
             if self.now_ms < chaos_end {
                 self.inject_fault();
             }
             self.client_actions();
-            self.process_ready()?;
-            self.check_all()?;
-            self.check_liveness(chaos_end, end)?;
+            // Idle milliseconds change nothing: skip processing and checking them.
+            if std::mem::take(&mut self.active) {
+                self.process_ready()?;
+                self.check_all()?;
+                self.check_liveness(chaos_end, end)?;
+            }
             self.now_ms += 1;
         }
         self.stats.final_commit = self.history.max_commit().0;
@@ -248,6 +266,7 @@ impl Cluster {
                         );
                     }
                     core.step(envelope);
+                    self.active = true;
                 }
             }
         }
@@ -264,6 +283,8 @@ impl Cluster {
                 if !due {
                     break;
                 }
+                self.active = true;
+                let node = &mut self.nodes[index];
                 let Some(write) = node.writes.pop_front() else {
                     break;
                 };
@@ -319,10 +340,14 @@ impl Cluster {
     }
 
     fn inject_fault(&mut self) {
-        // About one fault every 150 ms.
-        if !self.rng.chance(1, 150) {
+        // About one fault every `fault_every_ms` (drawn per seed).
+        if self.rng.chance(1, 250) {
+            self.clients_paused = !self.clients_paused;
+        }
+        if !self.rng.chance(1, self.fault_every_ms) {
             return;
         }
+        self.active = true;
         let n = self.ids.len() as u64;
         let pick = NodeId(self.rng.range_inclusive(1, n));
         let other = NodeId(self.rng.range_inclusive(1, n));
@@ -389,8 +414,11 @@ impl Cluster {
     }
 
     fn client_actions(&mut self) {
-        // A new command about every 25 ms.
-        if self.rng.chance(1, 25) {
+        // A new command about every `command_every_ms` (drawn per seed), unless paused.
+        if self.now_ms >= self.opts.chaos_ms {
+            self.clients_paused = false;
+        }
+        if !self.clients_paused && self.rng.chance(1, self.command_every_ms) {
             let id = format!("r{}", self.next_request);
             self.next_request += 1;
             self.requests.push(Request {
@@ -421,6 +449,7 @@ impl Cluster {
             };
             let retry_in = self.rng.range_inclusive(150, 400);
             self.requests[position].next_try_ms = now + retry_in;
+            self.active = true;
             if let Some(core) = self.node(target).core.as_mut() {
                 let result = core.propose(payload);
                 if result.as_ref().is_ok_and(|p| p.already_pending) {
@@ -434,6 +463,7 @@ impl Cluster {
         // A linearizable read about every 100 ms, at whoever leads.
         if self.rng.chance(1, 100) {
             if let Some(leader) = self.current_leader() {
+                self.active = true;
                 let ctx = self.next_read;
                 self.next_read += 1;
                 let must_reach = self.history.max_commit();

@@ -42,6 +42,16 @@ impl SimOptions {
             verbose: false,
         }
     }
+
+    /// Shorter runs for the CI seed range (the long sweeps use [`SimOptions::new`]): still long enough
+    /// for the liveness bounds after the faults heal.
+    pub fn ci(seed: u64, nodes: usize) -> Self {
+        Self {
+            chaos_ms: 1_500,
+            calm_ms: 4_500,
+            ..Self::new(seed, nodes)
+        }
+    }
 }
 
 /// What one run did (also a fingerprint of the run: the same seed gives the same figures).
@@ -70,10 +80,10 @@ pub struct SimFailure {
 impl SimFailure {
     /// The command that replays this run with a full trace.
     pub fn replay_command(&self) -> String {
-        let bug = if self.planted_bug.is_some() {
-            " --planted-bug"
-        } else {
-            ""
+        let bug = match self.planted_bug {
+            None => "",
+            Some(PlantedBug::CommitPreviousTermByCount) => " --planted-bug commit-by-count",
+            Some(PlantedBug::VoteIgnoringLog) => " --planted-bug vote-ignoring-log",
         };
         format!(
             "cargo run -p flotilla-node --bin flotilla-sim -- --seed {} --nodes {}{bug} --verbose",
