@@ -143,7 +143,7 @@ fn sweep(lo: u64, hi: u64, sizes: &[usize], planted_bug: Option<PlantedBug>) -> 
                 }
             }
         }
-        if (seed - lo + 1) % 500 == 0 || seed + 1 == hi {
+        if (seed - lo + 1).is_multiple_of(500) || seed + 1 == hi {
             println!(
                 "seeds {lo}..{}: {runs} runs, {failures} failed, {applied} entries applied, {:.1} s",
                 seed + 1,

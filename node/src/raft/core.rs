@@ -569,7 +569,14 @@ impl<S: LogRead> Raft<S> {
         }
         if now >= leader.heartbeat_due_ms {
             leader.heartbeat_due_ms = now + self.config.heartbeat_ms;
-            self.bcast_heartbeat(0);
+            // Reads still unconfirmed ride on the periodic heartbeat again: their round's messages
+            // may have been lost.
+            let unconfirmed = leader
+                .reads
+                .iter()
+                .any(|r| !r.confirmed && r.round != 0 && r.round <= leader.read_round);
+            let read_ctx = if unconfirmed { leader.read_round } else { 0 };
+            self.bcast_heartbeat(read_ctx, true);
         }
     }
 
@@ -1302,12 +1309,12 @@ impl<S: LogRead> Raft<S> {
 
     /// Heartbeats (empty appends at the follower's match point, commit capped at that match as etcd
     /// does); `read_ctx` non-zero asks followers to confirm leadership for reads.
-    fn bcast_heartbeat(&mut self, read_ctx: u64) {
+    fn bcast_heartbeat(&mut self, read_ctx: u64, periodic: bool) {
         let commit = self.log.commit;
         let mut beats = Vec::new();
         if let RoleState::Leader(leader) = &mut self.role {
             for (peer, pr) in leader.progress.iter_mut() {
-                if read_ctx == 0 {
+                if periodic {
                     // A probe that got no answer may be retried once per heartbeat; appends in flight
                     // for two rounds without an answer were probably lost.
                     pr.probe_sent = false;
@@ -1383,7 +1390,7 @@ impl<S: LogRead> Raft<S> {
         {
             read.round = round;
         }
-        self.bcast_heartbeat(round);
+        self.bcast_heartbeat(round, false);
     }
 
     fn handle_read_ack(&mut self, from: NodeId, round: u64) {

@@ -201,7 +201,7 @@ impl Cluster {
             }
             self.deliver_messages();
             self.complete_writes()?;
-            if self.now_ms % TICK_MS == 0 {
+            if self.now_ms.is_multiple_of(TICK_MS) {
                 self.active = true;
                 let now = self.now_ms;
                 for node in self.nodes.iter_mut() {
