@@ -232,3 +232,90 @@ impl<S: LogRead> RaftLog<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Payload;
+    use crate::storage::memory::MemoryStore;
+    use crate::storage::{LogStore, WriteBatch};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index: LogIndex(index),
+            term: Term(term),
+            payload: Payload::Noop,
+        }
+    }
+
+    #[test]
+    fn durable_entries_leave_the_cache_and_are_read_from_storage() {
+        let disk = Rc::new(RefCell::new(MemoryStore::new()));
+        let mut log = RaftLog::new(disk.clone(), LogId::default(), LogIndex(0), LogIndex(0), 2);
+        log.truncate_and_append((1..=5).map(|i| entry(i, 1)).collect());
+        let unstable = log.take_unstable();
+        assert_eq!(unstable.len(), 5);
+        assert!(
+            !log.persisted(LogId {
+                index: LogIndex(9),
+                term: Term(1)
+            }),
+            "never handed out"
+        );
+        disk.borrow_mut()
+            .write(WriteBatch {
+                hard_state: None,
+                entries: &unstable,
+                apply: &[],
+            })
+            .expect("write");
+        assert!(log.persisted(LogId {
+            index: LogIndex(5),
+            term: Term(1)
+        }));
+        assert_eq!(
+            log.cache.len(),
+            2,
+            "only the window of durable entries stays in memory"
+        );
+        let all = log.entries(LogIndex(1), LogIndex(5), usize::MAX, usize::MAX);
+        assert_eq!(
+            all.iter().map(|e| e.index.0).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        assert_eq!(log.term(LogIndex(2)), Some(Term(1)));
+        // A conflict below the cached window: everything from there goes, durable drops with it.
+        assert_eq!(
+            log.truncate_and_append(vec![entry(3, 2)]),
+            Some(LogIndex(2))
+        );
+        assert_eq!(
+            (log.last(), log.durable),
+            (
+                LogId {
+                    index: LogIndex(3),
+                    term: Term(2)
+                },
+                LogIndex(2)
+            )
+        );
+        assert_eq!(log.take_unstable(), vec![entry(3, 2)]);
+        // A stale report for the replaced entry is ignored.
+        assert!(!log.persisted(LogId {
+            index: LogIndex(3),
+            term: Term(1)
+        }));
+    }
+
+    #[test]
+    #[should_panic(expected = "would remove committed entries")]
+    fn truncating_committed_entries_is_refused_5_4() {
+        let disk = Rc::new(RefCell::new(MemoryStore::new()));
+        let mut log = RaftLog::new(disk, LogId::default(), LogIndex(0), LogIndex(0), 8);
+        log.truncate_and_append(vec![entry(1, 1), entry(2, 1)]);
+        log.commit = LogIndex(2);
+        log.truncate_and_append(vec![entry(2, 2)]);
+    }
+}
