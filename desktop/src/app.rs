@@ -1,0 +1,223 @@
+//! The eframe app: drains the backend's updates into the model, draws the panels, and applies the
+//! intents they return in one place.
+
+use crate::backend::{unix_ms, BackendHandle, BackendThread, Command, Tempo, Update};
+use crate::model::{ClusterModel, ViewMode};
+use crate::ui::{self, EventFilter, Intent, TopBarState};
+use flotilla_shared::NodeId;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Where "now" comes from: the wall clock, or a fixed time for tests and benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    System,
+    Fixed(u64),
+}
+
+/// How long one frame may spend moving updates into the model.
+const DRAIN_BUDGET: Duration = Duration::from_millis(10);
+
+pub struct FlotillaApp {
+    pub model: ClusterModel,
+    pub selected: Option<NodeId>,
+    pub bar: TopBarState,
+    pub filter: EventFilter,
+    pub replay_speed: f64,
+    pub controls_processes: bool,
+    pub clock: Clock,
+    nodes: Vec<NodeId>,
+    last_frame: Option<Instant>,
+    // Field order matters: the senders drop before the backend thread is joined.
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    updates: Option<mpsc::Receiver<Update>>,
+    _backend_thread: Option<BackendThread>,
+}
+
+impl FlotillaApp {
+    /// An app driven by a running backend.
+    pub fn new(backend: BackendHandle, tempo: Tempo) -> Self {
+        let BackendHandle {
+            commands,
+            updates,
+            nodes,
+            description,
+            controls_processes,
+            thread,
+        } = backend;
+        let mut app = Self::detached(&nodes, commands, controls_processes);
+        app.updates = Some(updates);
+        app._backend_thread = Some(thread);
+        app.bar.description = description;
+        app.bar.tempo = tempo;
+        app
+    }
+
+    /// An app whose commands go to `commands` and whose records are fed by the caller (tests, bench).
+    pub fn detached(
+        nodes: &[NodeId],
+        commands: tokio::sync::mpsc::UnboundedSender<Command>,
+        controls_processes: bool,
+    ) -> Self {
+        Self {
+            model: ClusterModel::new(nodes),
+            selected: None,
+            bar: TopBarState {
+                submit_text: String::new(),
+                tempo: Tempo::DEFAULT,
+                notice: None,
+                description: format!("{} nodes", nodes.len()),
+            },
+            filter: EventFilter::default(),
+            replay_speed: 1.0,
+            controls_processes,
+            clock: Clock::System,
+            nodes: nodes.to_vec(),
+            last_frame: None,
+            commands,
+            updates: None,
+            _backend_thread: None,
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        match self.clock {
+            Clock::System => unix_ms(),
+            Clock::Fixed(at_ms) => at_ms,
+        }
+    }
+
+    /// Moves pending updates into the model, for at most `budget`; returns whether more are waiting.
+    pub fn drain_updates(&mut self, budget: Duration) -> bool {
+        let Some(updates) = &self.updates else {
+            return false;
+        };
+        let started = Instant::now();
+        loop {
+            match updates.try_recv() {
+                Ok(Update::Record(record)) => self.model.record(record),
+                Ok(Update::Notice { text, error }) => self.bar.notice = Some((text, error)),
+                Err(_) => return false,
+            }
+            if started.elapsed() >= budget {
+                return true;
+            }
+        }
+    }
+
+    /// Draws everything into `ui` and applies what the user asked for.
+    pub fn frame_ui(&mut self, ui: &mut egui::Ui) {
+        let wall_now = self.now_ms();
+        let elapsed_ms = self
+            .last_frame
+            .replace(Instant::now())
+            .map_or(0.0, |last| last.elapsed().as_secs_f64() * 1000.0);
+        self.model.advance_replay(elapsed_ms);
+        let mode = self.model.mode;
+        let view_now = self.model.view_time_ms(wall_now);
+        let until = match mode {
+            ViewMode::Live => self.model.timeline.end(),
+            ViewMode::Paused { position } => position,
+            ViewMode::Replay { clock_ms, .. } => {
+                self.model.timeline.position_at_time(clock_ms as u64)
+            }
+        };
+        let mut intents = Vec::new();
+        // Borrow the view once; the timeline and the view are separate fields of the model.
+        let selected = self.selected;
+        let controls_processes = self.controls_processes;
+        let nodes = self.nodes.clone();
+        let (view, timeline) = self.model.view_and_timeline();
+
+        egui::Panel::top("top-bar").show(ui, |ui| {
+            intents.extend(ui::top_bar_ui(ui, view, &mut self.bar, mode));
+        });
+        egui::Panel::bottom("timeline").show(ui, |ui| {
+            ui.add_space(2.0);
+            intents.extend(ui::timeline_ui(ui, timeline, mode, &mut self.replay_speed));
+            ui.add_space(2.0);
+        });
+        egui::Panel::right("side")
+            .default_size(360.0)
+            .resizable(true)
+            .show(ui, |ui| {
+                ui.heading("Node");
+                intents.extend(ui::node_actions_ui(
+                    ui,
+                    view,
+                    selected,
+                    controls_processes,
+                    mode == ViewMode::Live,
+                ));
+                ui.separator();
+                ui.heading("Events");
+                ui::events_ui(ui, timeline, until, &nodes, &mut self.filter);
+            });
+        egui::CentralPanel::default().show(ui, |ui| {
+            let logs_height = view.nodes.len() as f32 * 30.0 + 34.0;
+            let chart_height = 150.0;
+            let graph_height =
+                (ui.available_height() - logs_height - chart_height - 16.0).max(220.0);
+            ui.allocate_ui(egui::vec2(ui.available_width(), graph_height), |ui| {
+                intents.extend(ui::graph_ui(ui, view, view_now, selected));
+            });
+            ui.add_space(6.0);
+            ui::logs_ui(ui, view);
+            ui.add_space(4.0);
+            ui::chart_ui(ui, view, view_now);
+        });
+
+        if !ui.ctx().egui_wants_keyboard_input() {
+            ui.input(|input| {
+                if input.key_pressed(egui::Key::Space) {
+                    intents.push(if mode == ViewMode::Live {
+                        Intent::PauseView
+                    } else {
+                        Intent::GoLive
+                    });
+                }
+                if input.key_pressed(egui::Key::ArrowLeft) {
+                    intents.push(Intent::Step(-1));
+                }
+                if input.key_pressed(egui::Key::ArrowRight) {
+                    intents.push(Intent::Step(1));
+                }
+            });
+        }
+        let animating = ui::is_animating(self.model.view(), view_now);
+        for intent in intents {
+            self.apply(intent);
+        }
+        if animating || matches!(self.model.mode, ViewMode::Replay { .. }) {
+            ui.ctx().request_repaint_after(Duration::from_millis(16));
+        }
+    }
+
+    fn apply(&mut self, intent: Intent) {
+        match intent {
+            Intent::Cluster(command) => {
+                if self.commands.send(command).is_err() {
+                    self.bar.notice = Some(("the backend has stopped".into(), true));
+                }
+            }
+            Intent::Select(node) => self.selected = Some(node),
+            Intent::PauseView => self.model.pause(),
+            Intent::GoLive => self.model.go_live(),
+            Intent::Step(delta) => self.model.step(delta),
+            Intent::Scrub(position) => self.model.mode = ViewMode::Paused { position },
+            Intent::Replay { speed } => self.model.replay(speed),
+        }
+    }
+}
+
+impl eframe::App for FlotillaApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        if self.drain_updates(DRAIN_BUDGET) {
+            ctx.request_repaint();
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.frame_ui(ui);
+    }
+}

@@ -1,0 +1,317 @@
+//! The default cluster: node processes on 127.0.0.1 started by the desktop itself.
+
+use super::{ClusterControl, NodeEndpoint};
+use anyhow::{bail, Context as _};
+use flotilla_shared::api::TimingRequest;
+use flotilla_shared::NodeId;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The first port tried, as in the Docker setup.
+pub const FIRST_PORT: u16 = 6500;
+
+/// How to start a node: the program and the arguments that come before the node's own flags.
+#[derive(Clone, Debug)]
+pub struct NodeProgram {
+    pub program: PathBuf,
+    pub leading_args: Vec<OsString>,
+}
+
+impl NodeProgram {
+    /// This executable's `node` subcommand: the app carries the node inside itself.
+    pub fn current_exe() -> anyhow::Result<Self> {
+        Ok(Self {
+            program: std::env::current_exe().context("cannot find this program's path")?,
+            leading_args: vec!["node".into()],
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    pub nodes: usize,
+    /// Holds one folder per cluster size; each node's SQLite file and log live below it.
+    pub data_root: PathBuf,
+    /// Remove the cluster's data before starting.
+    pub fresh: bool,
+    pub program: NodeProgram,
+    pub timing: TimingRequest,
+    pub first_port: u16,
+}
+
+/// The default data folder: `$XDG_DATA_HOME/flotilla`, else `~/.local/share/flotilla`.
+pub fn default_data_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir).join("flotilla");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/flotilla"),
+        None => PathBuf::from("flotilla-data"),
+    }
+}
+
+struct LocalNode {
+    port: u16,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct LocalControl {
+    nodes: BTreeMap<NodeId, LocalNode>,
+    program: NodeProgram,
+    admin_token: String,
+    cluster_dir: PathBuf,
+    timing: TimingRequest,
+    cluster_id: String,
+}
+
+/// Finds `count` ports from `first` up that nothing listens on.
+fn free_ports(first: u16, count: usize) -> anyhow::Result<Vec<u16>> {
+    let mut ports = Vec::with_capacity(count);
+    let mut port = first;
+    while ports.len() < count {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+        port = port
+            .checked_add(1)
+            .context("no free ports left on 127.0.0.1")?;
+    }
+    Ok(ports)
+}
+
+/// A fresh admin token per app run, so nothing else on the machine can drive these nodes.
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    let from_os = fs::File::open("/dev/urandom")
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes));
+    if from_os.is_err() {
+        let nanos = super::unix_ms() ^ u64::from(std::process::id()) << 32;
+        bytes[..8].copy_from_slice(&nanos.to_le_bytes());
+    }
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Makes the child die when the thread that spawned it ends, even if the app crashes or is killed.
+// Raw `prctl` and `kill` are the only way to ask for this; the calls touch no Rust memory.
+#[allow(unsafe_code)]
+fn spawn_tied_to_parent(command: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt as _;
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// Sends `signal` to the process `pid`.
+// `kill(2)` has no safe wrapper in std; it only takes two integers.
+#[allow(unsafe_code)]
+fn send_signal(pid: u32, signal: libc::c_int) -> anyhow::Result<()> {
+    let pid = libc::pid_t::try_from(pid).context("process id out of range")?;
+    let result = unsafe { libc::kill(pid, signal) };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error()).context("signal not delivered");
+    }
+    Ok(())
+}
+
+impl LocalControl {
+    /// Prepares the data folders, picks ports and starts every node.
+    pub fn start(options: LocalOptions) -> anyhow::Result<Self> {
+        if options.nodes == 0 || options.nodes > 255 {
+            bail!("a cluster needs 1 to 255 nodes, not {}", options.nodes);
+        }
+        let cluster_dir = options.data_root.join(format!("cluster-{}", options.nodes));
+        if options.fresh && cluster_dir.exists() {
+            fs::remove_dir_all(&cluster_dir)
+                .with_context(|| format!("cannot remove {}", cluster_dir.display()))?;
+        }
+        fs::create_dir_all(&cluster_dir)
+            .with_context(|| format!("cannot create {}", cluster_dir.display()))?;
+        let ports = free_ports(options.first_port, options.nodes)?;
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(offset, port)| {
+                let id = NodeId(offset as u64 + 1);
+                let node = LocalNode {
+                    port: *port,
+                    data_dir: cluster_dir.join(format!("node-{}", id.0)),
+                    child: None,
+                };
+                (id, node)
+            })
+            .collect();
+        let mut control = Self {
+            nodes,
+            program: options.program,
+            admin_token: random_token(),
+            cluster_id: format!("flotilla-desktop-{}", options.nodes),
+            cluster_dir,
+            timing: options.timing,
+        };
+        let ids: Vec<NodeId> = control.nodes.keys().copied().collect();
+        for id in ids {
+            control.spawn(id)?;
+        }
+        Ok(control)
+    }
+
+    pub fn cluster_dir(&self) -> &Path {
+        &self.cluster_dir
+    }
+
+    fn peers_flag(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|(id, node)| format!("{}=127.0.0.1:{}", id.0, node.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let peers = self.peers_flag();
+        let Some(node) = self.nodes.get(&id) else {
+            bail!("no node {id}");
+        };
+        let log_path = self.cluster_dir.join(format!("node-{}.log", id.0));
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let mut command = Command::new(&self.program.program);
+        command
+            .args(&self.program.leading_args)
+            .arg("--id")
+            .arg(id.0.to_string())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", node.port))
+            .arg("--peers")
+            .arg(peers)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--cluster-id")
+            .arg(&self.cluster_id)
+            .arg("--heartbeat-ms")
+            .arg(self.timing.heartbeat_ms.to_string())
+            .arg("--election-timeout-ms")
+            .arg(format!(
+                "{}-{}",
+                self.timing.election_timeout_ms[0], self.timing.election_timeout_ms[1]
+            ))
+            .env("ADMIN_TOKEN", &self.admin_token)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = spawn_tied_to_parent(&mut command)
+            .with_context(|| format!("cannot start {}", self.program.program.display()))?;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.child = Some(child);
+        }
+        Ok(())
+    }
+
+    fn running_pid(&mut self, id: NodeId) -> anyhow::Result<u32> {
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        let Some(child) = node.child.as_mut() else {
+            bail!("node {id} is not running");
+        };
+        if child.try_wait().ok().flatten().is_some() {
+            bail!("node {id} is not running");
+        }
+        Ok(child.id())
+    }
+}
+
+impl ClusterControl for LocalControl {
+    fn describe(&self) -> String {
+        format!("{} local processes", self.nodes.len())
+    }
+
+    fn nodes(&self) -> Vec<NodeEndpoint> {
+        self.nodes
+            .iter()
+            .map(|(id, node)| NodeEndpoint {
+                id: *id,
+                base_url: format!("http://127.0.0.1:{}", node.port),
+            })
+            .collect()
+    }
+
+    fn admin_token(&self) -> Option<String> {
+        Some(self.admin_token.clone())
+    }
+
+    fn controls_processes(&self) -> bool {
+        true
+    }
+
+    fn kill(&mut self, id: NodeId) -> anyhow::Result<()> {
+        self.running_pid(id)?;
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        if let Some(mut child) = node.child.take() {
+            child.kill().context("SIGKILL failed")?;
+            child.wait().ok();
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
+        if self.running_pid(id).is_ok() {
+            bail!("node {id} is still running: kill it first");
+        }
+        self.spawn(id)
+    }
+
+    fn pause(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let pid = self.running_pid(id)?;
+        send_signal(pid, libc::SIGSTOP)
+    }
+
+    fn resume(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let pid = self.running_pid(id)?;
+        send_signal(pid, libc::SIGCONT)
+    }
+
+    fn set_timing(&mut self, timing: &TimingRequest) {
+        self.timing = timing.clone();
+    }
+
+    fn exited(&mut self) -> Vec<NodeId> {
+        let mut exited = Vec::new();
+        for (id, node) in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                if child.try_wait().ok().flatten().is_some() {
+                    node.child = None;
+                    exited.push(*id);
+                }
+            }
+        }
+        exited
+    }
+
+    fn shutdown(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                child.kill().ok();
+                child.wait().ok();
+            }
+        }
+    }
+}
+
+impl Drop for LocalControl {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

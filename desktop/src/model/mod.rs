@@ -1,0 +1,155 @@
+//! The cluster as the desktop sees it, derived only from what the nodes report: their events and
+//! status snapshots. Pure: no egui, no network, no clock (time is passed in).
+
+mod state;
+mod timeline;
+
+pub use state::{ClusterState, Flight, FlightKind, NodeView, ProcessState, SubmitRecord};
+pub use timeline::{Record, Timeline};
+
+use flotilla_shared::event::Event;
+use flotilla_shared::NodeId;
+
+/// Where the view stands: following the live cluster, or looking at a recorded moment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ViewMode {
+    Live,
+    /// Frozen at the record with this position (absolute, see `Timeline::position`).
+    Paused {
+        position: u64,
+    },
+    /// Replaying from the recording: the view clock runs at `speed` times real time.
+    Replay {
+        clock_ms: f64,
+        speed: f64,
+    },
+}
+
+/// Everything the UI draws: the live state, the recording, and which moment is shown.
+pub struct ClusterModel {
+    pub live: ClusterState,
+    pub timeline: Timeline,
+    pub mode: ViewMode,
+    /// The replayed state for a non-live view, with the position it was computed for.
+    replayed: Option<(u64, ClusterState)>,
+}
+
+impl ClusterModel {
+    pub fn new(nodes: &[NodeId]) -> Self {
+        Self::with_capacity(nodes, timeline::DEFAULT_CAPACITY)
+    }
+
+    pub fn with_capacity(nodes: &[NodeId], capacity: usize) -> Self {
+        let live = ClusterState::new(nodes);
+        Self {
+            timeline: Timeline::new(live.clone(), capacity),
+            live,
+            mode: ViewMode::Live,
+            replayed: None,
+        }
+    }
+
+    /// Applies one record to the live state and appends it to the recording.
+    pub fn record(&mut self, record: Record) {
+        self.live.apply(&record);
+        self.timeline.push(record);
+    }
+
+    pub fn apply_event(&mut self, event: Event) {
+        self.record(Record::Event(event));
+    }
+
+    /// The state to draw now.
+    pub fn view(&mut self) -> &ClusterState {
+        let position = match self.mode {
+            ViewMode::Live => return &self.live,
+            ViewMode::Paused { position } => position,
+            ViewMode::Replay { clock_ms, .. } => self.timeline.position_at_time(clock_ms as u64),
+        };
+        let fresh = matches!(&self.replayed, Some((at, _)) if *at == position);
+        if !fresh {
+            self.replayed = Some((position, self.timeline.state_at(position)));
+        }
+        match &self.replayed {
+            Some((_, state)) => state,
+            None => &self.live,
+        }
+    }
+
+    /// The state to draw and the recording, borrowed together.
+    pub fn view_and_timeline(&mut self) -> (&ClusterState, &Timeline) {
+        self.view();
+        let view = match (&self.mode, &self.replayed) {
+            (ViewMode::Live, _) | (_, None) => &self.live,
+            (_, Some((_, state))) => state,
+        };
+        (view, &self.timeline)
+    }
+
+    /// The cluster-clock time the view shows, given the wall clock `now_ms`.
+    pub fn view_time_ms(&self, now_ms: u64) -> u64 {
+        match self.mode {
+            ViewMode::Live => now_ms,
+            ViewMode::Paused { position } => self.timeline.time_of(position).unwrap_or(now_ms),
+            ViewMode::Replay { clock_ms, .. } => clock_ms as u64,
+        }
+    }
+
+    /// Freezes the view at the latest record.
+    pub fn pause(&mut self) {
+        self.mode = ViewMode::Paused {
+            position: self.timeline.end().saturating_sub(1),
+        };
+    }
+
+    pub fn go_live(&mut self) {
+        self.mode = ViewMode::Live;
+        self.replayed = None;
+    }
+
+    /// Moves a paused view by `delta` records, staying inside the recording.
+    pub fn step(&mut self, delta: i64) {
+        let current = match self.mode {
+            ViewMode::Live => self.timeline.end().saturating_sub(1),
+            ViewMode::Paused { position } => position,
+            ViewMode::Replay { clock_ms, .. } => self.timeline.position_at_time(clock_ms as u64),
+        };
+        let target = (current as i64 + delta).clamp(
+            self.timeline.start() as i64,
+            self.timeline.end().saturating_sub(1) as i64,
+        );
+        self.mode = ViewMode::Paused {
+            position: target.max(0) as u64,
+        };
+    }
+
+    /// Starts replaying from the paused position at `speed` times real time.
+    pub fn replay(&mut self, speed: f64) {
+        let position = match self.mode {
+            ViewMode::Paused { position } => position,
+            ViewMode::Replay { clock_ms, .. } => self.timeline.position_at_time(clock_ms as u64),
+            ViewMode::Live => self.timeline.start(),
+        };
+        let clock_ms = self.timeline.time_of(position).unwrap_or(0) as f64;
+        self.mode = ViewMode::Replay { clock_ms, speed };
+    }
+
+    /// Advances a replay by `elapsed_ms` of real time; reaching the end of the recording goes live.
+    pub fn advance_replay(&mut self, elapsed_ms: f64) {
+        if let ViewMode::Replay { clock_ms, speed } = self.mode {
+            let next = clock_ms + elapsed_ms * speed;
+            let last = self.timeline.last_time().unwrap_or(0) as f64;
+            if next >= last {
+                self.go_live();
+            } else {
+                self.mode = ViewMode::Replay {
+                    clock_ms: next,
+                    speed,
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! End to end: the desktop's own backend starts a real 3-node cluster (real processes, sockets on
+//! 127.0.0.1, SQLite files), the model follows the event streams, a submit commits, the leader is
+//! killed and the model sees a new leader elected.
+
+use flotilla::backend::{self, local, Command, Tempo, Update};
+use flotilla::model::{ClusterModel, ProcessState, Record};
+use flotilla_shared::NodeId;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command as Process;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The `flotilla-node` binary in this test's target dir, built (or brought up to date) first.
+fn node_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    // target/<profile>/deps/<test> → target
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("profile dir");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Process::new(cargo)
+        .args(["build", "-p", "flotilla-node", "--bin", "flotilla-node"])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building flotilla-node failed");
+    let binary = profile_dir.join("flotilla-node");
+    assert!(binary.exists(), "{} missing", binary.display());
+    binary
+}
+
+/// Feeds updates into the model until `done` holds, or fails with `what` after `timeout`.
+fn wait_for(
+    model: &mut ClusterModel,
+    updates: &std::sync::mpsc::Receiver<Update>,
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut(&ClusterModel) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done(model) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        match updates.recv_timeout(Duration::from_millis(100)) {
+            Ok(Update::Record(record)) => model.record(record),
+            Ok(Update::Notice { text, error }) => eprintln!("notice (error={error}): {text}"),
+            Err(_) => {}
+        }
+    }
+}
+
+fn all_up(model: &ClusterModel) -> bool {
+    model.live.nodes.values().all(|node| node.is_up())
+}
+
+#[test]
+fn model_follows_a_real_cluster_through_a_leader_kill() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let tempo = Tempo { factor: 2 };
+    let control = local::LocalControl::start(local::LocalOptions {
+        nodes: 3,
+        data_root: data.path().to_path_buf(),
+        fresh: true,
+        program: local::NodeProgram {
+            program: node_binary(),
+            leading_args: Vec::new(),
+        },
+        timing: tempo.timing(),
+        first_port: 17_600,
+    })
+    .expect("cluster starts");
+    let endpoints = backend::ClusterControl::nodes(&control);
+    let handle = backend::start(Box::new(control), tempo, Arc::new(|| {})).expect("backend starts");
+    let ids: Vec<NodeId> = handle.nodes.clone();
+    assert_eq!(ids, vec![NodeId(1), NodeId(2), NodeId(3)]);
+    let mut model = ClusterModel::new(&ids);
+
+    wait_for(
+        &mut model,
+        &handle.updates,
+        Duration::from_secs(30),
+        "a leader",
+        |m| all_up(m) && m.live.leader().is_some(),
+    );
+    let first_leader = model
+        .live
+        .leader()
+        .map(|leader| (leader.id, leader.term))
+        .expect("leader");
+    // The election was seen as it happened: vote requests travelled.
+    assert!(model.live.events_applied > 0);
+    assert!(model.timeline.iter().any(|(_, record)| matches!(
+        record.event().map(|event| &event.kind),
+        Some(flotilla_shared::event::EventKind::VoteRequested { .. })
+    )));
+
+    handle
+        .commands
+        .send(Command::Submit("before failover".into()))
+        .expect("send");
+    wait_for(
+        &mut model,
+        &handle.updates,
+        Duration::from_secs(20),
+        "the submit",
+        |m| !m.live.submits.is_empty(),
+    );
+    let submitted = model.live.submits.back().cloned().expect("submit record");
+    let (index, _) = submitted.outcome.clone().expect("committed");
+    wait_for(
+        &mut model,
+        &handle.updates,
+        Duration::from_secs(10),
+        "commit on all",
+        |m| {
+            m.live
+                .nodes
+                .values()
+                .all(|node| node.commit_index >= index.0)
+        },
+    );
+
+    handle
+        .commands
+        .send(Command::Kill(first_leader.0))
+        .expect("send");
+    wait_for(
+        &mut model,
+        &handle.updates,
+        Duration::from_secs(30),
+        "a new leader",
+        |m| {
+            m.live.nodes[&first_leader.0].process == ProcessState::Dead
+                && m.live.leader().is_some_and(|leader| {
+                    leader.id != first_leader.0 && leader.term > first_leader.1
+                })
+        },
+    );
+
+    handle
+        .commands
+        .send(Command::Restart(first_leader.0))
+        .expect("send");
+    wait_for(
+        &mut model,
+        &handle.updates,
+        Duration::from_secs(30),
+        "the old leader back",
+        |m| {
+            let node = &m.live.nodes[&first_leader.0];
+            node.is_up()
+                && node.commit_index >= index.0
+                && node.role != flotilla_shared::event::Role::Leader
+        },
+    );
+    assert!(model.timeline.iter().any(|(_, record)| matches!(
+        record,
+        Record::Process {
+            state: ProcessState::Dead,
+            ..
+        }
+    )));
+
+    // Dropping the backend stops every node it started.
+    let backend::BackendHandle {
+        commands,
+        updates,
+        thread,
+        ..
+    } = handle;
+    drop(commands);
+    drop(updates);
+    drop(thread);
+    for endpoint in endpoints {
+        let addr = endpoint.base_url.trim_start_matches("http://").to_string();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(&addr).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "{addr} still answers after shutdown"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
