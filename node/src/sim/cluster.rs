@@ -495,6 +495,13 @@ impl Cluster {
                 };
                 let ready = core.ready();
                 let applied = core.applied();
+                if ready.is_empty() {
+                    // The runtime would spin: `has_ready` promised output that `ready` did not give.
+                    return Err(self.fail(
+                        "has_ready agrees with ready",
+                        format!("node {id}: has_ready() was true but ready() was empty"),
+                    ));
+                }
                 if self.opts.verbose {
                     for event in &ready.events {
                         println!("{now:>7} ms  n{id}  {event:?}");
