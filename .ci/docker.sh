@@ -1,0 +1,82 @@
+# shellcheck shell=bash
+# Docker engine for the Docker end-to-end test. Source this file, then call `start_dockerd` (installs
+# Debian's docker.io and docker-compose when missing, starts a private dockerd in the background and
+# waits until it answers) and, at the end, `stop_dockerd` (stops that dockerd by its PID).
+#
+# The daemon stays off the host's network setup: vfs storage, no bridge, no iptables rules, no
+# forwarding; containers use host networking. Its data root, exec root, pidfile and socket live in a
+# temporary folder, so it never touches an engine the machine may already run. DOCKER_HOST points the
+# docker CLI (and the tests) at it.
+
+FLOTILLA_DOCKERD_DIR="${FLOTILLA_DOCKERD_DIR:-}"
+FLOTILLA_DOCKERD_PID="${FLOTILLA_DOCKERD_PID:-}"
+
+install_docker_packages() {
+  local missing=()
+  [ -x /usr/sbin/dockerd ] || command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  if [ "${#missing[@]}" -eq 0 ]; then
+    return 0
+  fi
+  echo "docker.sh: installing ${missing[*]} from Debian"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Starts dockerd and exports DOCKER_HOST. Returns non-zero (with the daemon's log) if it does not come up
+# within 60 seconds; the Docker test then reports itself skipped.
+start_dockerd() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "docker.sh: not root: cannot start a Docker engine; the Docker test will be skipped" >&2
+    return 0
+  fi
+  install_docker_packages || { echo "docker.sh: installing Docker failed" >&2; return 1; }
+  local dockerd_bin
+  dockerd_bin="$(command -v dockerd || echo /usr/sbin/dockerd)"
+  FLOTILLA_DOCKERD_DIR="$(mktemp -d /tmp/flotilla-dockerd.XXXXXX)"
+  local dir="$FLOTILLA_DOCKERD_DIR"
+  "$dockerd_bin" \
+    --storage-driver=vfs \
+    --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
+    --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" \
+    --host "unix://$dir/docker.sock" \
+    >"$dir/dockerd.log" 2>&1 &
+  FLOTILLA_DOCKERD_PID=$!
+  export FLOTILLA_DOCKERD_DIR FLOTILLA_DOCKERD_PID
+  export DOCKER_HOST="unix://$dir/docker.sock"
+  local waited=0
+  until docker info >/dev/null 2>&1; do
+    if ! kill -0 "$FLOTILLA_DOCKERD_PID" 2>/dev/null || [ "$waited" -ge 120 ]; then
+      echo "docker.sh: dockerd did not come up; its log:" >&2
+      tail -n 30 "$dir/dockerd.log" >&2
+      stop_dockerd
+      unset DOCKER_HOST
+      return 1
+    fi
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  echo "docker.sh: dockerd $FLOTILLA_DOCKERD_PID ready at $DOCKER_HOST ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
+}
+
+# Stops the dockerd started above (SIGTERM, then SIGKILL after 20 s) and removes its folder.
+stop_dockerd() {
+  local pid="${FLOTILLA_DOCKERD_PID:-}"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    # Containers the tests left behind go first, so their mounts are gone before the folder is removed.
+    docker ps -aq 2>/dev/null | xargs -r docker rm -f >/dev/null 2>&1 || true
+    kill -TERM "$pid" 2>/dev/null || true
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 40 ]; do
+      sleep 0.5
+      waited=$((waited + 1))
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  FLOTILLA_DOCKERD_PID=""
+  if [ -n "${FLOTILLA_DOCKERD_DIR:-}" ] && [ -d "$FLOTILLA_DOCKERD_DIR" ]; then
+    # vfs layers can hold read-only files; best effort.
+    rm -rf "$FLOTILLA_DOCKERD_DIR" 2>/dev/null || true
+  fi
+  FLOTILLA_DOCKERD_DIR=""
+}
