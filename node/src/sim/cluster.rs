@@ -349,7 +349,12 @@ impl Cluster {
         }
         self.active = true;
         let n = self.ids.len() as u64;
-        let pick = NodeId(self.rng.range_inclusive(1, n));
+        let mut pick = NodeId(self.rng.range_inclusive(1, n));
+        // Half the faults hit the leader: leader changes with unreplicated entries are where logs
+        // diverge (Raft §5.3, Figure 7) and where commitment rules matter (§5.4.2, Figure 8).
+        if self.rng.chance(1, 2) {
+            pick = self.current_leader().unwrap_or(pick);
+        }
         let other = NodeId(self.rng.range_inclusive(1, n));
         let ids = self.ids.clone();
         match self.rng.range_inclusive(0, 9) {
