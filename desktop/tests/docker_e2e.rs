@@ -1,0 +1,390 @@
+//! End to end through Docker: a 3-node cluster from `docker/compose.test.yml` (the scratch test image
+//! built from this checkout's `flotilla-node`), driven by the desktop's Docker backend. The leader's
+//! container is killed, a new leader takes over and commits, and the old leader's container comes back
+//! with its log read from its volume, then catches up.
+//!
+//! Needs a reachable Docker daemon (`.ci/docker.sh` starts one); without one the test says so loudly
+//! and passes without checking anything. `FLOTILLA_NODE_BIN` picks the node binary; otherwise
+//! `cargo build -p flotilla-node` brings the one in this test's target directory up to date.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use flotilla::backend::docker::{Compose, ContainerState, DockerCli, DockerControl};
+use flotilla::backend::{ClusterControl, NodeEndpoint};
+use flotilla_shared::api::{MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse};
+use flotilla_shared::event::Role;
+use flotilla_shared::NodeId;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CLUSTER: &str = "flotilla-test";
+const PROJECT: &str = "flotilla-test";
+const IMAGE: &str = "flotilla-node:e2e";
+const ADMIN_TOKEN: &str = "e2e-admin-token";
+const DEADLINE: Duration = Duration::from_secs(40);
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The node binary: `FLOTILLA_NODE_BIN`, else built in this test's own target directory.
+fn node_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FLOTILLA_NODE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // Integration tests live in <target>/<profile>/deps/.
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("no target directory above {}", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| anyhow!("no target directory above {}", profile_dir.display()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "-p", "flotilla-node", "--bin", "flotilla-node"])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(repository());
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .context("running cargo build -p flotilla-node")?;
+    if !status.success() {
+        bail!("cargo build -p flotilla-node failed");
+    }
+    Ok(profile_dir.join("flotilla-node"))
+}
+
+fn free_ports(count: usize) -> Result<Vec<u16>> {
+    let listeners: Vec<_> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
+}
+
+/// Removes the test cluster (containers and volumes) when the test ends, however it ends.
+struct ComposeProject {
+    compose: Compose,
+    files: Vec<PathBuf>,
+    envs: Vec<(String, String)>,
+}
+
+impl ComposeProject {
+    fn down(&self) {
+        if let Err(error) = self.compose.down_with_volumes(
+            &self.files,
+            PROJECT,
+            &self.envs,
+            Duration::from_secs(60),
+        ) {
+            eprintln!("docker_e2e: cleaning up the test cluster failed: {error}");
+        }
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+struct Http {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Http {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+        })
+    }
+
+    fn status(&self, node: &NodeEndpoint) -> Result<Status> {
+        self.runtime.block_on(async {
+            Ok(self
+                .client
+                .get(format!("{}/v1/status", node.base_url))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?)
+        })
+    }
+
+    fn submit(&self, node: &NodeEndpoint, text: &str) -> Result<SubmitResponse> {
+        self.runtime.block_on(async {
+            let response = self
+                .client
+                .post(format!("{}/v1/messages", node.base_url))
+                .json(&SubmitRequest {
+                    text: text.into(),
+                    request_id: Some(format!("docker-e2e-{text}")),
+                })
+                .timeout(Duration::from_secs(15))
+                .send()
+                .await?;
+            let status = response.status();
+            if !status.is_success() {
+                bail!(
+                    "submit to node {} answered {status}: {}",
+                    node.id,
+                    response.text().await?
+                );
+            }
+            Ok(response.json().await?)
+        })
+    }
+
+    /// This node's applied messages, without asking the leader.
+    fn stale_texts(&self, node: &NodeEndpoint) -> Result<Vec<String>> {
+        self.runtime.block_on(async {
+            let page: MessagesPage = self
+                .client
+                .get(format!(
+                    "{}/v1/messages?from=1&limit=1000&stale=true",
+                    node.base_url
+                ))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            Ok(page.entries.into_iter().map(|entry| entry.text).collect())
+        })
+    }
+
+    fn isolate(&self, node: &NodeEndpoint, from: Option<NodeId>, token: &str) -> Result<()> {
+        self.runtime.block_on(async {
+            let url = format!("{}/v1/admin/partition", node.base_url);
+            let request = match from {
+                Some(peer) => self.client.post(url).json(&PartitionRequest {
+                    isolate_from: vec![peer],
+                }),
+                None => self.client.delete(url),
+            };
+            request
+                .bearer_auth(token)
+                .send()
+                .await?
+                .error_for_status()?;
+            Ok(())
+        })
+    }
+}
+
+fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let started = Instant::now();
+    let mut last_error = String::new();
+    while started.elapsed() < DEADLINE {
+        match probe() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last_error = format!("{error:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out after {DEADLINE:?} waiting for {what} (last error: {last_error})")
+}
+
+/// A leader every node in `nodes` agrees on, in one term.
+fn agreed_leader(http: &Http, nodes: &[NodeEndpoint]) -> Result<NodeId> {
+    wait_until("a leader all live nodes agree on", || {
+        let statuses: Vec<Status> = nodes
+            .iter()
+            .map(|node| http.status(node))
+            .collect::<Result<_>>()?;
+        let leader = statuses
+            .iter()
+            .find(|status| status.role == Role::Leader)
+            .map(|status| (status.id, status.term));
+        Ok(leader.filter(|(id, term)| {
+            statuses
+                .iter()
+                .all(|status| status.leader_id == Some(*id) && status.term == *term)
+        }))
+        .map(|leader| leader.map(|(id, _)| id))
+    })
+}
+
+#[test]
+fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> {
+    let cli = DockerCli::from_env();
+    if let Err(error) = cli.ping() {
+        eprintln!(
+            "\n==========================================================================\n\
+             docker_e2e SKIPPED: no Docker daemon reachable ({error}).\n\
+             .ci/docker.sh starts one (as root): . .ci/docker.sh && start_dockerd\n\
+             ==========================================================================\n"
+        );
+        return Ok(());
+    }
+    let compose = Compose::detect(&cli).context("the Docker test needs docker compose")?;
+    let binary = node_binary()?;
+    let script = repository().join("docker/build-scratch-image.sh");
+    let built = Command::new("bash")
+        .arg(&script)
+        .arg(&binary)
+        .arg(IMAGE)
+        .status()
+        .context("running build-scratch-image.sh")?;
+    if !built.success() {
+        bail!("building the test image failed");
+    }
+
+    let ports = free_ports(3)?;
+    let mut envs = vec![
+        ("FLOTILLA_TEST_IMAGE".to_owned(), IMAGE.to_owned()),
+        ("ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
+    ];
+    for (index, port) in ports.iter().enumerate() {
+        envs.push((format!("FLOTILLA_TEST_PORT{}", index + 1), port.to_string()));
+    }
+    let project = ComposeProject {
+        compose,
+        files: vec![repository().join("docker/compose.test.yml")],
+        envs,
+    };
+    // Leftovers of an earlier run that was cut short (under any project name) would hold the
+    // container names.
+    project.down();
+    for leftover in cli.list(CLUSTER)? {
+        cli.run(&["rm", "-f", "-v", &leftover.id], Duration::from_secs(30))?;
+    }
+    project
+        .compose
+        .up(
+            &project.files,
+            PROJECT,
+            &project.envs,
+            Duration::from_secs(120),
+        )
+        .context("compose up")?;
+
+    // The backend finds the containers by label and reads URLs and the token from their settings.
+    let mut control = DockerControl::discover(cli.clone(), CLUSTER, None)?;
+    let nodes = control.nodes();
+    let expected: Vec<NodeEndpoint> = ports
+        .iter()
+        .enumerate()
+        .map(|(index, port)| NodeEndpoint {
+            id: NodeId(index as u64 + 1),
+            base_url: format!("http://127.0.0.1:{port}"),
+        })
+        .collect();
+    assert_eq!(nodes, expected);
+    assert_eq!(control.admin_token().as_deref(), Some(ADMIN_TOKEN));
+    assert!(control.controls_processes());
+    let by_id: BTreeMap<NodeId, NodeEndpoint> =
+        nodes.iter().map(|node| (node.id, node.clone())).collect();
+
+    let http = Http::new()?;
+    let leader = agreed_leader(&http, &nodes)?;
+    let before = http.submit(&by_id[&leader], "before-kill")?;
+
+    // Kill the leader's container: SIGKILL, like pulling the plug.
+    control.kill(leader)?;
+    assert_eq!(control.state_now(leader)?, ContainerState::Exited);
+    assert!(
+        http.status(&by_id[&leader]).is_err(),
+        "a killed node still answers"
+    );
+    let survivors: Vec<NodeEndpoint> = nodes
+        .iter()
+        .filter(|node| node.id != leader)
+        .cloned()
+        .collect();
+    let new_leader = agreed_leader(&http, &survivors)?;
+    assert_ne!(new_leader, leader);
+    let after = http.submit(&by_id[&new_leader], "after-kill")?;
+    assert!(after.index > before.index);
+    assert!(after.term > before.term);
+
+    // Restart the old leader while the others ignore it, so what it serves can only come from its
+    // own volume; then heal and watch it catch up.
+    for node in &survivors {
+        http.isolate(node, Some(leader), ADMIN_TOKEN)?;
+    }
+    control.restart(leader)?;
+    assert_eq!(control.state_now(leader)?, ContainerState::Running);
+    let restarted = wait_until("the restarted node to answer", || {
+        Ok(http.status(&by_id[&leader]).ok())
+    })?;
+    assert!(
+        restarted.last_log_index >= before.index,
+        "the restarted node lost its log: {restarted:?}"
+    );
+    let from_volume = wait_until("the restarted node to apply its own log", || {
+        let texts = http.stale_texts(&by_id[&leader])?;
+        Ok(texts.contains(&"before-kill".to_owned()).then_some(texts))
+    })?;
+    assert!(
+        !from_volume.contains(&"after-kill".to_owned()),
+        "an isolated node saw a message committed while it was dead: {from_volume:?}"
+    );
+    for node in &survivors {
+        http.isolate(node, None, ADMIN_TOKEN)?;
+    }
+    let caught_up = wait_until("the restarted node to catch up", || {
+        let texts = http.stale_texts(&by_id[&leader])?;
+        Ok(texts.contains(&"after-kill".to_owned()).then_some(texts))
+    })?;
+    assert_eq!(caught_up, ["before-kill", "after-kill"]);
+
+    // Pause and resume a follower through the backend.
+    let follower = survivors
+        .iter()
+        .map(|node| node.id)
+        .find(|id| *id != new_leader)
+        .ok_or_else(|| anyhow!("no follower left"))?;
+    control.pause(follower)?;
+    assert_eq!(control.state_now(follower)?, ContainerState::Paused);
+    assert!(
+        control.restart(follower).is_err(),
+        "restart of a paused container must ask for resume"
+    );
+    control.resume(follower)?;
+    assert_eq!(control.state_now(follower)?, ContainerState::Running);
+    wait_until("the resumed follower to answer", || {
+        Ok(http.status(&by_id[&follower]).ok())
+    })?;
+
+    // A container that dies behind the app's back is reported as exited.
+    assert!(control.exited().is_empty());
+    let name = control
+        .container_name(follower)
+        .ok_or_else(|| anyhow!("no container name for node {follower}"))?
+        .to_owned();
+    cli.run(&["kill", &name], Duration::from_secs(10))?;
+    let exited = wait_until("the backend to notice the killed container", || {
+        let exited = control.exited();
+        Ok((!exited.is_empty()).then_some(exited))
+    })?;
+    assert_eq!(exited, [follower]);
+    assert_eq!(
+        control.states().get(&follower),
+        Some(&ContainerState::Exited)
+    );
+    control.shutdown();
+    Ok(())
+}
