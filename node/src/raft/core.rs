@@ -1039,11 +1039,9 @@ impl<S: LogRead> Raft<S> {
             .position(|e| !self.log.matches(e.index, e.term));
         if let Some(at) = conflict {
             let new: Vec<Entry> = entries.split_off(at);
-            let first = new[0].index;
             if let Some(kept) = self.log.truncate_and_append(new.clone()) {
                 self.events.push(EventKind::LogTruncated { index: kept });
             }
-            let _ = first;
             let mut run_start = 0;
             for i in 0..new.len() {
                 if i + 1 == new.len() || new[i + 1].term != new[i].term {
@@ -1178,7 +1176,6 @@ impl<S: LogRead> Raft<S> {
         self.events.push(EventKind::CommitAdvanced {
             commit_index: candidate,
         });
-        let term = self.term;
         let read_round = if let RoleState::Leader(leader) = &mut self.role {
             leader.pending_requests.retain(|_, id| id.index > candidate);
             if term_ok && !leader.committed_in_term {
@@ -1202,7 +1199,6 @@ impl<S: LogRead> Raft<S> {
                 leader.read_round_due = true;
             }
         }
-        let _ = term;
         true
     }
 
@@ -1258,7 +1254,6 @@ impl<S: LogRead> Raft<S> {
             self.config.max_append_bytes,
         );
         let sent_last = entries.last().map_or(prev_index, |e| e.index);
-        let count = entries.len() as u64;
         let RoleState::Leader(leader) = &mut self.role else {
             return false;
         };
@@ -1273,7 +1268,6 @@ impl<S: LogRead> Raft<S> {
             }
         }
         self.send_append(peer, prev_index, prev_term, entries, commit, 0);
-        let _ = count;
         true
     }
 

@@ -229,7 +229,7 @@ impl Cluster {
             if std::mem::take(&mut self.active) {
                 self.process_ready()?;
                 self.check_all()?;
-                self.check_liveness(chaos_end, end)?;
+                self.check_liveness(chaos_end)?;
             }
             self.now_ms += 1;
         }
@@ -585,7 +585,7 @@ impl Cluster {
 
     /// Once the faults heal: a leader everyone follows within a bound, and every command made while
     /// calm applied within a bound.
-    fn check_liveness(&mut self, chaos_end: u64, end: u64) -> Result<(), SimFailure> {
+    fn check_liveness(&mut self, chaos_end: u64) -> Result<(), SimFailure> {
         if self.now_ms < chaos_end {
             return Ok(());
         }
@@ -634,7 +634,6 @@ impl Cluster {
             );
             return Err(self.fail("liveness: commit while calm", detail));
         }
-        let _ = end;
         Ok(())
     }
 }
