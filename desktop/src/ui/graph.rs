@@ -77,12 +77,17 @@ fn node_fill(node: &NodeView) -> Color32 {
     }
 }
 
-fn status_word(node: &NodeView) -> &'static str {
+/// Cut off from every other node (not just from some).
+fn is_isolated(node: &NodeView, cluster_size: usize) -> bool {
+    !node.isolated_from.is_empty() && node.isolated_from.len() + 1 >= cluster_size
+}
+
+fn status_word(node: &NodeView, cluster_size: usize) -> &'static str {
     match node.process {
         ProcessState::Dead => "dead",
         ProcessState::Paused => "paused",
         ProcessState::Running if !node.reachable => "unreachable",
-        ProcessState::Running if !node.isolated_from.is_empty() => "isolated",
+        ProcessState::Running if is_isolated(node, cluster_size) => "isolated",
         ProcessState::Running => match node.role {
             Role::Follower => "follower",
             Role::PreCandidate => "pre-candidate",
@@ -153,8 +158,22 @@ pub fn graph_ui(
         let start = *from + dir * NODE_RADIUS;
         let end = *to - dir * NODE_RADIUS;
         let side = if flight.from < flight.to { 1.0 } else { -1.0 };
+        // A message into a cut link is dropped at the cut: it stops half way and fades.
+        let (progress, fade) = if is_cut(state, flight.from, flight.to) {
+            (
+                progress.min(0.5),
+                if progress > 0.5 {
+                    1.0 - (progress - 0.5) * 2.0
+                } else {
+                    1.0
+                },
+            )
+        } else {
+            (progress, 1.0)
+        };
         let at = start + (end - start) * ease(progress) + dir.rot90() * 7.0 * side;
         let (color, radius) = flight_style(flight.kind);
+        let color = color.gamma_multiply(fade.clamp(0.0, 1.0));
         painter.circle_filled(at, radius, color);
         if let FlightKind::Append { entries } = flight.kind {
             painter.text(
@@ -210,7 +229,7 @@ pub fn graph_ui(
             Color32::from_black_alpha(120)
         };
         painter.circle_stroke(at, NODE_RADIUS, Stroke::new(1.5, outline));
-        if !node.isolated_from.is_empty() && node.process != ProcessState::Dead {
+        if is_isolated(node, state.nodes.len()) && node.process != ProcessState::Dead {
             let ring = arc_points(at, NODE_RADIUS + 4.0, 0.0, TAU);
             painter.extend(Shape::dashed_line(
                 &ring,
@@ -250,7 +269,7 @@ pub fn graph_ui(
         painter.text(
             at + vec2(0.0, 22.0),
             Align2::CENTER_CENTER,
-            status_word(node),
+            status_word(node, state.nodes.len()),
             FontId::proportional(11.0),
             text_color.gamma_multiply(0.85),
         );

@@ -311,7 +311,7 @@ pub fn timeline_ui(
             ViewMode::Replay { clock_ms, .. } => timeline.position_at_time(clock_ms as u64),
         };
         let start = timeline.start();
-        ui.spacing_mut().slider_width = (ui.available_width() - 200.0).max(100.0);
+        ui.spacing_mut().slider_width = (ui.available_width() - 300.0).max(100.0);
         let slider = ui.add(
             egui::Slider::new(&mut position, start..=end.max(start))
                 .show_value(false)
