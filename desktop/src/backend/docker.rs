@@ -48,7 +48,12 @@ pub struct DockerOptions {
 /// here: the window opens and says what to run.
 pub fn connect(options: &DockerOptions) -> anyhow::Result<Box<dyn ClusterControl>> {
     let cli = DockerCli::from_env();
-    match DockerControl::discover(cli.clone(), DEFAULT_CLUSTER, options.admin_token.clone()) {
+    // Another cluster label lets a second compose project (e.g. the test cluster) be watched.
+    let cluster = std::env::var("FLOTILLA_DOCKER_CLUSTER")
+        .ok()
+        .filter(|cluster| !cluster.is_empty())
+        .unwrap_or_else(|| DEFAULT_CLUSTER.to_owned());
+    match DockerControl::discover(cli, &cluster, options.admin_token.clone()) {
         Ok(control) => {
             if control.nodes.len() != options.nodes {
                 tracing::info!(

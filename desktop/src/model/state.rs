@@ -98,6 +98,9 @@ pub struct NodeView {
     pub election_timeout_ms: u64,
     pub isolated_from: Vec<NodeId>,
     pub process: ProcessState,
+    /// When the desktop last changed `process` (kill, pause, ...): news older than that (events or a
+    /// status still in flight when a container was killed) must not bring the node back to life.
+    pub process_changed_ms: u64,
     /// Whether the last status poll got an answer.
     pub reachable: bool,
     /// The leader's view of each follower (match/next), from the last status.
@@ -120,6 +123,7 @@ impl NodeView {
             election_timeout_ms: 0,
             isolated_from: Vec::new(),
             process: ProcessState::Running,
+            process_changed_ms: 0,
             reachable: false,
             peers: Vec::new(),
             heartbeat_ms: 0,
@@ -241,7 +245,7 @@ impl ClusterState {
         self.last_at_ms = self.last_at_ms.max(at_ms);
         match record {
             Record::Event(event) => self.apply_event(event),
-            Record::Status { status, .. } => self.apply_status(status),
+            Record::Status { status, at_ms } => self.apply_status(status, *at_ms),
             Record::Reachable {
                 node, reachable, ..
             } => {
@@ -252,6 +256,7 @@ impl ClusterState {
             Record::Process { node, state, .. } => {
                 if let Some(view) = self.nodes.get_mut(node) {
                     view.process = *state;
+                    view.process_changed_ms = at_ms;
                     if *state != ProcessState::Running {
                         view.election_deadline_ms = None;
                     }
@@ -371,9 +376,11 @@ impl ClusterState {
         let Some(view) = self.nodes.get_mut(&node) else {
             return;
         };
-        // An event proves the process runs and answers.
-        view.process = ProcessState::Running;
-        view.reachable = true;
+        // An event proves the process runs and answers (unless it was sent before the last kill).
+        if event.at_ms >= view.process_changed_ms {
+            view.process = ProcessState::Running;
+            view.reachable = true;
+        }
         match &event.kind {
             EventKind::RoleChanged {
                 role,
@@ -439,13 +446,15 @@ impl ClusterState {
         }
     }
 
-    fn apply_status(&mut self, status: &Status) {
+    fn apply_status(&mut self, status: &Status, at_ms: u64) {
         let view = self
             .nodes
             .entry(status.id)
             .or_insert_with(|| NodeView::new(status.id));
-        view.reachable = true;
-        view.process = ProcessState::Running;
+        if at_ms >= view.process_changed_ms {
+            view.reachable = true;
+            view.process = ProcessState::Running;
+        }
         view.role = status.role;
         view.term = status.term;
         view.leader_id = if status.role == Role::Leader {

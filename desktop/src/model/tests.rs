@@ -366,3 +366,31 @@ fn status_fills_what_events_did_not_say() {
     assert_eq!(state.nodes[&NodeId(2)].process, ProcessState::Dead);
     assert!(!state.nodes[&NodeId(2)].is_up());
 }
+
+#[test]
+fn news_sent_before_a_kill_does_not_revive_the_node() {
+    let mut model = ClusterModel::new(&nodes());
+    model.record(Record::Process {
+        at_ms: 2000,
+        node: NodeId(2),
+        state: ProcessState::Dead,
+    });
+    // An event the node sent just before it died, read from the socket after the kill.
+    model.apply_event(ev(2, 9, 1990, EventKind::TermChanged { term: Term(3) }));
+    assert_eq!(model.live.nodes[&NodeId(2)].process, ProcessState::Dead);
+    // After a restart, its news counts again.
+    model.record(Record::Process {
+        at_ms: 3000,
+        node: NodeId(2),
+        state: ProcessState::Running,
+    });
+    model.record(Record::Reachable {
+        at_ms: 3001,
+        node: NodeId(2),
+        reachable: false,
+    });
+    model.apply_event(ev(2, 10, 3100, EventKind::TermChanged { term: Term(4) }));
+    let two = &model.live.nodes[&NodeId(2)];
+    assert_eq!(two.process, ProcessState::Running);
+    assert!(two.reachable);
+}
