@@ -616,3 +616,53 @@ fn appends_in_flight_are_bounded_per_follower() {
     assert_eq!(to_two, 2);
     core.validate().expect("invariants hold");
 }
+
+/// `status()` is what `/v1/status` shows: role, term, indexes and the leader's view of each follower.
+#[test]
+fn status_reports_the_leaders_view() {
+    let (mut core, _disk) = leader(3, &[1], 1);
+    core.step(envelope(2, 1, 2, append_ok(2, 0)));
+    let status = core.status();
+    assert_eq!(
+        (status.role, status.term, status.leader),
+        (Role::Leader, Term(2), Some(NodeId(1)))
+    );
+    assert_eq!(
+        (status.commit, status.persisted, status.last.index),
+        (LogIndex(2), LogIndex(2), LogIndex(2))
+    );
+    assert_eq!(
+        status.progress.get(&NodeId(2)),
+        Some(&(LogIndex(2), LogIndex(3)))
+    );
+    assert_eq!(
+        status.progress.get(&NodeId(3)).map(|p| p.0),
+        Some(LogIndex(0))
+    );
+    assert_eq!(status.election_timeout_ms, (150, 300));
+}
+
+/// A follower the transport cannot reach is probed again from its match point: one append at a time.
+#[test]
+fn unreachable_follower_falls_back_to_probing() {
+    let (mut core, _disk) = leader(3, &[1], 1);
+    core.step(envelope(2, 1, 2, append_ok(2, 0)));
+    core.ready();
+    core.propose(Payload::Noop).expect("leader");
+    core.report_unreachable(NodeId(2));
+    let ready = core.ready();
+    let to_two: Vec<_> = ready
+        .messages
+        .iter()
+        .filter_map(|m| match &m.message {
+            Message::AppendEntries(ae) if m.to == NodeId(2) => Some(ae.prev_log_index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to_two, vec![LogIndex(2)], "one probe from the match point");
+    core.propose(Payload::Noop).expect("leader");
+    assert!(
+        core.ready().messages.iter().all(|m| m.to != NodeId(2)),
+        "no more until it answers"
+    );
+}
