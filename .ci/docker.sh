@@ -75,7 +75,12 @@ stop_dockerd() {
   fi
   FLOTILLA_DOCKERD_PID=""
   if [ -n "${FLOTILLA_DOCKERD_DIR:-}" ] && [ -d "$FLOTILLA_DOCKERD_DIR" ]; then
-    # vfs layers can hold read-only files; best effort.
+    # dockerd leaves its network namespace mounted under the exec root: unmount (deepest first), then
+    # remove the folder.
+    awk -v dir="$FLOTILLA_DOCKERD_DIR/" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r |
+      while read -r mount_point; do
+        umount "$mount_point" 2>/dev/null || umount -l "$mount_point" 2>/dev/null || true
+      done
     rm -rf "$FLOTILLA_DOCKERD_DIR" 2>/dev/null || true
   fi
   FLOTILLA_DOCKERD_DIR=""
