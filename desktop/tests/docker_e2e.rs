@@ -271,6 +271,7 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
     for leftover in cli.list(CLUSTER)? {
         cli.run(&["rm", "-f", "-v", &leftover.id], Duration::from_secs(30))?;
     }
+    let up_started = Instant::now();
     project
         .compose
         .up(
@@ -300,10 +301,13 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
 
     let http = Http::new()?;
     let leader = agreed_leader(&http, &nodes)?;
+    let up_ms = up_started.elapsed().as_millis();
     let before = http.submit(&by_id[&leader], "before-kill")?;
 
     // Kill the leader's container: SIGKILL, like pulling the plug.
+    let kill_started = Instant::now();
     control.kill(leader)?;
+    let kill_ms = kill_started.elapsed().as_millis();
     assert_eq!(control.state_now(leader)?, ContainerState::Exited);
     assert!(
         http.status(&by_id[&leader]).is_err(),
@@ -316,6 +320,7 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
         .collect();
     let new_leader = agreed_leader(&http, &survivors)?;
     assert_ne!(new_leader, leader);
+    let failover_ms = kill_started.elapsed().as_millis();
     let after = http.submit(&by_id[&new_leader], "after-kill")?;
     assert!(after.index > before.index);
     assert!(after.term > before.term);
@@ -325,6 +330,7 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
     for node in &survivors {
         http.isolate(node, Some(leader), ADMIN_TOKEN)?;
     }
+    let restart_started = Instant::now();
     control.restart(leader)?;
     assert_eq!(control.state_now(leader)?, ContainerState::Running);
     let restarted = wait_until("the restarted node to answer", || {
@@ -350,6 +356,12 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
         Ok(texts.contains(&"after-kill".to_owned()).then_some(texts))
     })?;
     assert_eq!(caught_up, ["before-kill", "after-kill"]);
+    let catch_up_ms = restart_started.elapsed().as_millis();
+    eprintln!(
+        "docker_e2e: compose up to an agreed leader {up_ms} ms; docker kill {kill_ms} ms; \
+         kill to a new agreed leader {failover_ms} ms; restart (isolated, then healed) to caught up \
+         {catch_up_ms} ms"
+    );
 
     // Pause and resume a follower through the backend.
     let follower = survivors
