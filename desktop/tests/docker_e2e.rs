@@ -398,5 +398,10 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
         Some(&ContainerState::Exited)
     );
     control.shutdown();
+    // A control that finds a container already down reports it at once.
+    let mut rediscovered = DockerControl::discover(cli.clone(), CLUSTER, None)?;
+    assert_eq!(rediscovered.exited(), [follower]);
+    assert!(rediscovered.exited().is_empty(), "reported twice");
+    rediscovered.shutdown();
     Ok(())
 }

@@ -731,8 +731,16 @@ impl DockerControl {
             );
         }
         let admin_token = admin_token.or_else(|| tokens.into_iter().next());
+        // Containers already down are reported once, so the window shows them dead (and restartable)
+        // rather than merely silent.
+        let exited = states
+            .iter()
+            .filter(|(_, state)| state.is_down())
+            .map(|(node, _)| *node)
+            .collect();
         let observed = Arc::new(Mutex::new(Observed {
             states,
+            exited,
             ..Observed::default()
         }));
         let stop_polling = Arc::new(AtomicBool::new(false));
