@@ -106,6 +106,8 @@ mod quorum;
 pub mod rng;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testing;
 
 pub use self::config::{Config, ConfigError};
 pub use self::core::{PlantedBug, Raft};

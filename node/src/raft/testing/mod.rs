@@ -1,0 +1,529 @@
+//! Scenario tests: small scripts driving a few cores, checked against golden transcripts.
+//!
+//! Modelled on etcd-raft's datadriven interaction tests. Each file in `testdata/` is a sequence of
+//! blocks:
+//!
+//! ```text
+//! # a comment
+//! campaign 1
+//! ----
+//! <what the command printed>
+//! ```
+//!
+//! The harness runs every command and compares what it printed with the text under `----`.
+//! `UPDATE_GOLDEN=1 cargo test -p flotilla-node --lib raft::testing` rewrites the files with the actual
+//! output; review the diff, it is the test.
+//!
+//! Commands (node ids are numbers; every node's clock starts at 0):
+//! - `add-nodes N [pre-vote=B] [check-quorum=B] [max-append-entries=K]`: voters 1..=N, fixed seeds.
+//! - `campaign ID`: advance ID's clock to its election deadline (PreVote first, if on).
+//! - `tick ID MS`: advance ID's clock by MS milliseconds.
+//! - `process-ready ID...`: take each node's Ready, print it, write it to the node's disk, then queue
+//!   its messages (the persisted ones after the write, Raft thesis §3.8).
+//! - `deliver-msgs ID...`: step every queued message addressed to the named nodes, printing each.
+//! - `drop-msgs [to=ID] [from=ID]`: discard queued messages (all, or those matching).
+//! - `stabilize`: process-ready and deliver-msgs on all nodes until nothing is left to do.
+//! - `partition ID...`: drop all traffic to and from these nodes (now and later); `heal` undoes it.
+//! - `propose ID TEXT`, `read-index ID ctx=N`, `transfer-leadership ID to=N`.
+//! - `crash ID`: the node loses everything not written to its disk; `restart ID` restores from disk.
+//! - `status ID`, `log ID`: print the core's state, or its log (durable or not).
+
+mod transcript;
+
+use super::*;
+use crate::storage::memory::MemoryStore;
+use crate::storage::{LogStore, WriteBatch};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::rc::Rc;
+use transcript::{fmt_entries, fmt_event, fmt_message};
+
+type Disk = Rc<RefCell<MemoryStore>>;
+
+struct Node {
+    config: Config,
+    disk: Disk,
+    /// `None` while crashed.
+    core: Option<Raft<Disk>>,
+    now_ms: u64,
+}
+
+/// A few cores, their disks and a message queue: everything a scenario script manipulates.
+#[derive(Default)]
+struct Env {
+    nodes: BTreeMap<NodeId, Node>,
+    /// Messages in flight, in the order they were sent.
+    queue: Vec<Envelope>,
+    isolated: BTreeSet<NodeId>,
+}
+
+/// A command's arguments: positional words and `key=value` pairs.
+struct Args {
+    words: Vec<String>,
+    keys: BTreeMap<String, String>,
+}
+
+impl Args {
+    fn parse(rest: &[&str]) -> Self {
+        let mut words = Vec::new();
+        let mut keys = BTreeMap::new();
+        for arg in rest {
+            match arg.split_once('=') {
+                Some((k, v)) => {
+                    keys.insert(k.to_string(), v.to_string());
+                }
+                None => words.push(arg.to_string()),
+            }
+        }
+        Self { words, keys }
+    }
+
+    fn ids(&self) -> Result<Vec<NodeId>, String> {
+        self.words
+            .iter()
+            .map(|w| w.parse().map(NodeId).map_err(|_| format!("bad node id {w:?}")))
+            .collect()
+    }
+
+    fn id(&self) -> Result<NodeId, String> {
+        match self.ids()?.as_slice() {
+            [id] => Ok(*id),
+            _ => Err("expected one node id".into()),
+        }
+    }
+
+    fn key<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, String> {
+        self.keys
+            .get(key)
+            .map(|v| v.parse().map_err(|_| format!("bad value for {key}: {v:?}")))
+            .transpose()
+    }
+}
+
+impl Env {
+    fn node(&mut self, id: NodeId) -> Result<&mut Node, String> {
+        self.nodes
+            .get_mut(&id)
+            .ok_or_else(|| format!("no node {id}"))
+    }
+
+    fn core(&mut self, id: NodeId) -> Result<&mut Raft<Disk>, String> {
+        self.node(id)?
+            .core
+            .as_mut()
+            .ok_or_else(|| format!("node {id} is crashed"))
+    }
+
+    fn run(&mut self, line: &str) -> Result<String, String> {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let Some((cmd, rest)) = parts.split_first() else {
+            return Err("empty command".into());
+        };
+        let args = Args::parse(rest);
+        let mut out = String::new();
+        match *cmd {
+            "add-nodes" => self.add_nodes(&args)?,
+            "campaign" => {
+                let id = args.id()?;
+                let node = self.node(id)?;
+                let deadline = node.core.as_ref().map_or(0, |c| c.status().election_deadline_ms);
+                node.now_ms = node.now_ms.max(deadline);
+                let now = node.now_ms;
+                self.core(id)?.tick(now);
+                writeln!(out, "{id}: clock at {now} ms").ok();
+            }
+            "tick" => {
+                let id = args.words.first().ok_or("tick ID MS")?;
+                let id = NodeId(id.parse().map_err(|_| "bad node id")?);
+                let ms: u64 = args
+                    .words
+                    .get(1)
+                    .and_then(|w| w.parse().ok())
+                    .ok_or("tick ID MS")?;
+                let node = self.node(id)?;
+                node.now_ms += ms;
+                let now = node.now_ms;
+                self.core(id)?.tick(now);
+                writeln!(out, "{id}: clock at {now} ms").ok();
+            }
+            "process-ready" => {
+                for id in args.ids()? {
+                    self.process_ready(id, &mut out)?;
+                }
+            }
+            "deliver-msgs" => {
+                for id in args.ids()? {
+                    self.deliver(id, &mut out)?;
+                }
+            }
+            "drop-msgs" => {
+                let to: Option<u64> = args.key("to")?;
+                let from: Option<u64> = args.key("from")?;
+                let (dropped, kept): (Vec<_>, Vec<_>) = self.queue.drain(..).partition(|m| {
+                    to.is_none_or(|t| m.to.0 == t) && from.is_none_or(|f| m.from.0 == f)
+                });
+                self.queue = kept;
+                for m in dropped {
+                    writeln!(out, "dropped {}", fmt_message(&m)).ok();
+                }
+            }
+            "stabilize" => self.stabilize(&mut out)?,
+            "partition" => {
+                self.isolated.extend(args.ids()?);
+                let isolated = self.isolated.clone();
+                let before = self.queue.len();
+                self.queue
+                    .retain(|m| !isolated.contains(&m.to) && !isolated.contains(&m.from));
+                writeln!(
+                    out,
+                    "isolated {:?}; {} queued messages dropped",
+                    isolated.iter().map(|i| i.0).collect::<Vec<_>>(),
+                    before - self.queue.len()
+                )
+                .ok();
+            }
+            "heal" => {
+                self.isolated.clear();
+                writeln!(out, "healed").ok();
+            }
+            "propose" => {
+                let id = NodeId(
+                    args.words
+                        .first()
+                        .and_then(|w| w.parse().ok())
+                        .ok_or("propose ID TEXT")?,
+                );
+                let text = args.words[1..].join(" ").trim_matches('"').to_string();
+                let result = self.core(id)?.propose(Payload::Message {
+                    text,
+                    request_id: None,
+                });
+                match result {
+                    Ok(p) => writeln!(out, "proposed at {}/{}", p.index, p.term),
+                    Err(e) => writeln!(out, "error: {e}"),
+                }
+                .ok();
+            }
+            "read-index" => {
+                let id = args.id()?;
+                let ctx: u64 = args.key("ctx")?.ok_or("read-index ID ctx=N")?;
+                match self.core(id)?.read_index(ctx) {
+                    Ok(()) => writeln!(out, "read ctx={ctx} pending"),
+                    Err(e) => writeln!(out, "error: {e}"),
+                }
+                .ok();
+            }
+            "transfer-leadership" => {
+                let id = args.id()?;
+                let to: u64 = args.key("to")?.ok_or("transfer-leadership ID to=N")?;
+                match self.core(id)?.transfer_leadership(NodeId(to)) {
+                    Ok(()) => writeln!(out, "transfer to {to} started"),
+                    Err(e) => writeln!(out, "error: {e}"),
+                }
+                .ok();
+            }
+            "crash" => {
+                let id = args.id()?;
+                self.node(id)?.core = None;
+                let before = self.queue.len();
+                self.queue.retain(|m| m.to != id);
+                writeln!(
+                    out,
+                    "{id} crashed; {} queued messages to it dropped",
+                    before - self.queue.len()
+                )
+                .ok();
+            }
+            "restart" => {
+                let id = args.id()?;
+                let node = self.node(id)?;
+                let disk = node.disk.borrow().initial_state().map_err(|e| e.to_string())?;
+                let restored = Restored {
+                    hard_state: disk.hard_state,
+                    last: disk.last,
+                    applied: disk.applied,
+                };
+                let core = Raft::new(node.config.clone(), node.disk.clone(), restored, node.now_ms)
+                    .map_err(|e| e.to_string())?;
+                node.core = Some(core);
+                let hs = disk.hard_state;
+                writeln!(
+                    out,
+                    "{id} restarted from disk: term={} vote={} commit={} last={}/{} applied={}",
+                    hs.term,
+                    hs.voted_for.map_or("-".into(), |v| v.to_string()),
+                    hs.commit,
+                    disk.last.index,
+                    disk.last.term,
+                    disk.applied
+                )
+                .ok();
+            }
+            "status" => {
+                let id = args.id()?;
+                let s = self.core(id)?.status();
+                writeln!(
+                    out,
+                    "{id}: {} term={} vote={} leader={} commit={} applied={} last={}/{} persisted={}",
+                    s.role.as_str(),
+                    s.term,
+                    s.voted_for.map_or("-".into(), |v| v.to_string()),
+                    s.leader.map_or("-".into(), |v| v.to_string()),
+                    s.commit,
+                    s.applied,
+                    s.last.index,
+                    s.last.term,
+                    s.persisted
+                )
+                .ok();
+                for (peer, (matched, next)) in &s.progress {
+                    writeln!(out, "  progress {peer}: match={matched} next={next}").ok();
+                }
+            }
+            "log" => {
+                let id = args.id()?;
+                let core = self.core(id)?;
+                let entries = core.log_entries(LogIndex(1), core.last_log().index);
+                writeln!(out, "{id}: {}", fmt_entries(&entries, true)).ok();
+            }
+            other => return Err(format!("unknown command {other:?}")),
+        }
+        Ok(out)
+    }
+
+    fn add_nodes(&mut self, args: &Args) -> Result<(), String> {
+        let n: u64 = args
+            .words
+            .first()
+            .and_then(|w| w.parse().ok())
+            .ok_or("add-nodes N")?;
+        let voters: Vec<NodeId> = (1..=n).map(NodeId).collect();
+        for id in &voters {
+            let mut config = Config::new(*id, voters.clone());
+            config.seed = 1;
+            if let Some(v) = args.key("pre-vote")? {
+                config.pre_vote = v;
+            }
+            if let Some(v) = args.key("check-quorum")? {
+                config.check_quorum = v;
+            }
+            if let Some(v) = args.key("max-append-entries")? {
+                config.max_append_entries = v;
+            }
+            let disk: Disk = Rc::new(RefCell::new(MemoryStore::new()));
+            let core = Raft::new(config.clone(), disk.clone(), Restored::default(), 0)
+                .map_err(|e| e.to_string())?;
+            self.nodes.insert(
+                *id,
+                Node {
+                    config,
+                    disk,
+                    core: Some(core),
+                    now_ms: 0,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// One round of the caller's loop from the module docs of `raft`, printed.
+    fn process_ready(&mut self, id: NodeId, out: &mut String) -> Result<(), String> {
+        let node = self.node(id)?;
+        let Some(core) = node.core.as_mut() else {
+            return Err(format!("node {id} is crashed"));
+        };
+        let ready = core.ready();
+        let header_at = out.len();
+        writeln!(out, "> {id} handling Ready").ok();
+        let body_at = out.len();
+        for event in &ready.events {
+            if let Some(text) = fmt_event(event) {
+                writeln!(out, "  {id}: {text}").ok();
+            }
+        }
+        if let Some(hs) = ready.hard_state {
+            writeln!(
+                out,
+                "  hard_state term={} vote={} commit={}",
+                hs.term,
+                hs.voted_for.map_or("-".into(), |v| v.to_string()),
+                hs.commit
+            )
+            .ok();
+        }
+        if !ready.entries.is_empty() {
+            writeln!(out, "  entries {}", fmt_entries(&ready.entries, true)).ok();
+        }
+        if !ready.committed.is_empty() {
+            writeln!(out, "  committed {}", fmt_entries(&ready.committed, true)).ok();
+        }
+        for read in &ready.reads {
+            writeln!(out, "  read ready ctx={} index={}", read.ctx, read.index).ok();
+        }
+        for ctx in &ready.failed_reads {
+            writeln!(out, "  read failed ctx={ctx}").ok();
+        }
+        for m in &ready.messages {
+            writeln!(out, "  send {}", fmt_message(m)).ok();
+        }
+        // Step 3: one durable write, then report it and release the persisted messages.
+        node.disk
+            .borrow_mut()
+            .write(WriteBatch {
+                hard_state: ready.hard_state,
+                entries: &ready.entries,
+                apply: &ready.committed,
+            })
+            .map_err(|e| format!("disk write failed on {id}: {e}"))?;
+        if let Some(last) = ready.entries.last() {
+            core.persisted(LogId {
+                index: last.index,
+                term: last.term,
+            });
+        }
+        for m in &ready.persisted_messages {
+            writeln!(out, "  send after persist {}", fmt_message(m)).ok();
+        }
+        if out.len() == body_at {
+            // Only timer resets and the like: not worth a line in the transcript.
+            out.truncate(header_at);
+            writeln!(out, "> {id} handling Ready: nothing to show").ok();
+        }
+        let isolated = &self.isolated;
+        self.queue.extend(
+            ready
+                .messages
+                .into_iter()
+                .chain(ready.persisted_messages)
+                .filter(|m| !isolated.contains(&m.from) && !isolated.contains(&m.to)),
+        );
+        Ok(())
+    }
+
+    fn deliver(&mut self, id: NodeId, out: &mut String) -> Result<(), String> {
+        let (mine, rest): (Vec<_>, Vec<_>) = self.queue.drain(..).partition(|m| m.to == id);
+        self.queue = rest;
+        let Some(core) = self.node(id)?.core.as_mut() else {
+            for m in mine {
+                writeln!(out, "lost (crashed) {}", fmt_message(&m)).ok();
+            }
+            return Ok(());
+        };
+        for m in mine {
+            writeln!(out, "{}", fmt_message(&m)).ok();
+            core.step(m);
+        }
+        Ok(())
+    }
+
+    fn stabilize(&mut self, out: &mut String) -> Result<(), String> {
+        for _round in 0..100 {
+            let mut busy = false;
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in &ids {
+                let has_ready = self.nodes[id].core.as_ref().is_some_and(|c| c.has_ready());
+                if has_ready {
+                    busy = true;
+                    let mut round = String::new();
+                    self.process_ready(*id, &mut round)?;
+                    if !round.ends_with("nothing to show\n") {
+                        out.push_str(&round);
+                    }
+                }
+            }
+            for id in &ids {
+                if self.queue.iter().any(|m| m.to == *id) {
+                    busy = true;
+                    self.deliver(*id, out)?;
+                }
+            }
+            if !busy {
+                return Ok(());
+            }
+        }
+        Err("not stable after 100 rounds".into())
+    }
+}
+
+/// Runs one script; returns the file as it should read (commands with their actual output).
+fn run_script(script: &str) -> Result<String, String> {
+    let mut env = Env::default();
+    let mut rewritten = String::new();
+    let mut lines = script.lines().peekable();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            rewritten.push_str(line);
+            rewritten.push('\n');
+            continue;
+        }
+        // Skip the old expected output: `----` up to the next blank line.
+        if lines.peek().is_some_and(|l| l.trim() == "----") {
+            lines.next();
+            while lines.peek().is_some_and(|l| !l.trim().is_empty()) {
+                lines.next();
+            }
+        }
+        let output = env.run(trimmed).unwrap_or_else(|e| format!("error: {e}\n"));
+        rewritten.push_str(trimmed);
+        rewritten.push_str("\n----\n");
+        rewritten.push_str(if output.is_empty() { "ok\n" } else { &output });
+        // Blocks are separated by one blank line: keep the script's own, or add one.
+        if lines.peek().is_some_and(|l| !l.trim().is_empty()) {
+            rewritten.push('\n');
+        }
+    }
+    Ok(rewritten)
+}
+
+fn check_golden(name: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/raft/testing/testdata")
+        .join(format!("{name}.txt"));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let actual = run_script(&expected).unwrap_or_else(|e| panic!("{name}: {e}"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        return;
+    }
+    if actual != expected {
+        let first_diff = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{name}: transcript differs from {} at line {} (rerun with UPDATE_GOLDEN=1 and review the diff)\n\
+             expected: {:?}\nactual:   {:?}",
+            path.display(),
+            first_diff + 1,
+            expected.lines().nth(first_diff),
+            actual.lines().nth(first_diff)
+        );
+    }
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        $(#[test] fn $name() { check_golden(stringify!($name)); })*
+    };
+}
+
+scenarios!(
+    election_replication,
+    figure8,
+    prevote,
+    check_quorum,
+    leadership_transfer,
+    read_index,
+    vote_denied,
+    log_conflict,
+);
+
+#[test]
+fn unknown_commands_are_reported_not_ignored() {
+    let out = run_script("frobnicate 1\n").unwrap();
+    assert!(out.contains("error: unknown command \"frobnicate\""), "{out}");
+}
