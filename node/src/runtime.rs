@@ -181,6 +181,8 @@ pub struct Runtime<S: LogRead> {
     events: EventHub,
     status: watch::Sender<Arc<Status>>,
     metrics: Arc<Metrics>,
+    /// Applied as far as storage has committed: what readers of the state machine can see.
+    stored_applied: LogIndex,
 }
 
 pub struct RuntimeParts<S: LogRead> {
@@ -194,6 +196,8 @@ pub struct RuntimeParts<S: LogRead> {
     pub events: EventHub,
     pub status: watch::Sender<Arc<Status>>,
     pub metrics: Arc<Metrics>,
+    /// The applied index found on disk at start.
+    pub stored_applied: LogIndex,
 }
 
 impl<S: LogRead> Runtime<S> {
@@ -217,6 +221,7 @@ impl<S: LogRead> Runtime<S> {
             events: parts.events,
             status: parts.status,
             metrics: parts.metrics,
+            stored_applied: parts.stored_applied,
         }
     }
 
@@ -332,6 +337,7 @@ impl<S: LogRead> Runtime<S> {
                     isolated_from: self.partition.list(),
                 });
                 let _ = reply.send(());
+                self.publish_status();
             }
             Request::Unreachable(peer) => self.raft.report_unreachable(peer),
         }
@@ -387,6 +393,9 @@ impl<S: LogRead> Runtime<S> {
         }
         for message in batch.persisted_messages {
             self.send_persisted(message);
+        }
+        if let Some(last) = batch.apply.last() {
+            self.stored_applied = last.index;
         }
         for (entry, outcome) in batch.apply.iter().zip(outcomes) {
             self.answer_waiters(entry, outcome);
@@ -451,7 +460,9 @@ impl<S: LogRead> Runtime<S> {
 
     fn publish_status(&self) {
         let core = self.raft.status();
-        let status = status_from_core(&core, &self.info, &self.transport, &self.partition);
+        let mut status = status_from_core(&core, &self.info, &self.transport, &self.partition);
+        // The core counts entries as applied once handed out; readers see them once stored.
+        status.last_applied = self.stored_applied;
         self.status.send_replace(Arc::new(status));
     }
 }

@@ -122,6 +122,7 @@ pub async fn run(
         events: events.clone(),
         status: status_tx,
         metrics: metrics.clone(),
+        stored_applied: initial.applied,
     });
     let (stop_runtime, runtime_stopped) = watch::channel(false);
     let runtime_task = tokio::spawn(runtime.run(runtime_stopped));
