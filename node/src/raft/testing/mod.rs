@@ -82,7 +82,11 @@ impl Args {
     fn ids(&self) -> Result<Vec<NodeId>, String> {
         self.words
             .iter()
-            .map(|w| w.parse().map(NodeId).map_err(|_| format!("bad node id {w:?}")))
+            .map(|w| {
+                w.parse()
+                    .map(NodeId)
+                    .map_err(|_| format!("bad node id {w:?}"))
+            })
             .collect()
     }
 
@@ -127,7 +131,10 @@ impl Env {
             "campaign" => {
                 let id = args.id()?;
                 let node = self.node(id)?;
-                let deadline = node.core.as_ref().map_or(0, |c| c.status().election_deadline_ms);
+                let deadline = node
+                    .core
+                    .as_ref()
+                    .map_or(0, |c| c.status().election_deadline_ms);
                 node.now_ms = node.now_ms.max(deadline);
                 let now = node.now_ms;
                 self.core(id)?.tick(now);
@@ -238,14 +245,23 @@ impl Env {
             "restart" => {
                 let id = args.id()?;
                 let node = self.node(id)?;
-                let disk = node.disk.borrow().initial_state().map_err(|e| e.to_string())?;
+                let disk = node
+                    .disk
+                    .borrow()
+                    .initial_state()
+                    .map_err(|e| e.to_string())?;
                 let restored = Restored {
                     hard_state: disk.hard_state,
                     last: disk.last,
                     applied: disk.applied,
                 };
-                let core = Raft::new(node.config.clone(), node.disk.clone(), restored, node.now_ms)
-                    .map_err(|e| e.to_string())?;
+                let core = Raft::new(
+                    node.config.clone(),
+                    node.disk.clone(),
+                    restored,
+                    node.now_ms,
+                )
+                .map_err(|e| e.to_string())?;
                 node.core = Some(core);
                 let hs = disk.hard_state;
                 writeln!(
@@ -485,7 +501,8 @@ fn check_golden(name: &str) {
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let actual = run_script(&expected).unwrap_or_else(|e| panic!("{name}: {e}"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &actual).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        std::fs::write(&path, &actual)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         return;
     }
     if actual != expected {
@@ -525,5 +542,8 @@ scenarios!(
 #[test]
 fn unknown_commands_are_reported_not_ignored() {
     let out = run_script("frobnicate 1\n").unwrap();
-    assert!(out.contains("error: unknown command \"frobnicate\""), "{out}");
+    assert!(
+        out.contains("error: unknown command \"frobnicate\""),
+        "{out}"
+    );
 }

@@ -10,7 +10,12 @@ pub fn fmt_entries(entries: &[Entry], with_payload: bool) -> String {
     };
     if entries.len() > 6 {
         let (first, last) = (&entries[0], &entries[entries.len() - 1]);
-        return format!("[{} .. {} ({} entries)]", one(first), one(last), entries.len());
+        return format!(
+            "[{} .. {} ({} entries)]",
+            one(first),
+            one(last),
+            entries.len()
+        );
     }
     let parts: Vec<String> = entries.iter().map(one).collect();
     format!("[{}]", parts.join(", "))
@@ -25,7 +30,11 @@ pub fn fmt_message(m: &Envelope) -> String {
             if rv.pre_vote { " pre_vote" } else { "" },
             rv.last_log_index,
             rv.last_log_term,
-            if rv.leadership_transfer { " transfer" } else { "" }
+            if rv.leadership_transfer {
+                " transfer"
+            } else {
+                ""
+            }
         ),
         Message::RequestVoteResponse(r) => format!(
             "{}{}{}",
@@ -96,9 +105,9 @@ pub fn fmt_event(event: &EventKind) -> Option<String> {
             "{}vote denied to {to} term={term} ({reason})",
             if *pre_vote { "pre_" } else { "" }
         ),
-        EventKind::AppendRejected {
-            to, reason, ..
-        } => format!("append from {to} rejected ({reason})"),
+        EventKind::AppendRejected { to, reason, .. } => {
+            format!("append from {to} rejected ({reason})")
+        }
         EventKind::EntryAppended { first, last, term } => {
             format!("appended {first}..={last} term={term}")
         }
