@@ -19,7 +19,7 @@ async fn minority_partition_cannot_commit_and_heals() {
         .await
         .expect("start 3 nodes");
     let result = async {
-        let old_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+        cluster.wait_for_leader(LEADER_TIMEOUT).await?;
         let mut client = RetryingClient::new(&cluster);
         let mut acked = Vec::new();
         let write = async |client: &mut RetryingClient, n: u64| -> Result<Ack> {
@@ -36,6 +36,12 @@ async fn minority_partition_cannot_commit_and_heals() {
         for n in 0..5 {
             acked.push(write(&mut client, n).await?);
         }
+        // Everyone has applied those five; cut off whoever leads now (leadership may have moved).
+        let before_cut = acked.iter().map(|a| a.index).max().unwrap_or_default();
+        cluster
+            .wait_converged(before_cut, Duration::from_secs(20))
+            .await?;
+        let old_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
 
         // Cut the leader off from both others, on both sides.
         let minority = old_leader;
