@@ -105,9 +105,9 @@ mod progress;
 mod quorum;
 pub mod rng;
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod tests;
 
 pub use self::config::{Config, ConfigError};
 pub use self::core::{PlantedBug, Raft};
