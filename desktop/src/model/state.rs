@@ -318,9 +318,9 @@ impl ClusterState {
     fn apply_event(&mut self, event: &Event) {
         self.events_applied += 1;
         let node = event.node;
-        if !self.nodes.contains_key(&node) {
-            self.nodes.insert(node, NodeView::new(node));
-        }
+        self.nodes
+            .entry(node)
+            .or_insert_with(|| NodeView::new(node));
         match &event.kind {
             EventKind::VoteRequested { to, pre_vote, .. } => {
                 let kind = if *pre_vote {

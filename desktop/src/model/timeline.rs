@@ -113,7 +113,7 @@ impl Timeline {
 
     pub fn push(&mut self, record: Record) {
         let position = self.end();
-        if position % CHECKPOINT_EVERY == 0 && position > 0 {
+        if position.is_multiple_of(CHECKPOINT_EVERY) && position > 0 {
             self.checkpoints.push_back((position, self.head.clone()));
         }
         self.head.apply(&record);
