@@ -2,7 +2,8 @@
 //!
 //! WAL journal with `synchronous=FULL`: a transaction is on disk when `COMMIT` returns, and readers on
 //! other connections ([`SqliteReader`]) see the last committed transaction while the writer works.
-//! Each [`WriteBatch`] is one transaction, so one fsync, however many entries it carries.
+//! Each [`WriteBatch`] is one transaction, so one fsync, however many entries it carries; a batch that
+//! only applies committed entries is written without its own fsync (`set_sync_for` says why).
 //!
 //! Tables:
 //! - `meta`: one row: format version, node id, cluster id, creation time. A file recording another
@@ -73,6 +74,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Mirrors the last committed transaction.
     state: InitialState,
+    /// Whether the connection currently fsyncs every commit (see `set_sync_for`).
+    sync_full: bool,
 }
 
 /// A read-only connection to a node's database, for reads on other threads while the writer works.
@@ -117,6 +120,7 @@ impl SqliteStore {
             conn,
             path,
             state: InitialState::default(),
+            sync_full: true,
         };
         store.check_is_sqlite()?;
         store.configure()?;
@@ -371,6 +375,21 @@ impl SqliteStore {
         })
     }
 
+    /// A batch that only applies committed entries needs no fsync of its own: it is atomic and survives
+    /// a killed process (WAL, `synchronous=NORMAL`), and should a power cut lose it, the applied index
+    /// is lost with it, so the entries, durable in the log, are applied again on restart. The next batch
+    /// with log entries or hard state fsyncs the WAL up to and including it. This takes one fsync off
+    /// every client write's path on the leader.
+    fn set_sync_for(&mut self, batch: &WriteBatch<'_>) -> Result<(), rusqlite::Error> {
+        let full = !batch.entries.is_empty() || batch.hard_state.is_some();
+        if full != self.sync_full {
+            self.conn
+                .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+            self.sync_full = full;
+        }
+        Ok(())
+    }
+
     fn write_in_transaction(
         &mut self,
         batch: &WriteBatch<'_>,
@@ -453,6 +472,8 @@ impl LogStore for SqliteStore {
         let plan = plan_write(&self.state, &batch, |index| {
             read_term(&self.conn, &self.path, index)
         })?;
+        self.set_sync_for(&batch)
+            .map_err(|e| sql_error(&self.shown(), "setting synchronous", e))?;
         let outcomes = self
             .write_in_transaction(&batch, plan.truncate_from)
             .map_err(|e| sql_error(&self.shown(), "writing a batch", e))?;
