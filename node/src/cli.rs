@@ -210,6 +210,9 @@ pub fn run_from_args(args: Vec<OsString>) -> ExitCode {
     };
     init_logging(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // HTTP handlers' storage reads run on blocking threads; on a small machine hundreds of them only
+        // add context switches.
+        .max_blocking_threads(16)
         .enable_all()
         .build()
     {
