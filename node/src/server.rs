@@ -210,6 +210,9 @@ impl ReadStore for SqliteReader {
     }
 }
 
+/// Idle read connections kept open between requests.
+const MAX_IDLE_READERS: usize = 4;
+
 /// Read connections for HTTP handlers, opened on demand and reused.
 struct ReaderPool {
     path: PathBuf,
@@ -238,10 +241,11 @@ impl ReaderPool {
             None => SqliteReader::open(&self.path)?,
         };
         let result = read(&reader);
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(reader);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // Each connection holds its own page cache: keep a few for reuse, close the rest after a burst.
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(reader);
+        }
         result
     }
 }
