@@ -14,6 +14,7 @@ use crate::raft::{
     CoreStatus, Entry, Envelope, HardState, LogId, LogIndex, LogRead, NodeId, Payload, Proposal,
     ProposeError, Raft, ReadError, ReadState, Term, TransferError,
 };
+use crate::storage::sqlite::SqliteReader;
 use crate::storage::{ApplyOutcome, LogStore, StorageError, WriteBatch};
 use crate::transport::{Partition, Transport};
 use flotilla_shared::api::{PeerStatus, Status};
@@ -85,22 +86,11 @@ pub enum Request {
     Unreachable(NodeId),
 }
 
-/// The core's read access to the durable log, over a SQLite (or memory) reader.
-pub struct StoreReader<R>(pub R);
+/// The core's read access to the durable log, through its own SQLite connection. A read error is
+/// fatal: the node stops rather than run on a disk it cannot trust.
+pub struct CoreLog(pub SqliteReader);
 
-/// Storage reads as the core needs them. A read error is fatal: the node stops rather than run on a
-/// disk it cannot trust.
-pub trait ReadStore {
-    fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError>;
-    fn entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        max_bytes: usize,
-    ) -> Result<Vec<Entry>, StorageError>;
-}
-
-impl<R: ReadStore> LogRead for StoreReader<R> {
+impl LogRead for CoreLog {
     fn term(&self, index: LogIndex) -> Option<Term> {
         self.0
             .term(index)

@@ -5,7 +5,7 @@ use crate::events::EventHub;
 use crate::http::{Api, StateReader};
 use crate::metrics::Metrics;
 use crate::raft::{Config, LogId, LogIndex, NodeId, Raft, Restored, Term};
-use crate::runtime::{NodeInfo, ReadStore, Runtime, RuntimeParts, StoreReader};
+use crate::runtime::{CoreLog, NodeInfo, Runtime, RuntimeParts};
 use crate::storage::sqlite::{SqliteReader, SqliteStore};
 use crate::storage::{LogStore, StorageError};
 use crate::transport::{OrderGate, Partition, Transport, TransportConfig};
@@ -50,7 +50,7 @@ pub async fn run(
     let db_path = SqliteStore::path_in(&config.data_dir, config.id);
     let store = SqliteStore::open(&db_path, config.id, &config.cluster_id)?;
     let initial = store.initial_state()?;
-    let core_reader = StoreReader(store.reader()?);
+    let core_reader = CoreLog(store.reader()?);
     let clock = Clock::new();
 
     let mut voters: Vec<NodeId> = config.peers.keys().copied().collect();
@@ -192,21 +192,6 @@ fn empty_status(config: &NodeConfig, last: LogId, applied: LogIndex) -> Status {
         isolated_from: Vec::new(),
         heartbeat_ms: config.heartbeat_ms,
         election_timeout_ms: [config.election_timeout_ms.0, config.election_timeout_ms.1],
-    }
-}
-
-impl ReadStore for SqliteReader {
-    fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
-        SqliteReader::term(self, index)
-    }
-
-    fn entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        max_bytes: usize,
-    ) -> Result<Vec<crate::raft::Entry>, StorageError> {
-        SqliteReader::entries(self, lo, hi, max_bytes)
     }
 }
 
