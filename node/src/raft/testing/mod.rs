@@ -17,7 +17,9 @@
 //! Commands (node ids are numbers; every node's clock starts at 0):
 //! - `add-nodes N [pre-vote=B] [check-quorum=B] [max-append-entries=K]`: voters 1..=N, fixed seeds.
 //! - `campaign ID`: advance ID's clock to its election deadline (PreVote first, if on).
-//! - `tick ID MS`: advance ID's clock by MS milliseconds.
+//! - `tick ID MS`: advance ID's clock by MS milliseconds and tick its core.
+//! - `tick all MS`: advance every node's clock by MS milliseconds (crashed ones too), ticking each live
+//!   core in node order: time passes for the whole cluster, so timeouts fire wherever they are due.
 //! - `process-ready ID...`: take each node's Ready, print it, write it to the node's disk, then queue
 //!   its messages (the persisted ones after the write, Raft thesis §3.8).
 //! - `deliver-msgs ID...`: step every queued message addressed to the named nodes, printing each.
@@ -141,18 +143,34 @@ impl Env {
                 writeln!(out, "{id}: clock at {now} ms").ok();
             }
             "tick" => {
-                let id = args.words.first().ok_or("tick ID MS")?;
-                let id = NodeId(id.parse().map_err(|_| "bad node id")?);
+                let usage = "tick ID MS | tick all MS";
+                let who = args.words.first().ok_or(usage)?;
                 let ms: u64 = args
                     .words
                     .get(1)
                     .and_then(|w| w.parse().ok())
-                    .ok_or("tick ID MS")?;
-                let node = self.node(id)?;
-                node.now_ms += ms;
-                let now = node.now_ms;
-                self.core(id)?.tick(now);
-                writeln!(out, "{id}: clock at {now} ms").ok();
+                    .ok_or(usage)?;
+                let ids: Vec<NodeId> = if who == "all" {
+                    self.nodes.keys().copied().collect()
+                } else {
+                    vec![NodeId(who.parse().map_err(|_| "bad node id")?)]
+                };
+                // Every named clock moves by the same amount, in node order; a crashed node's clock
+                // moves too (it restarts at that time) but there is no core to tick.
+                let mut clocks = Vec::new();
+                for id in ids {
+                    let node = self.node(id)?;
+                    node.now_ms += ms;
+                    let now = node.now_ms;
+                    match node.core.as_mut() {
+                        Some(core) => {
+                            core.tick(now);
+                            clocks.push(format!("{id}: clock at {now} ms"));
+                        }
+                        None => clocks.push(format!("{id}: clock at {now} ms (crashed)")),
+                    }
+                }
+                writeln!(out, "{}", clocks.join(", ")).ok();
             }
             "process-ready" => {
                 for id in args.ids()? {
