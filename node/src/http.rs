@@ -9,7 +9,7 @@
 
 use crate::events::EventHub;
 use crate::metrics::Metrics;
-use crate::raft::{LogId, LogIndex, NodeId, Payload, ReadError, TransferError};
+use crate::raft::{LogIndex, NodeId, Payload, ReadError, TransferError};
 use crate::runtime::{ProposeOutcome, Request};
 use crate::storage::StorageError;
 use crate::transport::{OrderGate, Partition, CLUSTER_TOKEN_HEADER, STREAM_HEADER};
@@ -50,7 +50,6 @@ pub trait StateReader: Send + Sync + 'static {
         up_to: LogIndex,
         limit: usize,
     ) -> Result<Vec<MessageEntry>, StorageError>;
-    fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError>;
 }
 
 pub struct Api {
@@ -375,12 +374,9 @@ async fn submit(api: &Api, call: &Call, body: Bytes) -> Response {
                 format!("request_id must be 1 to {MAX_REQUEST_ID_LEN} bytes"),
             );
         }
-        match find_request(api, id.clone()).await {
-            Ok(Some(original)) => return duplicate(api, original.index, original.term),
-            Ok(None) => {}
-            Err(response) => return response,
-        }
     }
+    // A retry of an applied request is answered at apply time (the state machine's unique request_id
+    // reports the original); a lookup here first would cost every submit a disk read and a thread hop.
     let deadline = received + api.request_timeout;
     let leader_deadline = received + api.leader_wait;
     loop {
@@ -465,19 +461,6 @@ fn duplicate(api: &Api, index: LogIndex, term: crate::raft::Term) -> Response {
         duplicate: true,
     };
     api.with_leader_header(json(StatusCode::OK, &body), None)
-}
-
-async fn find_request(api: &Api, id: String) -> Result<Option<LogId>, Response> {
-    let reader = api.reader.clone();
-    match tokio::task::spawn_blocking(move || reader.find_request(&id)).await {
-        Ok(Ok(found)) => Ok(found),
-        Ok(Err(e)) => Err(storage_failed(&e)),
-        Err(e) => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-        )),
-    }
 }
 
 struct PageQuery {

@@ -244,8 +244,4 @@ impl StateReader for ReaderPool {
     ) -> Result<Vec<MessageEntry>, StorageError> {
         self.with(|reader| reader.messages(from, up_to, limit))
     }
-
-    fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
-        self.with(|reader| reader.find_request(request_id))
-    }
 }
