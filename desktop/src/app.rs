@@ -113,6 +113,7 @@ impl FlotillaApp {
             .replace(Instant::now())
             .map_or(0.0, |last| last.elapsed().as_secs_f64() * 1000.0);
         self.model.advance_replay(elapsed_ms);
+        self.model.advance(wall_now);
         let mode = self.model.mode;
         let view_now = self.model.view_time_ms(wall_now);
         let until = match mode {
@@ -190,6 +191,11 @@ impl FlotillaApp {
         }
         if animating || matches!(self.model.mode, ViewMode::Replay { .. }) {
             ui.ctx().request_repaint_after(Duration::from_millis(16));
+        } else if let Some(next_ms) = self.model.next_change_ms() {
+            // Records still on their way into the live view: wake when the next is due.
+            let wait_ms = next_ms.saturating_sub(wall_now).clamp(1, 1_000);
+            ui.ctx()
+                .request_repaint_after(Duration::from_millis(wait_ms));
         }
     }
 
@@ -215,6 +221,7 @@ impl eframe::App for FlotillaApp {
         if self.drain_updates(DRAIN_BUDGET) {
             ctx.request_repaint();
         }
+        self.model.advance(self.now_ms());
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {

@@ -1,10 +1,15 @@
 //! The cluster as the desktop sees it, derived only from what the nodes report: their events and
 //! status snapshots. Pure: no egui, no network, no clock (time is passed in).
 
+mod presenter;
 mod state;
 mod timeline;
 
-pub use state::{ClusterState, Flight, FlightKind, NodeView, ProcessState, SubmitRecord};
+pub use presenter::{Presenter, DELAY_MS, MAX_LAG_MS};
+pub use state::{
+    flight_ms, message_of, ClusterState, Flight, FlightKind, Message, NodeView, ProcessState,
+    Reported, SubmitRecord,
+};
 pub use timeline::{Record, Timeline};
 
 use flotilla_shared::event::Event;
@@ -27,9 +32,12 @@ pub enum ViewMode {
 
 /// Everything the UI draws: the live state, the recording, and which moment is shown.
 pub struct ClusterModel {
+    /// The truth as soon as it is known, in the order it was learned.
     pub live: ClusterState,
     pub timeline: Timeline,
     pub mode: ViewMode,
+    /// What the live view draws: the truth a moment later, in causal order (see `presenter`).
+    presenter: Presenter,
     /// The replayed state for a non-live view, with the position it was computed for.
     replayed: Option<(u64, ClusterState)>,
 }
@@ -43,6 +51,7 @@ impl ClusterModel {
         let live = ClusterState::new(nodes);
         Self {
             timeline: Timeline::new(live.clone(), capacity),
+            presenter: Presenter::new(live.clone()),
             live,
             mode: ViewMode::Live,
             replayed: None,
@@ -52,7 +61,28 @@ impl ClusterModel {
     /// Applies one record to the live state and appends it to the recording.
     pub fn record(&mut self, record: Record) {
         self.live.apply(&record);
+        self.presenter.push(record.clone());
         self.timeline.push(record);
+    }
+
+    /// Moves the live view to `now_ms`; call once a frame, whatever the view mode.
+    pub fn advance(&mut self, now_ms: u64) {
+        self.presenter.advance(now_ms);
+    }
+
+    /// The live view as drawn at the last [`Self::advance`].
+    pub fn shown(&self) -> &ClusterState {
+        self.presenter.shown()
+    }
+
+    /// When the live view next changes by itself, if anything is waiting to be drawn.
+    pub fn next_change_ms(&self) -> Option<u64> {
+        self.presenter.next_change_ms()
+    }
+
+    /// Records taken in but not drawn in the live view yet.
+    pub fn backlog(&self) -> usize {
+        self.presenter.backlog()
     }
 
     pub fn apply_event(&mut self, event: Event) {
@@ -62,7 +92,7 @@ impl ClusterModel {
     /// The state to draw now.
     pub fn view(&mut self) -> &ClusterState {
         let position = match self.mode {
-            ViewMode::Live => return &self.live,
+            ViewMode::Live => return self.presenter.shown(),
             ViewMode::Paused { position } => position,
             ViewMode::Replay { clock_ms, .. } => self.timeline.position_at_time(clock_ms as u64),
         };
@@ -72,7 +102,7 @@ impl ClusterModel {
         }
         match &self.replayed {
             Some((_, state)) => state,
-            None => &self.live,
+            None => self.presenter.shown(),
         }
     }
 
@@ -80,7 +110,7 @@ impl ClusterModel {
     pub fn view_and_timeline(&mut self) -> (&ClusterState, &Timeline) {
         self.view();
         let view = match (&self.mode, &self.replayed) {
-            (ViewMode::Live, _) | (_, None) => &self.live,
+            (ViewMode::Live, _) | (_, None) => self.presenter.shown(),
             (_, Some((_, state))) => state,
         };
         (view, &self.timeline)
@@ -153,3 +183,6 @@ impl ClusterModel {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod causal_tests;

@@ -106,6 +106,8 @@ pub struct NodeView {
     /// The leader's view of each follower (match/next), from the last status.
     pub peers: Vec<PeerStatus>,
     pub heartbeat_ms: u64,
+    /// The `seq` of this node's newest event taken in.
+    pub last_seq: u64,
 }
 
 impl NodeView {
@@ -127,6 +129,7 @@ impl NodeView {
             reachable: false,
             peers: Vec::new(),
             heartbeat_ms: 0,
+            last_seq: 0,
         }
     }
 
@@ -163,6 +166,97 @@ impl FlightKind {
             FlightKind::TimeoutNow => "timeout now (transfer)".into(),
         }
     }
+}
+
+/// Which end of a message an event reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reported {
+    /// The sender reported it as it left (requests, vote replies, rejections).
+    AtSend,
+    /// The receiver reported it on arrival (append acks: the follower does not report sending them).
+    AtArrival,
+}
+
+/// The message an event reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub kind: FlightKind,
+    /// The reason for a denial or rejection, shown on hover.
+    pub detail: String,
+    pub reported: Reported,
+}
+
+/// The message `event` reports, if it reports one.
+pub fn message_of(event: &Event) -> Option<Message> {
+    let node = event.node;
+    let sent = |to: NodeId, kind: FlightKind, detail: String| Message {
+        from: node,
+        to,
+        kind,
+        detail,
+        reported: Reported::AtSend,
+    };
+    let message = match &event.kind {
+        EventKind::VoteRequested { to, pre_vote, .. } => {
+            let kind = if *pre_vote {
+                FlightKind::PreVoteRequest
+            } else {
+                FlightKind::VoteRequest
+            };
+            sent(*to, kind, String::new())
+        }
+        EventKind::VoteGranted { to, pre_vote, .. } => {
+            let detail = if *pre_vote {
+                "pre-vote".into()
+            } else {
+                String::new()
+            };
+            sent(*to, FlightKind::VoteGranted, detail)
+        }
+        EventKind::VoteDenied {
+            to,
+            reason,
+            pre_vote,
+            ..
+        } => {
+            let detail = if *pre_vote {
+                format!("pre-vote: {reason}")
+            } else {
+                reason.clone()
+            };
+            sent(*to, FlightKind::VoteDenied, detail)
+        }
+        EventKind::AppendSent { to, entries, .. } => {
+            let kind = if *entries == 0 {
+                FlightKind::Heartbeat
+            } else {
+                FlightKind::Append { entries: *entries }
+            };
+            sent(*to, kind, String::new())
+        }
+        EventKind::AppendAcked {
+            from, match_index, ..
+        } => Message {
+            from: *from,
+            to: node,
+            kind: FlightKind::Ack,
+            detail: format!("match index {}", match_index.0),
+            reported: Reported::AtArrival,
+        },
+        EventKind::AppendRejected { to, reason, .. } => {
+            sent(*to, FlightKind::Reject, reason.clone())
+        }
+        EventKind::TimeoutNowSent { to, .. } => sent(*to, FlightKind::TimeoutNow, String::new()),
+        _ => return None,
+    };
+    Some(message)
+}
+
+/// Visible but shorter than a heartbeat, so successive messages on one edge stay apart.
+pub fn flight_ms(heartbeat_ms: u64) -> u64 {
+    (heartbeat_ms * 2 / 5).clamp(60, 400)
 }
 
 /// A message drawn travelling along an edge, keyed by the event that reported it.
@@ -240,11 +334,28 @@ impl ClusterState {
             .unwrap_or_default()
     }
 
+    /// Applies `record` as it happened: messages fly on the reporting node's clock.
     pub fn apply(&mut self, record: &Record) {
+        self.apply_at(record, None);
+    }
+
+    /// Applies `record` as the live view shows it at `shown_ms` (view clock). Its message, if any, is
+    /// not drawn here: the caller launches it with [`Self::launch`] at the right moment.
+    pub(crate) fn apply_shown(&mut self, record: &Record, shown_ms: u64) {
+        self.apply_at(record, Some(shown_ms));
+    }
+
+    /// Puts a message in the air.
+    pub(crate) fn launch(&mut self, flight: Flight) {
+        self.flights.push_back(flight);
+        self.forget_old_flights();
+    }
+
+    fn apply_at(&mut self, record: &Record, shown_ms: Option<u64>) {
         let at_ms = record.at_ms();
         self.last_at_ms = self.last_at_ms.max(at_ms);
         match record {
-            Record::Event(event) => self.apply_event(event),
+            Record::Event(event) => self.apply_event(event, shown_ms),
             Record::Status { status, at_ms } => self.apply_status(status, *at_ms),
             Record::Reachable {
                 node, reachable, ..
@@ -272,37 +383,27 @@ impl ClusterState {
         self.forget_old_flights();
     }
 
-    fn flight_ms(&self, from: NodeId) -> u64 {
-        // Visible but shorter than a heartbeat, so successive messages on one edge stay apart.
-        let heartbeat = self.nodes.get(&from).map_or(0, |node| node.heartbeat_ms);
-        (heartbeat / 2).clamp(60, 450)
-    }
-
-    fn add_flight(
-        &mut self,
-        event: &Event,
-        from: NodeId,
-        to: NodeId,
-        kind: FlightKind,
-        detail: String,
-    ) {
-        let duration = self.flight_ms(from);
-        // An ack is reported by the leader on arrival, so its flight ends at the event; every other
-        // message is reported by its sender, so its flight starts at the event.
-        let (start_ms, end_ms) = if kind == FlightKind::Ack {
-            (event.at_ms.saturating_sub(duration), event.at_ms)
-        } else {
-            (event.at_ms, event.at_ms + duration)
+    /// A flight timed by the event's own clock: a message reported on arrival ends at the event,
+    /// any other starts at it.
+    fn add_flight(&mut self, event: &Event, message: Message) {
+        let heartbeat = self
+            .nodes
+            .get(&message.from)
+            .map_or(0, |node| node.heartbeat_ms);
+        let duration = flight_ms(heartbeat);
+        let (start_ms, end_ms) = match message.reported {
+            Reported::AtArrival => (event.at_ms.saturating_sub(duration), event.at_ms),
+            Reported::AtSend => (event.at_ms, event.at_ms + duration),
         };
         self.flights.push_back(Flight {
             node: event.node,
             seq: event.seq,
-            from,
-            to,
-            kind,
+            from: message.from,
+            to: message.to,
+            kind: message.kind,
             start_ms,
             end_ms,
-            detail,
+            detail: message.detail,
         });
     }
 
@@ -315,64 +416,19 @@ impl ClusterState {
         }
     }
 
-    fn apply_event(&mut self, event: &Event) {
+    fn apply_event(&mut self, event: &Event, shown_ms: Option<u64>) {
         self.events_applied += 1;
         let node = event.node;
         self.nodes
             .entry(node)
             .or_insert_with(|| NodeView::new(node));
-        match &event.kind {
-            EventKind::VoteRequested { to, pre_vote, .. } => {
-                let kind = if *pre_vote {
-                    FlightKind::PreVoteRequest
-                } else {
-                    FlightKind::VoteRequest
-                };
-                self.add_flight(event, node, *to, kind, String::new());
+        if shown_ms.is_none() {
+            if let Some(message) = message_of(event) {
+                self.add_flight(event, message);
             }
-            EventKind::VoteGranted { to, pre_vote, .. } => {
-                let detail = if *pre_vote {
-                    "pre-vote".into()
-                } else {
-                    String::new()
-                };
-                self.add_flight(event, node, *to, FlightKind::VoteGranted, detail);
-            }
-            EventKind::VoteDenied {
-                to,
-                reason,
-                pre_vote,
-                ..
-            } => {
-                let detail = if *pre_vote {
-                    format!("pre-vote: {reason}")
-                } else {
-                    reason.clone()
-                };
-                self.add_flight(event, node, *to, FlightKind::VoteDenied, detail);
-            }
-            EventKind::AppendSent { to, entries, .. } => {
-                let kind = if *entries == 0 {
-                    FlightKind::Heartbeat
-                } else {
-                    FlightKind::Append { entries: *entries }
-                };
-                self.add_flight(event, node, *to, kind, String::new());
-            }
-            EventKind::AppendAcked {
-                from, match_index, ..
-            } => {
-                let detail = format!("match index {}", match_index.0);
-                self.add_flight(event, *from, node, FlightKind::Ack, detail);
-            }
-            EventKind::AppendRejected { to, reason, .. } => {
-                self.add_flight(event, node, *to, FlightKind::Reject, reason.clone());
-            }
-            EventKind::TimeoutNowSent { to, .. } => {
-                self.add_flight(event, node, *to, FlightKind::TimeoutNow, String::new());
-            }
-            _ => {}
         }
+        // Times the node reported, moved to the clock they are drawn on.
+        let lag_ms = shown_ms.map_or(0, |shown| shown.saturating_sub(event.at_ms));
         let Some(view) = self.nodes.get_mut(&node) else {
             return;
         };
@@ -381,6 +437,7 @@ impl ClusterState {
             view.process = ProcessState::Running;
             view.reachable = true;
         }
+        view.last_seq = event.seq;
         match &event.kind {
             EventKind::RoleChanged {
                 role,
@@ -420,7 +477,7 @@ impl ClusterState {
                 let advanced = commit_index.0.saturating_sub(view.commit_index);
                 view.commit_index = commit_index.0;
                 if view.role == Role::Leader && advanced > 0 {
-                    self.commits.push_back((event.at_ms, advanced));
+                    self.commits.push_back((event.at_ms + lag_ms, advanced));
                     while self.commits.len() > MAX_SAMPLES {
                         self.commits.pop_front();
                     }
@@ -431,7 +488,7 @@ impl ClusterState {
                 deadline_ms,
                 timeout_ms,
             } => {
-                view.election_deadline_ms = Some(*deadline_ms);
+                view.election_deadline_ms = Some(deadline_ms + lag_ms);
                 view.election_timeout_ms = *timeout_ms;
             }
             EventKind::PartitionChanged { isolated_from } => {

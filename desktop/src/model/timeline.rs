@@ -47,6 +47,16 @@ impl Record {
         }
     }
 
+    /// The node the record is about, if it is about one.
+    pub fn node(&self) -> Option<NodeId> {
+        match self {
+            Record::Event(event) => Some(event.node),
+            Record::Status { status, .. } => Some(status.id),
+            Record::Reachable { node, .. } | Record::Process { node, .. } => Some(*node),
+            Record::Submitted(_) => None,
+        }
+    }
+
     pub fn event(&self) -> Option<&Event> {
         match self {
             Record::Event(event) => Some(event),
