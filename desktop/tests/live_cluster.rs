@@ -41,6 +41,7 @@ fn wait_for(
     mut done: impl FnMut(&ClusterModel) -> bool,
 ) {
     let deadline = Instant::now() + timeout;
+    model.advance(backend::unix_ms());
     while !done(model) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         match updates.recv_timeout(Duration::from_millis(100)) {
@@ -48,6 +49,8 @@ fn wait_for(
             Ok(Update::Notice { text, error }) => eprintln!("notice (error={error}): {text}"),
             Err(_) => {}
         }
+        // As the window does every frame: the drawn view follows, a moment behind.
+        model.advance(backend::unix_ms());
     }
 }
 
@@ -136,6 +139,19 @@ fn model_follows_a_real_cluster_through_a_leader_kill() {
                 && m.live.leader().is_some_and(|leader| {
                     leader.id != first_leader.0 && leader.term > first_leader.1
                 })
+        },
+    );
+
+    // The drawn view tells the same story a moment later.
+    let new_leader = model.live.leader().map(|leader| leader.id);
+    wait_for(
+        &mut model,
+        &handle.updates,
+        Duration::from_millis(flotilla::model::MAX_LAG_MS + 2_000),
+        "the drawn view to show the new leader",
+        |m| {
+            m.shown().nodes[&first_leader.0].process == ProcessState::Dead
+                && m.shown().leader().map(|leader| leader.id) == new_leader
         },
     );
 
