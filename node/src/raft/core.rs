@@ -669,7 +669,18 @@ impl<S: LogRead> Raft<S> {
                 last_log_index: last.index,
                 last_log_term: last.term,
             });
-            self.messages.push(Envelope {
+            // Raft §5.2 (Figure 2: persistent state is durable before it is acted on): a real
+            // campaign's requests go out only once the new term and the self-vote are on disk. Were
+            // they lost in a crash after winning, the node would come back in the old term, could win
+            // the same term again (its voters already chose it) and append different entries at
+            // indexes its first reign had already sent out: one index and term, two commands.
+            // A PreVote changes nothing durable and goes out at once.
+            let queue = if pre_vote {
+                &mut self.messages
+            } else {
+                &mut self.persisted_messages
+            };
+            queue.push(Envelope {
                 from: self.id,
                 to: peer,
                 term,

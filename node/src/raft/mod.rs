@@ -14,8 +14,8 @@
 //! 3. durably write `ready.hard_state` and `ready.entries` (one transaction, one fsync); writing entries
 //!    whose first index is at or below the stored last index first deletes the stored entries from that
 //!    index on;
-//! 4. then, and only then, send `ready.persisted_messages` (vote and append responses) and call
-//!    [`Raft::persisted`] with the last written entry's index and term;
+//! 4. then, and only then, send `ready.persisted_messages` (a campaign's vote requests, vote and append
+//!    responses) and call [`Raft::persisted`] with the last written entry's index and term;
 //! 5. apply `ready.committed` in order; they are always locally durable already;
 //! 6. answer `ready.reads` (their index is applied once `committed` of this and earlier rounds is) and fail
 //!    `ready.failed_reads`.
@@ -82,7 +82,8 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     /// Send now.
     pub messages: Vec<Envelope>,
-    /// Send only after `hard_state` and `entries` of this round are durable (thesis §3.8).
+    /// Send only after `hard_state` and `entries` of this round are durable (thesis §3.8): replies
+    /// that promise what was written, and vote requests that act on a new term.
     pub persisted_messages: Vec<Envelope>,
     /// Committed, locally durable entries to apply, in order.
     pub committed: Vec<Entry>,

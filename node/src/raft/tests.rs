@@ -154,8 +154,10 @@ fn follower_times_out_and_campaigns_in_next_term_5_2() {
         ready.hard_state.map(|h| (h.term, h.voted_for)),
         Some((Term(2), Some(NodeId(1))))
     );
+    // The requests wait for the new term and the self-vote to be durable (Figure 2).
+    assert!(ready.messages.is_empty(), "{:?}", ready.messages);
     let to: Vec<_> = ready
-        .messages
+        .persisted_messages
         .iter()
         .map(|m| (m.to, m.term, m.message.clone()))
         .collect();
@@ -177,6 +179,35 @@ fn follower_times_out_and_campaigns_in_next_term_5_2() {
         "{events:?}"
     );
     assert_eq!(events.iter().filter(|e| **e == "vote_requested").count(), 2);
+}
+
+/// Raft §5.2 with Figure 2 ("persistent state ... updated on stable storage before responding to
+/// RPCs"): a candidate that crashes before its new term is durable has asked nobody for a vote, so it
+/// cannot have led that term; restarted in the old term, it campaigns for the same term afresh.
+#[test]
+fn candidate_crashing_before_its_term_is_durable_has_sent_no_votes_5_2() {
+    let (mut core, disk) = core_with(config(1, 3), &[1, 1], 1);
+    core.tick(300);
+    let ready = core.ready();
+    assert_eq!(core.term(), Term(2));
+    assert!(ready.messages.is_empty(), "{:?}", ready.messages);
+    assert_eq!(ready.persisted_messages.len(), 2);
+    // Crash: the Ready is never written, so its requests are never sent.
+    let stored = disk.borrow().initial_state().expect("read");
+    assert_eq!(stored.hard_state.term, Term(1));
+    let restored = Restored {
+        hard_state: stored.hard_state,
+        last: stored.last,
+        applied: stored.applied,
+    };
+    let mut core = Raft::new(config(1, 3), disk.clone(), restored, 300).expect("config");
+    core.tick(700);
+    let ready = core.ready();
+    assert_eq!(core.term(), Term(2));
+    assert!(ready
+        .persisted_messages
+        .iter()
+        .all(|m| m.term == Term(2) && matches!(m.message, Message::RequestVote(_))));
 }
 
 /// Thesis §9.6: PreVote: "a candidate would first ask other servers whether its log was up-to-date
