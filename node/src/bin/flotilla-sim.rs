@@ -1,17 +1,21 @@
 //! Runs the deterministic Raft simulator.
 //!
 //! ```text
-//! flotilla-sim --seed 1234 --nodes 5 [--verbose] [--planted-bug commit-by-count|vote-ignoring-log]     replay one run
-//! flotilla-sim sweep --seeds 0..100000 --nodes 3,5 [--planted-bug NAME]  many runs, with progress
+//! flotilla-sim --seed 1234 --nodes 5 [--verbose] [OPTIONS]           replay one run
+//! flotilla-sim sweep --seeds 0..100000 --nodes 3,5 [OPTIONS]          many runs, with progress
+//!
+//! OPTIONS: --planted-bug commit-by-count|vote-ignoring-log   --profile mixed|figure8
+//!          --chaos-ms N   --calm-ms N   (phase lengths; a failure's replay command names them)
 //! ```
 
-use flotilla_node::raft::PlantedBug;
-use flotilla_node::sim::{run, SimOptions};
+use flotilla_node::sim::{parse_planted_bug, run, FaultProfile, SimOptions};
 use std::process::ExitCode;
 use std::time::Instant;
 
-const USAGE: &str = "usage:\n  flotilla-sim --seed N --nodes N [--verbose] [--planted-bug commit-by-count|vote-ignoring-log]\n  \
-                     flotilla-sim sweep --seeds A..B --nodes 3,5 [--planted-bug NAME]";
+const USAGE: &str = "usage:\n  flotilla-sim --seed N --nodes N [--verbose] [OPTIONS]\n  \
+                     flotilla-sim sweep --seeds A..B --nodes 3,5 [OPTIONS]\n\
+                     options: --planted-bug commit-by-count|vote-ignoring-log  --profile mixed|figure8  \
+                     --chaos-ms N  --calm-ms N";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,12 +65,21 @@ fn parse_and_run(args: &[String]) -> Result<ExitCode, String> {
         "--nodes",
         "--verbose",
         "--planted-bug",
+        "--profile",
+        "--chaos-ms",
+        "--calm-ms",
     ];
     for (i, arg) in args.iter().enumerate() {
         let is_value = i > 0
             && matches!(
                 args[i - 1].as_str(),
-                "--seed" | "--seeds" | "--nodes" | "--planted-bug"
+                "--seed"
+                    | "--seeds"
+                    | "--nodes"
+                    | "--planted-bug"
+                    | "--profile"
+                    | "--chaos-ms"
+                    | "--calm-ms"
             );
         if !is_value && !known.contains(&arg.as_str()) {
             return Err(format!("unknown argument {arg:?}"));
@@ -74,12 +87,30 @@ fn parse_and_run(args: &[String]) -> Result<ExitCode, String> {
     }
     let planted_bug = match value(args, "--planted-bug")? {
         None => None,
-        Some("commit-by-count") => Some(PlantedBug::CommitPreviousTermByCount),
-        Some("vote-ignoring-log") => Some(PlantedBug::VoteIgnoringLog),
-        Some(other) => {
-            return Err(format!(
-                "unknown planted bug {other:?} (commit-by-count, vote-ignoring-log)"
-            ))
+        Some(name) => Some(parse_planted_bug(name).ok_or_else(|| {
+            format!("unknown planted bug {name:?} (commit-by-count, vote-ignoring-log)")
+        })?),
+    };
+    let profile = match value(args, "--profile")? {
+        None => FaultProfile::default(),
+        Some(name) => FaultProfile::parse(name)
+            .ok_or_else(|| format!("unknown profile {name:?} (mixed, figure8)"))?,
+    };
+    let chaos_ms = value(args, "--chaos-ms")?
+        .map(|v| parse_u64(v, "--chaos-ms"))
+        .transpose()?;
+    let calm_ms = value(args, "--calm-ms")?
+        .map(|v| parse_u64(v, "--calm-ms"))
+        .transpose()?;
+    // Everything but the seed and the cluster size, applied to every run.
+    let options = move |seed: u64, nodes: usize| {
+        let defaults = SimOptions::new(seed, nodes);
+        SimOptions {
+            planted_bug,
+            profile,
+            chaos_ms: chaos_ms.unwrap_or(defaults.chaos_ms),
+            calm_ms: calm_ms.unwrap_or(defaults.calm_ms),
+            ..defaults
         }
     };
     if args.first().map(String::as_str) == Some("sweep") {
@@ -95,7 +126,7 @@ fn parse_and_run(args: &[String]) -> Result<ExitCode, String> {
             return Err(format!("empty seed range {lo}..{hi}"));
         }
         let sizes = parse_nodes(value(args, "--nodes")?.unwrap_or("3,5"))?;
-        return Ok(sweep(lo, hi, &sizes, planted_bug));
+        return Ok(sweep(lo, hi, &sizes, options));
     }
     let seed = parse_u64(
         value(args, "--seed")?.ok_or("--seed is required")?,
@@ -106,9 +137,8 @@ fn parse_and_run(args: &[String]) -> Result<ExitCode, String> {
         return Err("one run takes one --nodes value".into());
     };
     let opts = SimOptions {
-        planted_bug,
         verbose: args.iter().any(|a| a == "--verbose"),
-        ..SimOptions::new(seed, nodes)
+        ..options(seed, nodes)
     };
     match run(opts) {
         Ok(stats) => {
@@ -122,7 +152,12 @@ fn parse_and_run(args: &[String]) -> Result<ExitCode, String> {
     }
 }
 
-fn sweep(lo: u64, hi: u64, sizes: &[usize], planted_bug: Option<PlantedBug>) -> ExitCode {
+fn sweep(
+    lo: u64,
+    hi: u64,
+    sizes: &[usize],
+    options: impl Fn(u64, usize) -> SimOptions,
+) -> ExitCode {
     // A core assertion is reported as the run's failure, with its seed; the default hook's backtrace
     // would bury the progress lines.
     std::panic::set_hook(Box::new(|_| {}));
@@ -132,10 +167,7 @@ fn sweep(lo: u64, hi: u64, sizes: &[usize], planted_bug: Option<PlantedBug>) -> 
     for seed in lo..hi {
         for &nodes in sizes {
             runs += 1;
-            match run(SimOptions {
-                planted_bug,
-                ..SimOptions::new(seed, nodes)
-            }) {
+            match run(options(seed, nodes)) {
                 Ok(stats) => applied += stats.applied,
                 Err(failure) => {
                     failures += 1;

@@ -2,7 +2,7 @@
 
 use super::invariants::{self, History};
 use super::network::{Network, NetworkFaults};
-use super::{SimFailure, SimOptions, SimStats};
+use super::{FaultProfile, SimFailure, SimOptions, SimStats};
 use crate::raft::rng::SplitMix64;
 use crate::raft::{
     Config, Entry, Envelope, HardState, LogId, LogIndex, NodeId, Payload, Raft, Restored, Role,
@@ -40,6 +40,8 @@ pub struct SimNode {
     pub core: Option<Raft<Disk>>,
     writes: VecDeque<PendingWrite>,
     restart_at_ms: Option<u64>,
+    /// A crash scheduled by the Figure 8 profile, and when the node comes back.
+    crash_at_ms: Option<(u64, u64)>,
     /// Reads in progress here: ctx → the commit index every released answer must reach.
     reads: BTreeMap<u64, LogIndex>,
 }
@@ -78,8 +80,14 @@ impl Cluster {
     pub fn new(opts: SimOptions) -> Self {
         let mut rng =
             SplitMix64::new(opts.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ opts.nodes as u64);
-        let fault_every_ms = rng.range_inclusive(40, 300);
-        let command_every_ms = rng.range_inclusive(5, 100);
+        let mut fault_every_ms = rng.range_inclusive(40, 300);
+        let mut command_every_ms = rng.range_inclusive(5, 100);
+        if opts.profile == FaultProfile::Figure8 {
+            // Fewer commands, so that a leader often has nothing of its own term to replicate (the
+            // Figure 8 case), and faults often enough that terms keep moving.
+            fault_every_ms = rng.range_inclusive(60, 200);
+            command_every_ms = rng.range_inclusive(50, 250);
+        }
         let chaos_faults = NetworkFaults {
             loss_per_mille: rng.range_inclusive(0, 150),
             duplicate_per_mille: rng.range_inclusive(0, 50),
@@ -113,6 +121,7 @@ impl Cluster {
                 core: None,
                 writes: VecDeque::new(),
                 restart_at_ms: None,
+                crash_at_ms: None,
                 reads: BTreeMap::new(),
             });
             cluster.start(id);
@@ -122,12 +131,10 @@ impl Cluster {
 
     fn fail(&self, invariant: &str, detail: String) -> SimFailure {
         SimFailure {
-            seed: self.opts.seed,
-            nodes: self.opts.nodes,
+            options: self.opts,
             at_ms: self.now_ms,
             invariant: invariant.to_string(),
             detail,
-            planted_bug: self.opts.planted_bug,
         }
     }
 
@@ -165,6 +172,10 @@ impl Cluster {
         }
         node.core = Some(core);
         node.restart_at_ms = None;
+        if self.opts.profile == FaultProfile::Figure8 {
+            // The cut that isolated it before its crash ends with the restart.
+            self.net.reconnect(id);
+        }
         let commit = stored
             .hard_state
             .commit
@@ -179,6 +190,7 @@ impl Cluster {
             return;
         }
         node.core = None;
+        node.crash_at_ms = None;
         node.writes.clear();
         node.reads.clear();
         node.restart_at_ms = Some(restart_at_ms);
@@ -211,6 +223,12 @@ impl Cluster {
                 }
             }
             for id in self.ids.clone() {
+                if let Some((at, restart_at)) = self.node(id).crash_at_ms {
+                    if at <= self.now_ms {
+                        self.crash(id, restart_at);
+                        self.active = true;
+                    }
+                }
                 if self
                     .node(id)
                     .restart_at_ms
@@ -247,6 +265,7 @@ impl Cluster {
         let now = self.now_ms;
         for id in self.ids.clone() {
             let node = self.node(id);
+            node.crash_at_ms = None;
             if node.core.is_none() {
                 node.restart_at_ms = Some(now);
             }
@@ -348,6 +367,10 @@ impl Cluster {
             return;
         }
         self.active = true;
+        if self.opts.profile == FaultProfile::Figure8 {
+            self.inject_figure8_fault();
+            return;
+        }
         let n = self.ids.len() as u64;
         let mut pick = NodeId(self.rng.range_inclusive(1, n));
         // Half the faults hit the leader: leader changes with unreplicated entries are where logs
@@ -402,6 +425,51 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Figure 8's faults besides the cut and crash after a proposal (see `client_actions`): mostly
+    /// heals, so that nodes cut off with divergent logs rejoin and campaign; now and then any node
+    /// crashes and restarts soon. Little else, so that the sequences Figure 8 needs are not broken up.
+    fn inject_figure8_fault(&mut self) {
+        let n = self.ids.len() as u64;
+        if self.rng.chance(7, 10) {
+            self.net.heal();
+            self.trace(NodeId(0), "network healed".into());
+        } else {
+            let pick = NodeId(self.rng.range_inclusive(1, n));
+            let restart = self.now_ms + self.rng.range_inclusive(20, 400);
+            self.crash(pick, restart);
+        }
+    }
+
+    /// Figure 8's key step: a leader that just accepted a command is cut off from all but a minority
+    /// (possibly none) of its peers, so the new entry reaches a minority at most; it crashes once the
+    /// entry is on its disk and comes back later, cut no more, with that entry at the end of its log.
+    fn cut_off_after_proposal(&mut self, leader: NodeId) {
+        let crash_at = self.now_ms + self.rng.range_inclusive(16, 40);
+        let restart_at = crash_at + self.rng.range_inclusive(50, 400);
+        // A leader already doomed keeps its first crash time: later commands do not postpone it.
+        self.node(leader)
+            .crash_at_ms
+            .get_or_insert((crash_at, restart_at));
+        let n = self.ids.len();
+        let keep = self
+            .rng
+            .range_inclusive(0, (n / 2).saturating_sub(1) as u64) as usize;
+        let mut peers: Vec<NodeId> = self.ids.iter().copied().filter(|p| *p != leader).collect();
+        let mut kept = Vec::new();
+        while kept.len() < keep && !peers.is_empty() {
+            let at = self.rng.range_inclusive(0, peers.len() as u64 - 1) as usize;
+            kept.push(peers.swap_remove(at));
+        }
+        for peer in &peers {
+            self.net.cut_one_way(leader, *peer);
+            self.net.cut_one_way(*peer, leader);
+        }
+        self.trace(
+            leader,
+            format!("cut off after a proposal; still reaches {kept:?}"),
+        );
     }
 
     /// The live leader with the highest term, if any.
@@ -461,6 +529,15 @@ impl Cluster {
                     self.stats.deduplicated += 1;
                 }
                 self.trace(target, format!("propose {request_id}: {result:?}"));
+                // Every leader that appends a command while chaotic is cut off: a leader that gets
+                // its entries to a majority commits them legitimately and ends the Figure 8 sequence.
+                let appended = result.is_ok_and(|p| !p.already_pending);
+                if appended
+                    && self.opts.profile == FaultProfile::Figure8
+                    && now < self.opts.chaos_ms
+                {
+                    self.cut_off_after_proposal(target);
+                }
             }
         }
         let applied = &self.history.applied_requests;

@@ -18,6 +18,33 @@ pub mod network;
 use crate::raft::PlantedBug;
 use std::fmt;
 
+/// Which faults a run injects while chaotic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FaultProfile {
+    /// Every kind of fault: crashes, isolation, one-way cuts, splits, transfers, unreachable reports.
+    #[default]
+    Mixed,
+    /// The schedule of Raft's Figure 8 (§5.4.2): a leader is often cut off right after accepting a
+    /// command, so the entry reaches at most a minority; cut-off leaders lose their term, crash and come
+    /// back, so terms advance over logs that end in different uncommitted entries at the same index.
+    Figure8,
+}
+
+impl FaultProfile {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultProfile::Mixed => "mixed",
+            FaultProfile::Figure8 => "figure8",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [FaultProfile::Mixed, FaultProfile::Figure8]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SimOptions {
     pub seed: u64,
@@ -27,6 +54,7 @@ pub struct SimOptions {
     /// Then the network heals, crashed nodes restart, and liveness is checked for `calm_ms`.
     pub calm_ms: u64,
     pub planted_bug: Option<PlantedBug>,
+    pub profile: FaultProfile,
     /// Print every message delivered, every event and every fault.
     pub verbose: bool,
 }
@@ -39,6 +67,7 @@ impl SimOptions {
             chaos_ms: 2_500,
             calm_ms: 5_000,
             planted_bug: None,
+            profile: FaultProfile::Mixed,
             verbose: false,
         }
     }
@@ -49,6 +78,19 @@ impl SimOptions {
         Self {
             chaos_ms: 1_500,
             calm_ms: 4_500,
+            ..Self::new(seed, nodes)
+        }
+    }
+}
+
+impl SimOptions {
+    /// The Figure 8 schedule ([`FaultProfile::Figure8`]) with a longer chaotic phase: the sequence
+    /// it hunts for takes several terms.
+    pub fn figure8(seed: u64, nodes: usize) -> Self {
+        Self {
+            chaos_ms: 6_000,
+            calm_ms: 4_500,
+            profile: FaultProfile::Figure8,
             ..Self::new(seed, nodes)
         }
     }
@@ -69,27 +111,55 @@ pub struct SimStats {
 /// A broken property, with what is needed to replay it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimFailure {
-    pub seed: u64,
-    pub nodes: usize,
+    /// The run's options: with them the run replays exactly.
+    pub options: SimOptions,
     pub at_ms: u64,
     pub invariant: String,
     pub detail: String,
-    pub planted_bug: Option<PlantedBug>,
 }
 
 impl SimFailure {
-    /// The command that replays this run with a full trace.
+    /// The command that replays this run with a full trace. Every option that differs from the
+    /// replay's defaults is spelled out: the CI range runs shorter phases, and a different heal time
+    /// would make a different run.
     pub fn replay_command(&self) -> String {
-        let bug = match self.planted_bug {
-            None => "",
-            Some(PlantedBug::CommitPreviousTermByCount) => " --planted-bug commit-by-count",
-            Some(PlantedBug::VoteIgnoringLog) => " --planted-bug vote-ignoring-log",
-        };
-        format!(
-            "cargo run -p flotilla-node --bin flotilla-sim -- --seed {} --nodes {}{bug} --verbose",
-            self.seed, self.nodes
-        )
+        let o = &self.options;
+        let defaults = SimOptions::new(o.seed, o.nodes);
+        let mut command = format!(
+            "cargo run -p flotilla-node --bin flotilla-sim -- --seed {} --nodes {}",
+            o.seed, o.nodes
+        );
+        if o.chaos_ms != defaults.chaos_ms {
+            command += &format!(" --chaos-ms {}", o.chaos_ms);
+        }
+        if o.calm_ms != defaults.calm_ms {
+            command += &format!(" --calm-ms {}", o.calm_ms);
+        }
+        if o.profile != defaults.profile {
+            command += &format!(" --profile {}", o.profile.name());
+        }
+        if let Some(bug) = o.planted_bug {
+            command += &format!(" --planted-bug {}", planted_bug_name(bug));
+        }
+        command + " --verbose"
     }
+}
+
+/// The planted bugs' names on the `flotilla-sim` command line.
+pub fn planted_bug_name(bug: PlantedBug) -> &'static str {
+    match bug {
+        PlantedBug::CommitPreviousTermByCount => "commit-by-count",
+        PlantedBug::VoteIgnoringLog => "vote-ignoring-log",
+    }
+}
+
+pub fn parse_planted_bug(name: &str) -> Option<PlantedBug> {
+    [
+        PlantedBug::CommitPreviousTermByCount,
+        PlantedBug::VoteIgnoringLog,
+    ]
+    .into_iter()
+    .find(|bug| planted_bug_name(*bug) == name)
 }
 
 impl fmt::Display for SimFailure {
@@ -97,8 +167,8 @@ impl fmt::Display for SimFailure {
         write!(
             f,
             "seed {} ({} nodes) broke {} at {} ms: {}\n  replay: {}",
-            self.seed,
-            self.nodes,
+            self.options.seed,
+            self.options.nodes,
             self.invariant,
             self.at_ms,
             self.detail,
@@ -119,12 +189,10 @@ pub fn run(opts: SimOptions) -> Result<SimStats, SimFailure> {
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "panic".to_string());
         Err(SimFailure {
-            seed: opts.seed,
-            nodes: opts.nodes,
+            options: opts,
             at_ms: 0,
             invariant: "a core assertion".to_string(),
             detail,
-            planted_bug: opts.planted_bug,
         })
     })
 }

@@ -133,6 +133,11 @@ impl Network {
         }
     }
 
+    /// Removes every cut to and from `node`.
+    pub fn reconnect(&mut self, node: NodeId) {
+        self.cut.retain(|(from, to)| *from != node && *to != node);
+    }
+
     pub fn heal(&mut self) {
         self.cut.clear();
     }
