@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use flotilla_shared::api::{MessagesPage, Status, SubmitRequest, SubmitResponse};
 use flotilla_shared::event::Role;
 use flotilla_shared::{LogIndex, NodeId};
+use flotilla_tests::keepalive::Slot;
 use flotilla_tests::{Api, Cluster, Options, MAX_PAGE};
 use hdrhistogram::Histogram;
 use reqwest::{Method, StatusCode};
@@ -148,8 +149,8 @@ fn validate(cli: &Cli) -> Result<(u64, u64)> {
         bail!("--election-timeout-ms needs 0 < MIN <= MAX");
     }
     for url in &cli.endpoints {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("endpoint {url:?} must start with http:// or https://");
+        if !url.starts_with("http://") {
+            bail!("endpoint {url:?} must start with http:// (the load clients speak plain HTTP)");
         }
     }
     if cli.target == Target::Etcd && cli.endpoints.is_empty() {
@@ -461,24 +462,26 @@ impl Backend {
         }
     }
 
+    /// A JSON POST on a connection of its own (setup and checks; load clients keep theirs).
     async fn post_json(&self, url: &str, body: &Value) -> Result<Value> {
-        let reply = self
-            .api
-            .request(
-                Method::POST,
-                url,
-                Some(("application/json", serde_json::to_vec(body)?)),
-                &[],
-                Some(Duration::from_secs(10)),
-            )
-            .await?;
-        if reply.status != StatusCode::OK {
-            bail!("{url} answered {}: {}", reply.status, reply.text());
-        }
-        reply.json()
+        self.post_json_on(&mut Slot::default(), url, body).await
     }
 
-    async fn write(&self, url: &str, request_id: &str, text: &str) -> Written {
+    async fn post_json_on(&self, slot: &mut Slot, url: &str, body: &Value) -> Result<Value> {
+        let path = url_path(url)?;
+        let (status, reply) = slot
+            .call(url, Method::POST, path, Some(serde_json::to_vec(body)?))
+            .await?;
+        if status != StatusCode::OK {
+            bail!(
+                "{url} answered {status}: {}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
+        Ok(serde_json::from_slice(&reply)?)
+    }
+
+    async fn write(&self, slot: &mut Slot, url: &str, request_id: &str, text: &str) -> Written {
         match self.kind {
             Target::Flotilla => {
                 let Ok(body) = serde_json::to_vec(&SubmitRequest {
@@ -487,19 +490,12 @@ impl Backend {
                 }) else {
                     return Written::Failed;
                 };
-                let reply = self
-                    .api
-                    .request(
-                        Method::POST,
-                        &format!("{url}/v1/messages"),
-                        Some(("application/json", body)),
-                        &[],
-                        None,
-                    )
-                    .await;
-                match reply {
-                    Ok(reply) if reply.status.is_success() => {
-                        match reply.json::<SubmitResponse>() {
+                match slot
+                    .call(url, Method::POST, "/v1/messages", Some(body))
+                    .await
+                {
+                    Ok((status, reply)) if status.is_success() => {
+                        match serde_json::from_slice::<SubmitResponse>(&reply) {
                             Ok(response) => Written::Acked(response.index.0),
                             Err(_) => Written::Failed,
                         }
@@ -509,7 +505,10 @@ impl Backend {
             }
             Target::Etcd => {
                 let body = json!({ "key": base64(request_id.as_bytes()), "value": base64(text.as_bytes()) });
-                match self.post_json(&format!("{url}/v3/kv/put"), &body).await {
+                match self
+                    .post_json_on(slot, &format!("{url}/v3/kv/put"), &body)
+                    .await
+                {
                     Ok(value) => Written::Acked(
                         value["header"]["revision"]
                             .as_str()
@@ -523,21 +522,15 @@ impl Backend {
     }
 
     /// One linearizable read; whether it succeeded.
-    async fn read(&self, url: &str) -> bool {
+    async fn read(&self, slot: &mut Slot, url: &str) -> bool {
         match self.kind {
-            Target::Flotilla => self
-                .api
-                .request(
-                    Method::GET,
-                    &format!("{url}/v1/messages?from=1&limit=1"),
-                    None,
-                    &[],
-                    None,
-                )
+            Target::Flotilla => slot
+                .call(url, Method::GET, "/v1/messages?from=1&limit=1", None)
                 .await
-                .is_ok_and(|reply| reply.status == StatusCode::OK),
+                .is_ok_and(|(status, _)| status == StatusCode::OK),
             Target::Etcd => self
-                .post_json(
+                .post_json_on(
+                    slot,
                     &format!("{url}/v3/kv/range"),
                     &json!({ "key": base64(b"bench-read"), "limit": 1 }),
                 )
@@ -778,6 +771,7 @@ async fn throughput(
         );
         tasks.push(tokio::spawn(async move {
             let url = &urls[client % urls.len()];
+            let mut slot = Slot::default();
             let mut latency = new_histogram();
             let mut acked = Vec::new();
             let mut errors = 0u64;
@@ -792,7 +786,7 @@ async fn throughput(
                 let request_id = run.request_id(client, acked.len());
                 let text = run.text(&request_id);
                 let sent = Instant::now();
-                match target.write(url, &request_id, &text).await {
+                match target.write(&mut slot, url, &request_id, &text).await {
                     Written::Acked(index) => {
                         latency.saturating_record(sent.elapsed().as_micros() as u64);
                         // Index 0 would read as "not acked"; etcd revisions and log indexes start at 1.
@@ -842,6 +836,14 @@ async fn throughput(
         );
     }
     Ok(result)
+}
+
+/// The path and query of `http://host:port/path?query`.
+fn url_path(url: &str) -> Result<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("{url}: only plain http:// endpoints are supported"))?;
+    Ok(rest.find('/').map_or("/", |at| &rest[at..]))
 }
 
 // ---- Read load ----
@@ -896,11 +898,12 @@ async fn reads(target: &Arc<Backend>, cli: &Cli, clients: u32) -> Result<ReadRes
         let (target, urls, done_total) = (target.clone(), urls.clone(), done_total.clone());
         tasks.push(tokio::spawn(async move {
             let url = &urls[client % urls.len()];
+            let mut slot = Slot::default();
             let mut latency = new_histogram();
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                if target.read(url).await {
+                if target.read(&mut slot, url).await {
                     latency.saturating_record(sent.elapsed().as_micros() as u64);
                     done_total.fetch_add(1, Ordering::Relaxed);
                 } else {
