@@ -116,8 +116,9 @@ impl FlotillaApp {
         self.model.advance(wall_now);
         let mode = self.model.mode;
         let view_now = self.model.view_time_ms(wall_now);
+        // The event list says no more than the picture shows.
         let until = match mode {
-            ViewMode::Live => self.model.timeline.end(),
+            ViewMode::Live => self.model.drawn_position(),
             ViewMode::Paused { position } => position,
             ViewMode::Replay { clock_ms, .. } => {
                 self.model.timeline.position_at_time(clock_ms as u64)

@@ -208,7 +208,7 @@ fn known_leader(statuses: &Statuses) -> Option<NodeId> {
 
 pub async fn submit(client: &Client, text: String, statuses: &Statuses, ui: &UiSender) {
     let started = Instant::now();
-    let at_ms = unix_ms();
+    let sent_ms = unix_ms();
     // Any node accepts a message (followers forward); the leader saves a hop.
     let target = known_leader(statuses).or_else(|| snapshot(statuses).keys().next().copied());
     let outcome = match target {
@@ -218,7 +218,10 @@ pub async fn submit(client: &Client, text: String, statuses: &Statuses, ui: &UiS
             Ok(url) => {
                 let request = SubmitRequest {
                     text: text.clone(),
-                    request_id: Some(format!("desktop-{at_ms}-{}", started.elapsed().as_nanos())),
+                    request_id: Some(format!(
+                        "desktop-{sent_ms}-{}",
+                        started.elapsed().as_nanos()
+                    )),
                 };
                 match client
                     .http
@@ -240,13 +243,9 @@ pub async fn submit(client: &Client, text: String, statuses: &Statuses, ui: &UiS
         },
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match &outcome {
-        Ok((index, _)) => ui.notice(
-            format!("'{text}' committed at index {index} in {latency_ms:.0} ms"),
-            false,
-        ),
-        Err(error) => ui.notice(format!("'{text}' not committed: {error}"), true),
-    }
+    // Stamped when the answer came, so the live view says it after drawing the commit it reports;
+    // the top bar shows it, no notice needed.
+    let at_ms = unix_ms();
     ui.record(Record::Submitted(SubmitRecord {
         at_ms,
         text,

@@ -35,8 +35,18 @@ fn in_the_air(state: &ClusterState, now_ms: u64) -> Vec<(FlightKind, f32)> {
 /// millisecond), makes it durable and acks; the leader commits. All of it reaches the desktop at once.
 #[test]
 fn the_follower_takes_in_the_append_only_once_its_dot_lands_and_the_commit_waits_for_the_ack() {
+    let stream = one_append();
+    // Two streams: the follower's may reach the desktop first.
+    let mut follower_first = stream.clone();
+    follower_first.sort_by_key(|event| std::cmp::Reverse(event.node));
+    for stream in [stream, follower_first] {
+        the_append_and_its_ack_are_told_in_order(stream);
+    }
+}
+
+fn one_append() -> Vec<Event> {
     use EventKind::*;
-    let stream = vec![
+    vec![
         ev(1, 1, 900, timing(500)),
         ev(2, 1, 900, timing(500)),
         ev(
@@ -109,13 +119,7 @@ fn the_follower_takes_in_the_append_only_once_its_dot_lands_and_the_commit_waits
                 commit_index: LogIndex(1),
             },
         ),
-    ];
-    // Two streams: the follower's may reach the desktop first.
-    let mut follower_first = stream.clone();
-    follower_first.sort_by_key(|event| std::cmp::Reverse(event.node));
-    for stream in [stream, follower_first] {
-        the_append_and_its_ack_are_told_in_order(stream);
-    }
+    ]
 }
 
 fn the_append_and_its_ack_are_told_in_order(stream: Vec<Event>) {
@@ -182,6 +186,32 @@ fn the_append_and_its_ack_are_told_in_order(stream: Vec<Event>) {
     assert_eq!(view.nodes[&NodeId(1)].commit_index, 1);
     assert!(in_the_air(view, acked_ms).is_empty());
     assert_eq!(model.backlog(), 0);
+}
+
+#[test]
+fn pausing_freezes_what_was_drawn_not_what_was_known() {
+    let mut model = ClusterModel::new(&[NodeId(1), NodeId(2)]);
+    for event in one_append() {
+        model.apply_event(event);
+    }
+    // The append is half way: node 2 has not taken it in yet, in the picture.
+    model.advance(1000 + DELAY_MS + flight_ms(500) / 2);
+    assert_eq!(model.live.nodes[&NodeId(2)].log.last_index(), 1);
+    model.pause();
+    let ViewMode::Paused { position } = model.mode else {
+        panic!("paused");
+    };
+    assert_eq!(
+        model
+            .timeline
+            .get(position)
+            .and_then(Record::event)
+            .map(|e| (e.node, e.seq)),
+        Some((NodeId(1), 4)),
+        "the send, the newest record drawn"
+    );
+    assert_eq!(model.view().nodes[&NodeId(2)].log.last_index(), 0);
+    assert_eq!(model.view().nodes[&NodeId(1)].commit_index, 0);
 }
 
 /// A vote grant must land before the candidate is drawn as leader.

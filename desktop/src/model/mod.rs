@@ -61,7 +61,7 @@ impl ClusterModel {
     /// Applies one record to the live state and appends it to the recording.
     pub fn record(&mut self, record: Record) {
         self.live.apply(&record);
-        self.presenter.push(record.clone());
+        self.presenter.push(record.clone(), self.timeline.end());
         self.timeline.push(record);
     }
 
@@ -78,6 +78,14 @@ impl ClusterModel {
     /// When the live view next changes by itself, if anything is waiting to be drawn.
     pub fn next_change_ms(&self) -> Option<u64> {
         self.presenter.next_change_ms()
+    }
+
+    /// The newest record the live view has drawn, with everything before it.
+    pub fn drawn_position(&self) -> u64 {
+        let newest = self.timeline.end().saturating_sub(1);
+        self.presenter
+            .drawn_through()
+            .map_or(newest, |drawn| drawn.clamp(self.timeline.start(), newest))
     }
 
     /// Records taken in but not drawn in the live view yet.
@@ -125,10 +133,10 @@ impl ClusterModel {
         }
     }
 
-    /// Freezes the view at the latest record.
+    /// Freezes the view at the moment the live view was drawing.
     pub fn pause(&mut self) {
         self.mode = ViewMode::Paused {
-            position: self.timeline.end().saturating_sub(1),
+            position: self.drawn_position(),
         };
     }
 
@@ -140,7 +148,7 @@ impl ClusterModel {
     /// Moves a paused view by `delta` records, staying inside the recording.
     pub fn step(&mut self, delta: i64) {
         let current = match self.mode {
-            ViewMode::Live => self.timeline.end().saturating_sub(1),
+            ViewMode::Live => self.drawn_position(),
             ViewMode::Paused { position } => position,
             ViewMode::Replay { clock_ms, .. } => self.timeline.position_at_time(clock_ms as u64),
         };

@@ -21,7 +21,7 @@ use super::state::{flight_ms, message_of, ClusterState, Flight, Reported};
 use super::timeline::Record;
 use flotilla_shared::event::EventKind;
 use flotilla_shared::NodeId;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// How far the view trails the cluster when nothing is in the air.
 pub const DELAY_MS: u64 = 150;
@@ -34,14 +34,16 @@ const MAX_TIE_GROUP: usize = 64;
 
 /// What happens to the view at a display time.
 enum Due {
-    Record(Record),
+    Record(u64, Record),
     Launch(Flight),
 }
 
 pub struct Presenter {
     shown: ClusterState,
-    /// Records not yet scheduled, by their node-ordered time.
-    pending: VecDeque<(u64, Record)>,
+    /// Records not yet scheduled, by their node-ordered time, with their place in the recording.
+    pending: VecDeque<(u64, u64, Record)>,
+    /// Places in the recording of the records not drawn yet.
+    undrawn: BTreeSet<u64>,
     /// Scheduled changes by `(display time, order of scheduling)`.
     due: BTreeMap<(u64, u64), Due>,
     scheduled: u64,
@@ -66,6 +68,7 @@ impl Presenter {
         Self {
             shown: initial,
             pending: VecDeque::new(),
+            undrawn: BTreeSet::new(),
             due: BTreeMap::new(),
             scheduled: 0,
             last_at_ms: BTreeMap::new(),
@@ -86,8 +89,13 @@ impl Presenter {
         self.pending.len() + self.due.len()
     }
 
-    /// Takes in a record as soon as it is known.
-    pub fn push(&mut self, record: Record) {
+    /// The newest place in the recording up to which everything is drawn, if anything waits.
+    pub fn drawn_through(&self) -> Option<u64> {
+        self.undrawn.first().map(|first| first.saturating_sub(1))
+    }
+
+    /// Takes in a record as soon as it is known; `position` is its place in the recording.
+    pub fn push(&mut self, record: Record, position: u64) {
         let mut key = record.at_ms();
         if let Some(node) = record.node() {
             let last = self.last_at_ms.entry(node).or_default();
@@ -95,8 +103,9 @@ impl Presenter {
             *last = key;
         }
         // Streams deliver nearly in time order: the place is almost always at the back.
-        let at = self.pending.partition_point(|(at, _)| *at <= key);
-        self.pending.insert(at, (key, record));
+        let at = self.pending.partition_point(|(at, _, _)| *at <= key);
+        self.pending.insert(at, (key, position, record));
+        self.undrawn.insert(position);
         while self.pending.len() > MAX_QUEUED {
             self.schedule_next();
         }
@@ -110,7 +119,7 @@ impl Presenter {
         while self
             .pending
             .front()
-            .is_some_and(|(at, _)| at + DELAY_MS <= now_ms)
+            .is_some_and(|(at, _, _)| at + DELAY_MS <= now_ms)
         {
             self.schedule_next();
         }
@@ -125,7 +134,7 @@ impl Presenter {
 
     /// When the view next changes, if anything is waiting.
     pub fn next_change_ms(&self) -> Option<u64> {
-        let pending = self.pending.front().map(|(at, _)| at + DELAY_MS);
+        let pending = self.pending.front().map(|(at, _, _)| at + DELAY_MS);
         let due = self.due.first_key_value().map(|((at, _), _)| *at);
         pending.into_iter().chain(due).min()
     }
@@ -135,7 +144,10 @@ impl Presenter {
             return;
         };
         match due {
-            Due::Record(record) => self.shown.apply_shown(&record, at),
+            Due::Record(position, record) => {
+                self.shown.apply_shown(&record, at);
+                self.undrawn.remove(&position);
+            }
             Due::Launch(flight) => self.shown.launch(flight),
         }
     }
@@ -165,29 +177,29 @@ impl Presenter {
     /// may deliver them in either order. So within a millisecond a send to a node goes before that
     /// node's records, and an ack's sender goes before the ack; each node keeps its own order.
     fn pick(&self) -> usize {
-        let Some((key, _)) = self.pending.front() else {
+        let Some((key, _, _)) = self.pending.front() else {
             return 0;
         };
         let group = self
             .pending
             .iter()
             .take(MAX_TIE_GROUP)
-            .take_while(|(at, _)| at == key)
+            .take_while(|(at, _, _)| at == key)
             .count();
         if group < 2 {
             return 0;
         }
         let first_of =
-            |node: NodeId| (0..group).find(|at| self.pending[*at].1.node() == Some(node));
+            |node: NodeId| (0..group).find(|at| self.pending[*at].2.node() == Some(node));
         let mut choice = 0;
         // Bounded: a cycle (two nodes sending to each other in one millisecond) ends on some choice.
         for _ in 0..group {
-            let record = &self.pending[choice].1;
+            let record = &self.pending[choice].2;
             let Some(node) = record.node() else {
                 break;
             };
             let sends_to = |to: NodeId, sender: Option<NodeId>| {
-                self.pending.iter().take(group).find_map(|(_, other)| {
+                self.pending.iter().take(group).find_map(|(_, _, other)| {
                     let Record::Event(event) = other else {
                         return None;
                     };
@@ -219,7 +231,7 @@ impl Presenter {
 
     /// Gives the next pending record its display time.
     fn schedule_next(&mut self) {
-        let Some((key, record)) = self.pending.remove(self.pick()) else {
+        let Some((key, position, record)) = self.pending.remove(self.pick()) else {
             return;
         };
         let earliest = key + DELAY_MS;
@@ -266,7 +278,7 @@ impl Presenter {
                     }
                 }
                 self.frontier.insert(node, at);
-                self.put(at, Due::Record(record));
+                self.put(at, Due::Record(position, record));
             }
             Record::Status { status, .. } => {
                 if status.heartbeat_ms > 0 {
@@ -277,18 +289,18 @@ impl Presenter {
                     .max(self.frontier(status.id))
                     .max(self.inbound(status.id));
                 self.frontier.insert(status.id, at);
-                self.put(at, Due::Record(record));
+                self.put(at, Due::Record(position, record));
             }
             Record::Reachable { node, .. } | Record::Process { node, .. } => {
                 let node = *node;
                 let at = earliest.max(self.frontier(node));
                 self.frontier.insert(node, at);
-                self.put(at, Due::Record(record));
+                self.put(at, Due::Record(position, record));
             }
             Record::Submitted(_) => {
                 // The answer comes after the commit it reports, wherever that is drawn.
                 let at = self.frontier.values().fold(earliest, |at, f| at.max(*f));
-                self.put(at, Due::Record(record));
+                self.put(at, Due::Record(position, record));
             }
         }
     }

@@ -287,6 +287,7 @@ impl Flight {
 /// A message submitted from the desktop and its outcome.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubmitRecord {
+    /// When the answer came.
     pub at_ms: u64,
     pub text: String,
     pub outcome: Result<(LogIndex, Term), String>,
