@@ -219,7 +219,7 @@ impl<S: LogRead> Raft<S> {
             );
         }
         let index = entry.index;
-        self.append_local(vec![entry]);
+        self.append_local(entry);
         self.debug_validate();
         Ok(Proposal {
             index,
@@ -775,17 +775,24 @@ impl<S: LogRead> Raft<S> {
             term: self.term,
             payload: Payload::Noop,
         };
-        self.append_local(vec![noop]);
+        self.append_local(noop);
     }
 
-    fn append_local(&mut self, entries: Vec<Entry>) {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return;
-        };
-        let (first, last, term) = (first.index, last.index, last.term);
-        self.log.truncate_and_append(entries);
-        self.events
-            .push(EventKind::EntryAppended { first, last, term });
+    fn append_local(&mut self, entry: Entry) {
+        let (index, term) = (entry.index, entry.term);
+        self.log.append(entry);
+        // One event per run of proposals between two rounds, not one per entry: a batch of thousands
+        // of commands reads as one append, as it does on the followers.
+        match self.events.last_mut() {
+            Some(EventKind::EntryAppended {
+                last, term: run, ..
+            }) if *run == term && last.next() == index => *last = index,
+            _ => self.events.push(EventKind::EntryAppended {
+                first: index,
+                last: index,
+                term,
+            }),
+        }
         if self.peers.is_empty() {
             // Single node: the entry commits once durable; nothing to replicate.
             self.maybe_commit();

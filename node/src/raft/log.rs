@@ -101,10 +101,18 @@ impl<S: LogRead> RaftLog<S> {
             }
         }
         let from = lo.max(self.cache_first);
-        for index in from.0..=hi.0 {
-            let Some(entry) = self.cache.get((index - self.cache_first.0) as usize) else {
-                break;
-            };
+        if from > hi {
+            return out;
+        }
+        let start = (from.0 - self.cache_first.0) as usize;
+        let end = ((hi.0 - self.cache_first.0) as usize + 1).min(self.cache.len());
+        if start >= end {
+            return out;
+        }
+        // Sized once: appends of thousands of entries otherwise regrow (and copy) the vector a dozen
+        // times.
+        out.reserve(end - start);
+        for entry in self.cache.range(start..end) {
             let size = entry.approx_size();
             if !out.is_empty() && bytes + size > max_bytes {
                 break;
@@ -146,14 +154,31 @@ impl<S: LogRead> RaftLog<S> {
         if self.cache.is_empty() {
             self.cache_first = first;
         }
-        for entry in entries {
+        if let Some(last) = entries.last() {
             self.last = LogId {
-                index: entry.index,
-                term: entry.term,
+                index: last.index,
+                term: last.term,
             };
-            self.cache.push_back(entry);
         }
+        self.cache.extend(entries);
         truncated
+    }
+
+    /// Appends one entry right after the last (a leader's own proposal): no vector per entry.
+    pub fn append(&mut self, entry: Entry) {
+        assert_eq!(
+            entry.index,
+            self.last.index.next(),
+            "append must follow the last entry"
+        );
+        if self.cache.is_empty() {
+            self.cache_first = entry.index;
+        }
+        self.last = LogId {
+            index: entry.index,
+            term: entry.term,
+        };
+        self.cache.push_back(entry);
     }
 
     /// Entries not yet handed out for writing; marks them handed out.
@@ -162,7 +187,7 @@ impl<S: LogRead> RaftLog<S> {
             return Vec::new();
         }
         let from = (self.unstable_from.0 - self.cache_first.0) as usize;
-        let out: Vec<Entry> = self.cache.iter().skip(from).cloned().collect();
+        let out: Vec<Entry> = self.cache.range(from..).cloned().collect();
         self.unstable_from = self.last.index.next();
         out
     }
@@ -189,9 +214,12 @@ impl<S: LogRead> RaftLog<S> {
 
     /// Keeps every non-durable entry and at most `max_cached` durable ones.
     fn compact_cache(&mut self) {
-        while self.cache.len() > self.max_cached && self.cache_first <= self.durable {
-            self.cache.pop_front();
-            self.cache_first = self.cache_first.next();
+        let over = self.cache.len().saturating_sub(self.max_cached);
+        let durable_cached = (self.durable.0 + 1).saturating_sub(self.cache_first.0) as usize;
+        let drop = over.min(durable_cached);
+        if drop > 0 {
+            self.cache.drain(..drop);
+            self.cache_first = LogIndex(self.cache_first.0 + drop as u64);
         }
     }
 

@@ -528,6 +528,51 @@ fn retried_request_returns_the_pending_entry() {
     assert_eq!(core.last_log().index, first.index);
 }
 
+/// Proposals made between two rounds are one batch: one append event for the run, every entry written
+/// and sent in one append per follower.
+#[test]
+fn proposals_between_rounds_are_one_batch_with_one_event() {
+    let (mut core, _disk) = leader(3, &[], 0);
+    // Both followers hold the no-op: appends to them are pipelined from here.
+    core.step(envelope(2, 1, 1, append_ok(1, 0)));
+    core.step(envelope(3, 1, 1, append_ok(1, 0)));
+    core.ready();
+    for text in ["a", "b", "c"] {
+        core.propose(Payload::Message {
+            text: text.into(),
+            request_id: None,
+        })
+        .expect("leader");
+    }
+    let ready = core.ready();
+    let appended: Vec<&EventKind> = ready
+        .events
+        .iter()
+        .filter(|e| matches!(e, EventKind::EntryAppended { .. }))
+        .collect();
+    assert_eq!(
+        appended,
+        vec![&EventKind::EntryAppended {
+            first: LogIndex(2),
+            last: LogIndex(4),
+            term: Term(1)
+        }]
+    );
+    assert_eq!(
+        ready.entries.iter().map(|e| e.index.0).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    let batch_sizes: Vec<usize> = ready
+        .messages
+        .iter()
+        .filter_map(|m| match &m.message {
+            Message::AppendEntries(ae) if !ae.entries.is_empty() => Some(ae.entries.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batch_sizes, vec![3, 3]);
+}
+
 /// Thesis §3.10: during a transfer the leader stops accepting proposals and sends TimeoutNow once the
 /// target is up to date; the target campaigns at once.
 #[test]
