@@ -10,6 +10,11 @@ use flotilla_node::raft::{
     Config, Entry, Envelope, LogId, LogIndex, LogRead, NodeId, Payload, Raft, Restored, Role, Term,
 };
 use std::cell::RefCell;
+
+// The allocator `flotilla-node` runs with: entry payloads are cloned into messages, writes and applies,
+// so the allocator is part of what the core costs in the node.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
