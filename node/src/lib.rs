@@ -6,6 +6,7 @@ pub mod clock;
 pub mod events;
 pub mod health;
 pub mod http;
+pub mod keepalive;
 pub mod metrics;
 pub mod raft;
 pub mod runtime;

@@ -103,7 +103,6 @@ pub async fn run(
             max_inflight: raft_config.max_inflight_appends,
             request_timeout: Duration::from_millis(config.election_timeout_ms.1.max(500)),
         },
-        client.clone(),
         inbox_tx.clone(),
         partition.clone(),
         metrics.clone(),

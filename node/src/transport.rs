@@ -5,10 +5,13 @@
 //! envelope in the response body once it is durable. Each request carries `X-Flotilla-Stream:
 //! <incarnation>-<seq>` so the receiver can step pipelined requests in the order they were sent.
 
+use crate::keepalive::{Call, Pool};
 use crate::metrics::Metrics;
 use crate::runtime::Request;
 use flotilla_shared::rpc::Envelope;
 use flotilla_shared::NodeId;
+use hyper::header::HeaderName;
+use hyper::{Method, StatusCode};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -72,7 +75,6 @@ impl Transport {
     /// Starts one sender task per peer. Replies and failures go back to the runtime's inbox.
     pub fn start(
         config: TransportConfig,
-        client: reqwest::Client,
         inbox: mpsc::Sender<Request>,
         partition: Arc<Partition>,
         metrics: Arc<Metrics>,
@@ -86,8 +88,7 @@ impl Transport {
                 let reachable = Arc::new(AtomicBool::new(true));
                 let task = PeerTask {
                     peer,
-                    base_url: format!("http://{addr}"),
-                    client: client.clone(),
+                    pool: Pool::new(addr.clone(), config.max_inflight.max(1)),
                     inbox: inbox.clone(),
                     partition: partition.clone(),
                     metrics: metrics.clone(),
@@ -132,8 +133,7 @@ fn incarnation_id(id: NodeId) -> u64 {
 
 struct PeerTask {
     peer: NodeId,
-    base_url: String,
-    client: reqwest::Client,
+    pool: Pool,
     inbox: mpsc::Sender<Request>,
     partition: Arc<Partition>,
     metrics: Arc<Metrics>,
@@ -168,25 +168,37 @@ impl PeerTask {
     }
 
     async fn deliver(&self, envelope: Envelope, seq: u64) {
-        let url = format!("{}/raft/{}", self.base_url, envelope.message.name());
-        let mut request = self
-            .client
-            .post(url)
-            .timeout(self.timeout)
-            .header(STREAM_HEADER, format!("{}-{seq}", self.incarnation))
-            .json(&envelope);
+        let path = format!("/raft/{}", envelope.message.name());
+        let stream = format!("{}-{seq}", self.incarnation);
+        let mut headers = vec![(HeaderName::from_static(STREAM_HEADER), stream.as_str())];
         if let Some(token) = &self.cluster_token {
-            request = request.header(CLUSTER_TOKEN_HEADER, token);
+            headers.push((
+                HeaderName::from_static(CLUSTER_TOKEN_HEADER),
+                token.as_str(),
+            ));
         }
+        let body = match serde_json::to_vec(&envelope) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, "could not encode a raft message");
+                return;
+            }
+        };
         self.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
-        let outcome = match request.send().await {
-            Ok(response) if response.status() == reqwest::StatusCode::OK => response
-                .json::<Option<Envelope>>()
-                .await
-                .map_err(|e| e.to_string()),
-            Ok(response) if response.status() == reqwest::StatusCode::NO_CONTENT => Ok(None),
-            Ok(response) => Err(format!("answered {}", response.status())),
-            Err(error) => Err(error.to_string()),
+        let call = Call {
+            method: Method::POST,
+            path: &path,
+            headers: &headers,
+            json_body: Some(body),
+            timeout: self.timeout,
+        };
+        let outcome = match self.pool.call(call).await {
+            Ok((StatusCode::OK, body)) => {
+                serde_json::from_slice::<Option<Envelope>>(&body).map_err(|e| e.to_string())
+            }
+            Ok((StatusCode::NO_CONTENT, _)) => Ok(None),
+            Ok((status, _)) => Err(format!("answered {status}")),
+            Err(error) => Err(format!("{error:#}")),
         };
         match outcome {
             Ok(reply) => {

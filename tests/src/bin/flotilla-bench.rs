@@ -8,10 +8,10 @@
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, ValueEnum};
+use flotilla_node::keepalive::{authority_of, Call, Pool};
 use flotilla_shared::api::{MessagesPage, Status, SubmitRequest, SubmitResponse};
 use flotilla_shared::event::Role;
 use flotilla_shared::{LogIndex, NodeId};
-use flotilla_tests::keepalive::Slot;
 use flotilla_tests::{Api, Cluster, Options, MAX_PAGE};
 use hdrhistogram::Histogram;
 use reqwest::{Method, StatusCode};
@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 /// Size of every benchmark message's text, in bytes.
 const MESSAGE_BYTES: usize = 100;
+/// Longer than a node's own request timeout: a node answers 504 itself before this fires.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -464,24 +466,31 @@ impl Backend {
 
     /// A JSON POST on a connection of its own (setup and checks; load clients keep theirs).
     async fn post_json(&self, url: &str, body: &Value) -> Result<Value> {
-        self.post_json_on(&mut Slot::default(), url, body).await
+        self.post_json_on(&Pool::new(authority_of(url)?, 0), url_path(url)?, body)
+            .await
     }
 
-    async fn post_json_on(&self, slot: &mut Slot, url: &str, body: &Value) -> Result<Value> {
-        let path = url_path(url)?;
-        let (status, reply) = slot
-            .call(url, Method::POST, path, Some(serde_json::to_vec(body)?))
+    async fn post_json_on(&self, connection: &Pool, path: &str, body: &Value) -> Result<Value> {
+        let (status, reply) = connection
+            .call(Call {
+                method: Method::POST,
+                path,
+                headers: &[],
+                json_body: Some(serde_json::to_vec(body)?),
+                timeout: REQUEST_TIMEOUT,
+            })
             .await?;
         if status != StatusCode::OK {
             bail!(
-                "{url} answered {status}: {}",
+                "{}{path} answered {status}: {}",
+                connection.authority(),
                 String::from_utf8_lossy(&reply)
             );
         }
         Ok(serde_json::from_slice(&reply)?)
     }
 
-    async fn write(&self, slot: &mut Slot, url: &str, request_id: &str, text: &str) -> Written {
+    async fn write(&self, connection: &Pool, request_id: &str, text: &str) -> Written {
         match self.kind {
             Target::Flotilla => {
                 let Ok(body) = serde_json::to_vec(&SubmitRequest {
@@ -490,10 +499,14 @@ impl Backend {
                 }) else {
                     return Written::Failed;
                 };
-                match slot
-                    .call(url, Method::POST, "/v1/messages", Some(body))
-                    .await
-                {
+                let call = Call {
+                    method: Method::POST,
+                    path: "/v1/messages",
+                    headers: &[],
+                    json_body: Some(body),
+                    timeout: REQUEST_TIMEOUT,
+                };
+                match connection.call(call).await {
                     Ok((status, reply)) if status.is_success() => {
                         match serde_json::from_slice::<SubmitResponse>(&reply) {
                             Ok(response) => Written::Acked(response.index.0),
@@ -505,10 +518,7 @@ impl Backend {
             }
             Target::Etcd => {
                 let body = json!({ "key": base64(request_id.as_bytes()), "value": base64(text.as_bytes()) });
-                match self
-                    .post_json_on(slot, &format!("{url}/v3/kv/put"), &body)
-                    .await
-                {
+                match self.post_json_on(connection, "/v3/kv/put", &body).await {
                     Ok(value) => Written::Acked(
                         value["header"]["revision"]
                             .as_str()
@@ -522,16 +532,22 @@ impl Backend {
     }
 
     /// One linearizable read; whether it succeeded.
-    async fn read(&self, slot: &mut Slot, url: &str) -> bool {
+    async fn read(&self, connection: &Pool) -> bool {
         match self.kind {
-            Target::Flotilla => slot
-                .call(url, Method::GET, "/v1/messages?from=1&limit=1", None)
+            Target::Flotilla => connection
+                .call(Call {
+                    method: Method::GET,
+                    path: "/v1/messages?from=1&limit=1",
+                    headers: &[],
+                    json_body: None,
+                    timeout: REQUEST_TIMEOUT,
+                })
                 .await
                 .is_ok_and(|(status, _)| status == StatusCode::OK),
             Target::Etcd => self
                 .post_json_on(
-                    slot,
-                    &format!("{url}/v3/kv/range"),
+                    connection,
+                    "/v3/kv/range",
                     &json!({ "key": base64(b"bench-read"), "limit": 1 }),
                 )
                 .await
@@ -751,7 +767,7 @@ async fn throughput(
     clients: u32,
     count: Option<u64>,
 ) -> Result<WriteResult> {
-    let urls = Arc::new(target.targets(cli.via_followers).await?);
+    let authorities = authorities(&target.targets(cli.via_followers).await?)?;
     let run = Arc::new(RunIds::new("w"));
     let acked_total = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -763,15 +779,10 @@ async fn throughput(
     let bar = Progress::start(label, acked_total.clone(), count);
     let mut tasks = Vec::new();
     for client in 0..clients as usize {
-        let (target, urls, run, acked_total) = (
-            target.clone(),
-            urls.clone(),
-            run.clone(),
-            acked_total.clone(),
-        );
+        let authority = authorities[client % authorities.len()].clone();
+        let (target, run, acked_total) = (target.clone(), run.clone(), acked_total.clone());
         tasks.push(tokio::spawn(async move {
-            let url = &urls[client % urls.len()];
-            let mut slot = Slot::default();
+            let connection = Pool::new(authority, 1);
             let mut latency = new_histogram();
             let mut acked = Vec::new();
             let mut errors = 0u64;
@@ -786,7 +797,7 @@ async fn throughput(
                 let request_id = run.request_id(client, acked.len());
                 let text = run.text(&request_id);
                 let sent = Instant::now();
-                match target.write(&mut slot, url, &request_id, &text).await {
+                match target.write(&connection, &request_id, &text).await {
                     Written::Acked(index) => {
                         latency.saturating_record(sent.elapsed().as_micros() as u64);
                         // Index 0 would read as "not acked"; etcd revisions and log indexes start at 1.
@@ -838,12 +849,18 @@ async fn throughput(
     Ok(result)
 }
 
+/// The `host:port` of each URL: load clients connect to it directly.
+fn authorities(urls: &[String]) -> Result<Vec<String>> {
+    urls.iter()
+        .map(|url| Ok(authority_of(url)?.to_string()))
+        .collect()
+}
+
 /// The path and query of `http://host:port/path?query`.
 fn url_path(url: &str) -> Result<&str> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("{url}: only plain http:// endpoints are supported"))?;
-    Ok(rest.find('/').map_or("/", |at| &rest[at..]))
+    let authority = authority_of(url)?;
+    Ok(&url["http://".len() + authority.len()..])
+        .map(|path| if path.is_empty() { "/" } else { path })
 }
 
 // ---- Read load ----
@@ -884,7 +901,7 @@ impl ReadResult {
 }
 
 async fn reads(target: &Arc<Backend>, cli: &Cli, clients: u32) -> Result<ReadResult> {
-    let urls = Arc::new(target.targets(cli.via_followers).await?);
+    let authorities = authorities(&target.targets(cli.via_followers).await?)?;
     let done_total = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(cli.seconds);
@@ -895,15 +912,15 @@ async fn reads(target: &Arc<Backend>, cli: &Cli, clients: u32) -> Result<ReadRes
     );
     let mut tasks = Vec::new();
     for client in 0..clients as usize {
-        let (target, urls, done_total) = (target.clone(), urls.clone(), done_total.clone());
+        let authority = authorities[client % authorities.len()].clone();
+        let (target, done_total) = (target.clone(), done_total.clone());
         tasks.push(tokio::spawn(async move {
-            let url = &urls[client % urls.len()];
-            let mut slot = Slot::default();
+            let connection = Pool::new(authority, 1);
             let mut latency = new_histogram();
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                if target.read(&mut slot, url).await {
+                if target.read(&connection).await {
                     latency.saturating_record(sent.elapsed().as_micros() as u64);
                     done_total.fetch_add(1, Ordering::Relaxed);
                 } else {
