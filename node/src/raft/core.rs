@@ -1,4 +1,5 @@
-//! The Raft state machine: roles, elections, replication, commitment, reads and leadership transfer.
+//! The Raft state machine: roles, elections, replication and commitment; reads (`read_index`) and
+//! leadership transfer (`transfer`) live in their own files.
 
 use super::log::RaftLog;
 use super::progress::{Progress, ProgressState};
@@ -10,24 +11,11 @@ use flotilla_shared::rpc::{
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// A ReadIndex read waiting for its leadership confirmation or for the state machine (thesis §6.4).
-#[derive(Clone, Debug)]
-struct PendingRead {
-    ctx: u64,
-    /// The commit index when the read arrived; `None` until an entry of this term has committed.
-    index: Option<LogIndex>,
-    /// The heartbeat round that confirms leadership for this read; 0 before it is sent.
-    round: u64,
-    acks: BTreeSet<NodeId>,
-    confirmed: bool,
-}
+mod read_index;
+mod transfer;
 
-#[derive(Clone, Debug)]
-struct Transfer {
-    to: NodeId,
-    deadline_ms: u64,
-    timeout_now_sent: bool,
-}
+use read_index::PendingRead;
+use transfer::Transfer;
 
 /// Role-specific state (Raft §5.1).
 enum RoleState {
@@ -226,57 +214,6 @@ impl<S: LogRead> Raft<S> {
             term,
             already_pending: false,
         })
-    }
-
-    /// Starts a ReadIndex read (thesis §6.4); `ctx` comes back in `Ready::reads` or `failed_reads`.
-    pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
-        let commit = self.log.commit;
-        let single = self.peers.is_empty();
-        let RoleState::Leader(leader) = &mut self.role else {
-            return Err(ReadError::NotLeader {
-                leader: self.leader(),
-            });
-        };
-        // Thesis §6.4: the leader's commit index is only known to be current once an entry of its
-        // own term has committed.
-        let index = leader.committed_in_term.then_some(commit);
-        let mut read = PendingRead {
-            ctx,
-            index,
-            round: 0,
-            acks: BTreeSet::new(),
-            confirmed: single,
-        };
-        if index.is_some() && !single {
-            read.round = leader.read_round + 1;
-            leader.read_round_due = true;
-        }
-        leader.reads.push_back(read);
-        Ok(())
-    }
-
-    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
-        if !self.peers.contains(&to) && to != self.id {
-            return Err(TransferError::UnknownNode(to));
-        }
-        let deadline_ms = self.now_ms + self.config.election_timeout_ms.0;
-        let RoleState::Leader(leader) = &mut self.role else {
-            return Err(TransferError::NotLeader {
-                leader: self.leader(),
-            });
-        };
-        if to == self.id {
-            leader.transfer = None;
-            return Ok(());
-        }
-        leader.transfer = Some(Transfer {
-            to,
-            deadline_ms,
-            timeout_now_sent: false,
-        });
-        self.maybe_send_timeout_now();
-        self.debug_validate();
-        Ok(())
     }
 
     /// Entries up to `last` (index and term) are durable.
@@ -1356,109 +1293,6 @@ impl<S: LogRead> Raft<S> {
                 commit.min(matched),
                 read_ctx,
             );
-        }
-    }
-
-    fn maybe_send_timeout_now(&mut self) {
-        let last = self.log.last_index();
-        let term = self.term;
-        let RoleState::Leader(leader) = &mut self.role else {
-            return;
-        };
-        let Some(transfer) = &mut leader.transfer else {
-            return;
-        };
-        if transfer.timeout_now_sent {
-            return;
-        }
-        let to = transfer.to;
-        // Thesis §3.10: the target must be up to date before it is asked to campaign.
-        if leader
-            .progress
-            .get(&to)
-            .is_some_and(|pr| pr.match_index == last)
-        {
-            transfer.timeout_now_sent = true;
-            self.events.push(EventKind::TimeoutNowSent { to, term });
-            self.messages.push(Envelope {
-                from: self.id,
-                to,
-                term,
-                message: Message::TimeoutNow,
-            });
-        }
-    }
-
-    // ----- leader: reads -----
-
-    fn maybe_bcast_read_round(&mut self) {
-        let RoleState::Leader(leader) = &mut self.role else {
-            return;
-        };
-        if !leader.read_round_due {
-            return;
-        }
-        leader.read_round_due = false;
-        leader.read_round += 1;
-        let round = leader.read_round;
-        for read in leader
-            .reads
-            .iter_mut()
-            .filter(|r| r.index.is_some() && r.round == 0)
-        {
-            read.round = round;
-        }
-        self.bcast_heartbeat(round, false);
-    }
-
-    fn handle_read_ack(&mut self, from: NodeId, round: u64) {
-        let quorum = self.quorum();
-        let RoleState::Leader(leader) = &mut self.role else {
-            return;
-        };
-        // An echo of round r confirms leadership for every read of round r or earlier.
-        for read in leader
-            .reads
-            .iter_mut()
-            .filter(|r| r.index.is_some() && r.round != 0 && r.round <= round)
-        {
-            read.acks.insert(from);
-            if read.acks.len() + 1 >= quorum {
-                read.confirmed = true;
-            }
-        }
-    }
-
-    fn has_releasable_reads(&self) -> bool {
-        let RoleState::Leader(leader) = &self.role else {
-            return false;
-        };
-        let applied_after = self.log.commit.min(self.log.durable);
-        leader
-            .reads
-            .front()
-            .is_some_and(|r| r.confirmed && r.index.is_some_and(|i| i <= applied_after))
-    }
-
-    fn release_reads(&mut self) {
-        let applied = self.log.applied;
-        let RoleState::Leader(leader) = &mut self.role else {
-            return;
-        };
-        // Thesis §6.4: release once leadership is confirmed and the state machine reached the read index.
-        while let Some(read) = leader.reads.front() {
-            match read.index {
-                Some(index) if read.confirmed && index <= applied => {
-                    self.reads.push(ReadState {
-                        ctx: read.ctx,
-                        index,
-                    });
-                    self.events
-                        .push(EventKind::ReadReleased { read_index: index });
-                    leader.reads.pop_front();
-                }
-                _ => break,
-            }
         }
     }
 }
