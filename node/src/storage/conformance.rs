@@ -617,6 +617,24 @@ mod sqlite_only {
     }
 
     #[test]
+    fn refuses_a_second_writer_while_the_first_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-1.db");
+        let first = SqliteStore::open(&path, NodeId(1), "blue").unwrap();
+        let error = open_err(&path, 1, "blue");
+        let text = error.to_string();
+        assert!(
+            text.contains("node-1.db") && text.contains("in use"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "one line: {text}");
+        // Readers are not writers: they still open while the writer holds the lock.
+        SqliteReader::open(&path).unwrap();
+        drop(first);
+        drop(SqliteStore::open(&path, NodeId(1), "blue").unwrap());
+    }
+
+    #[test]
     fn refuses_another_nodes_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node-1.db");

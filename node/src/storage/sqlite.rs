@@ -20,6 +20,7 @@ use super::{
 use crate::raft::{Entry, HardState, LogId, LogIndex, NodeId, Payload, Term};
 use flotilla_shared::api::MessageEntry;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -76,6 +77,50 @@ pub struct SqliteStore {
     state: InitialState,
     /// Whether the connection currently fsyncs every commit (see `set_sync_for`).
     sync_full: bool,
+    /// Held for the store's lifetime: a second writer on the same file would corrupt the log.
+    _writer_lock: File,
+}
+
+/// How long opening waits for another holder of the writer lock to let go.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Takes the exclusive lock on `<database>.lock`, so that two node processes never write one database
+/// (say, the same `--id` and `--data-dir` started twice). The OS drops the lock when the process ends,
+/// however it ends, so a crash leaves nothing stale behind.
+fn lock_for_writing(path: &Path) -> Result<File, StorageError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StorageError::Io(format!("{}: cannot open: {e}", lock_path.display())))?;
+    // Retry briefly: a process that just forked holds a copy of the lock until it execs, and a node
+    // being restarted may still be on its way out.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(StorageError::Io(format!(
+                    "{}: in use by another running node (its lock {} is held)",
+                    path.display(),
+                    lock_path.display()
+                )))
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(StorageError::Io(format!(
+                    "{}: cannot lock: {e}",
+                    lock_path.display()
+                )))
+            }
+        }
+    }
 }
 
 /// A read-only connection to a node's database, for reads on other threads while the writer works.
@@ -109,6 +154,7 @@ impl SqliteStore {
                 )));
             }
         }
+        let writer_lock = lock_for_writing(&path)?;
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -121,6 +167,7 @@ impl SqliteStore {
             path,
             state: InitialState::default(),
             sync_full: true,
+            _writer_lock: writer_lock,
         };
         store.check_is_sqlite()?;
         store.configure()?;
