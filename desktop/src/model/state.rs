@@ -160,6 +160,7 @@ impl FlightKind {
             FlightKind::VoteGranted => "vote granted".into(),
             FlightKind::VoteDenied => "vote denied".into(),
             FlightKind::Heartbeat => "heartbeat".into(),
+            FlightKind::Append { entries: 1 } => "append (1 entry)".into(),
             FlightKind::Append { entries } => format!("append ({entries} entries)"),
             FlightKind::Ack => "append ack".into(),
             FlightKind::Reject => "append rejected".into(),

@@ -1,7 +1,7 @@
 //! A small live chart: commit latency of submitted messages and commit throughput.
 
 use crate::model::ClusterState;
-use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+use egui_plot::{Line, Plot, PlotPoints, Points};
 
 /// Draws latency (ms) and throughput (entries/s) over the last minute before `now_ms`.
 pub fn chart_ui(ui: &mut egui::Ui, state: &ClusterState, now_ms: u64) {
@@ -40,6 +40,9 @@ pub fn chart_ui(ui: &mut egui::Ui, state: &ClusterState, now_ms: u64) {
                 .height(height - 20.0)
                 .width(width)
                 .include_y(0.0)
+                // Room for three digits from the first frame: the axis only widens a frame late,
+                // and until then hides the labels that do not fit.
+                .y_axis_min_width(30.0)
                 .include_x(-60.0)
                 .include_x(0.0)
                 .allow_scroll(false)
@@ -53,10 +56,12 @@ pub fn chart_ui(ui: &mut egui::Ui, state: &ClusterState, now_ms: u64) {
                 .height(height - 20.0)
                 .width(width)
                 .include_y(0.0)
+                // Room for three digits from the first frame: the axis only widens a frame late,
+                // and until then hides the labels that do not fit.
+                .y_axis_min_width(30.0)
                 .include_x(-60.0)
                 .include_x(0.0)
                 .allow_scroll(false)
-                .legend(Legend::default())
                 .show(ui, |plot| {
                     plot.line(Line::new("commits/s", PlotPoints::from(throughput)));
                 });

@@ -100,7 +100,8 @@ pub fn describe(event: &Event) -> String {
             if *entries == 0 {
                 format!("heartbeat to node {to} (commit {})", commit.0)
             } else {
-                format!("{entries} entries to node {to} after {}", prev_log_index.0)
+                let noun = if *entries == 1 { "entry" } else { "entries" };
+                format!("{entries} {noun} to node {to} after {}", prev_log_index.0)
             }
         }
         EventKind::AppendAcked {

@@ -145,9 +145,14 @@ pub fn node_actions_ui(
         ProcessState::Paused => "paused (SIGSTOP)",
         ProcessState::Dead => "dead",
     };
+    // A dead node has no role: say what it was when last heard from.
+    let state_words = if node.process == ProcessState::Dead {
+        format!("dead (last known: {role}, term {})", node.term.0)
+    } else {
+        format!("{role}, term {}, {process}", node.term.0)
+    };
     ui.label(format!(
-        "node {id}: {role}, term {}, {process}\nlog {} · commit {} · durable {} · applied {}",
-        node.term.0,
+        "node {id}: {state_words}\nlog {} · commit {} · durable {} · applied {}",
         node.log.last_index(),
         node.commit_index,
         node.persisted_index,
