@@ -560,6 +560,56 @@ fn refuses_invalid_writes(backend: &mut impl Backend) {
     assert_eq!(observe(&store), before);
 }
 
+/// Dedupe lasts for the life of the data: thousands of applies later, and across restarts, a request
+/// id applied long ago, one applied just before and a repeat within one batch are all duplicates.
+fn dedupe_outlives_many_applies_and_restarts(backend: &mut impl Backend) {
+    const MANY: u64 = 5_000;
+    let mut store = backend.open();
+    for lo in (1..=MANY).step_by(250) {
+        let entries = messages_in(lo, lo + 249, 1);
+        append(&mut store, &entries);
+        apply(&mut store, &entries);
+    }
+    let retries = |at: u64| {
+        vec![
+            message(at, 2, "again", Some("r1")),
+            message(at + 1, 2, "again", Some(&format!("r{MANY}"))),
+            message(at + 2, 2, "new", Some("fresh")),
+            message(at + 3, 2, "new again", Some("fresh")),
+        ]
+    };
+    let originals = |outcomes: Vec<ApplyOutcome>| -> Vec<Option<LogId>> {
+        outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                ApplyOutcome::Duplicate { original, .. } => Some(original),
+                _ => None,
+            })
+            .collect()
+    };
+    let (oldest, newest, fresh) = (log_id(1, 1), log_id(MANY, 1), log_id(MANY + 3, 2));
+    let first = retries(MANY + 1);
+    append(&mut store, &first);
+    assert_eq!(
+        originals(apply(&mut store, &first)),
+        [Some(oldest), Some(newest), None, Some(fresh)]
+    );
+    let mut store = backend.reopen(store);
+    let second = retries(MANY + 5);
+    append(&mut store, &second);
+    assert_eq!(
+        originals(apply(&mut store, &second)),
+        [Some(oldest), Some(newest), Some(fresh), Some(fresh)]
+    );
+    assert_eq!(store.find_request("r1").unwrap(), Some(log_id(1, 1)));
+    assert_eq!(
+        store.find_request("fresh").unwrap(),
+        Some(log_id(MANY + 3, 2))
+    );
+    assert_eq!(store.find_request("never").unwrap(), None);
+    assert_eq!(all_messages(&store).len() as u64, MANY + 1);
+}
+
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
         mod memory {
@@ -578,6 +628,7 @@ conformance!(
     entries_respect_byte_limit,
     hard_state_round_trip,
     applies_and_dedupes_request_ids,
+    dedupe_outlives_many_applies_and_restarts,
     pages_messages,
     applied_index_persists,
     reopen_keeps_everything,
@@ -614,6 +665,63 @@ mod sqlite_only {
             .unwrap();
         assert_eq!(mode, "wal");
         drop(store);
+    }
+
+    /// A database written by format 1 (request ids kept unique by an index on the applied table) opens,
+    /// is migrated in place, and keeps its messages and its dedupe.
+    #[test]
+    fn migrates_format_1_data_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-1.db");
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA application_id = 1181511540;
+             CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), format_version INTEGER NOT NULL,
+                 node_id INTEGER NOT NULL, cluster_id TEXT NOT NULL, created_unix_ms INTEGER NOT NULL);
+             CREATE TABLE hard_state (id INTEGER PRIMARY KEY CHECK (id = 0), term INTEGER NOT NULL,
+                 voted_for INTEGER, commit_index INTEGER NOT NULL);
+             CREATE TABLE log (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL,
+                 text TEXT, request_id TEXT);
+             CREATE TABLE applied_messages (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
+                 text TEXT NOT NULL, request_id TEXT UNIQUE);
+             CREATE TABLE applied (id INTEGER PRIMARY KEY CHECK (id = 0), idx INTEGER NOT NULL);
+             INSERT INTO meta VALUES (0, 1, 1, 'blue', 0);
+             INSERT INTO hard_state VALUES (0, 2, 1, 3);
+             INSERT INTO log VALUES (1, 1, 0, NULL, NULL), (2, 1, 1, 'hello', 'a'), (3, 2, 1, 'world', NULL);
+             INSERT INTO applied_messages VALUES (2, 1, 'hello', 'a'), (3, 2, 'world', NULL);
+             INSERT INTO applied VALUES (0, 3);",
+        )
+        .unwrap();
+        drop(old);
+
+        let mut store = SqliteStore::open(&path, NodeId(1), "blue").unwrap();
+        assert_eq!(store.initial_state().unwrap().applied, LogIndex(3));
+        assert_eq!(
+            all_messages(&store),
+            [
+                as_message(&message(2, 1, "hello", Some("a"))),
+                as_message(&message(3, 2, "world", None))
+            ]
+        );
+        assert_eq!(store.find_request("a").unwrap(), Some(log_id(2, 1)));
+        let retry = [message(4, 2, "hello", Some("a"))];
+        append(&mut store, &retry);
+        assert_eq!(
+            apply(&mut store, &retry),
+            [ApplyOutcome::Duplicate {
+                index: LogIndex(4),
+                original: log_id(2, 1)
+            }]
+        );
+        drop(store);
+        let check = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = check
+            .query_row("SELECT format_version FROM meta", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        // Opening again is a plain open of current data.
+        drop(SqliteStore::open(&path, NodeId(1), "blue").unwrap());
     }
 
     #[test]
