@@ -502,13 +502,19 @@ impl SqliteStore {
         })
     }
 
-    /// A batch that only applies committed entries needs no fsync of its own: it is atomic and survives
-    /// a killed process (WAL, `synchronous=NORMAL`), and should a power cut lose it, the applied index
-    /// is lost with it, so the entries, durable in the log, are applied again on restart. The next batch
-    /// with log entries or hard state fsyncs the WAL up to and including it. This takes one fsync off
-    /// every client write's path on the leader.
+    /// Only log entries, the term and the vote must be on disk before the node acts on them (replies
+    /// wait for them). A batch that only applies committed entries and advances the commit index needs
+    /// no fsync of its own: it is atomic and survives a killed process (WAL, `synchronous=NORMAL`), and
+    /// should a power cut lose it, the commit and applied indexes fall back together to an earlier
+    /// transaction's (Raft keeps the commit index volatile; it is learned again from the leader) and the
+    /// entries, durable in the log, are applied again. The next fsynced batch makes it durable too. This
+    /// takes the second of two serial fsyncs off every client write's path on the leader.
     fn set_sync_for(&mut self, batch: &WriteBatch<'_>) -> Result<(), rusqlite::Error> {
-        let full = !batch.entries.is_empty() || batch.hard_state.is_some();
+        let stored = self.state.hard_state;
+        let full = !batch.entries.is_empty()
+            || batch
+                .hard_state
+                .is_some_and(|new| new.term != stored.term || new.voted_for != stored.voted_for);
         if full != self.sync_full {
             self.conn
                 .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
@@ -926,5 +932,71 @@ fn sql_error(shown: &str, doing: &str, error: rusqlite::Error) -> StorageError {
             StorageError::Corrupt(format!("{shown}: damaged database while {doing}: {error}"))
         }
         _ => StorageError::Io(format!("{shown}: {doing}: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(index: u64) -> Entry {
+        Entry {
+            index: LogIndex(index),
+            term: Term(1),
+            payload: Payload::Message {
+                text: format!("m{index}"),
+                request_id: None,
+            },
+        }
+    }
+
+    /// Only what a node acts on before it is durable (entries, term, vote) costs an fsync; a batch
+    /// that applies entries and moves the commit index does not.
+    #[test]
+    fn fsyncs_only_batches_with_entries_term_or_vote() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path().join("node-1.db"), NodeId(1), "c").unwrap();
+        let voted = HardState {
+            term: Term(1),
+            voted_for: Some(NodeId(1)),
+            commit: LogIndex(0),
+        };
+        let entries = [message(1), message(2)];
+        let mut write = |store: &mut SqliteStore, batch: WriteBatch<'_>| {
+            store.write(batch).unwrap();
+            store.sync_full
+        };
+        let vote_and_entries = WriteBatch {
+            hard_state: Some(voted),
+            entries: &entries,
+            apply: &[],
+        };
+        assert!(write(&mut store, vote_and_entries));
+        let commit_and_apply = WriteBatch {
+            hard_state: Some(HardState {
+                commit: LogIndex(2),
+                ..voted
+            }),
+            entries: &[],
+            apply: &entries,
+        };
+        assert!(!write(&mut store, commit_and_apply));
+        let new_term = WriteBatch {
+            hard_state: Some(HardState {
+                term: Term(2),
+                voted_for: None,
+                commit: LogIndex(2),
+            }),
+            entries: &[],
+            apply: &[],
+        };
+        assert!(write(&mut store, new_term));
+        // And the commit index written without an fsync is read back after a restart.
+        drop(store);
+        let store = SqliteStore::open(dir.path().join("node-1.db"), NodeId(1), "c").unwrap();
+        assert_eq!(
+            store.initial_state().unwrap().hard_state.commit,
+            LogIndex(2)
+        );
     }
 }
