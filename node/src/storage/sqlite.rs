@@ -962,7 +962,7 @@ mod tests {
             commit: LogIndex(0),
         };
         let entries = [message(1), message(2)];
-        let mut write = |store: &mut SqliteStore, batch: WriteBatch<'_>| {
+        let write = |store: &mut SqliteStore, batch: WriteBatch<'_>| {
             store.write(batch).unwrap();
             store.sync_full
         };
