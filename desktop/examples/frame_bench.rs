@@ -181,7 +181,7 @@ fn main() {
         app.model.apply_event(event);
     }
     let rss_start = rss_kib();
-    // Fill the recording as a long session would: `warmup_seconds` at 1,000 events/s.
+    // Fill the recording as an app left running would: `warmup_seconds` at 1,000 events/s.
     let mut pending = Vec::new();
     let mut fed = 0u64;
     let per_ms = EVENTS_PER_SECOND as f64 / 1000.0;
