@@ -117,13 +117,7 @@ impl FlotillaApp {
         let mode = self.model.mode;
         let view_now = self.model.view_time_ms(wall_now);
         // The event list says no more than the picture shows.
-        let until = match mode {
-            ViewMode::Live => self.model.drawn_position(),
-            ViewMode::Paused { position } => position,
-            ViewMode::Replay { clock_ms, .. } => {
-                self.model.timeline.position_at_time(clock_ms as u64)
-            }
-        };
+        let until = self.model.shown_position();
         let mut intents = Vec::new();
         // Borrow the view once; the timeline and the view are separate fields of the model.
         let selected = self.selected;

@@ -188,6 +188,60 @@ fn the_append_and_its_ack_are_told_in_order(stream: Vec<Event>) {
     assert_eq!(model.backlog(), 0);
 }
 
+/// A replay of the recording tells it the same way: the entry lands before node 2 has it, the ack
+/// flies before the leader commits, and a replay told to its end hands over to the live view.
+#[test]
+fn a_replay_keeps_the_same_causal_order() {
+    let mut model = ClusterModel::new(&[NodeId(1), NodeId(2)]);
+    for event in one_append() {
+        model.apply_event(event);
+    }
+    model.step(-1_000);
+    model.replay(1.0);
+    let replay_to = |model: &mut ClusterModel, at_ms: u64| {
+        let ViewMode::Replay { clock_ms, .. } = model.mode else {
+            panic!("the replay ended before {at_ms} ms");
+        };
+        model.advance_replay(at_ms as f64 - clock_ms);
+    };
+    let leg_ms = flight_ms(500);
+    let sent_ms = 1000 + DELAY_MS;
+    let landed_ms = sent_ms + leg_ms;
+    let acked_ms = landed_ms + leg_ms;
+
+    let half_way = sent_ms + leg_ms / 2;
+    replay_to(&mut model, half_way);
+    let view = model.view();
+    assert_eq!(
+        in_the_air(view, half_way),
+        vec![(FlightKind::Append { entries: 1 }, 0.5)]
+    );
+    assert_eq!(
+        view.nodes[&NodeId(2)].log.last_index(),
+        0,
+        "still on its way"
+    );
+
+    replay_to(&mut model, landed_ms);
+    let view = model.view();
+    assert_eq!(view.nodes[&NodeId(2)].log.last_index(), 1, "the dot landed");
+    assert_eq!(in_the_air(view, landed_ms), vec![(FlightKind::Ack, 0.0)]);
+    assert_eq!(
+        view.nodes[&NodeId(1)].commit_index,
+        0,
+        "the ack is in the air"
+    );
+
+    replay_to(&mut model, acked_ms - 1);
+    assert_eq!(model.view().nodes[&NodeId(1)].commit_index, 0);
+    replay_to(&mut model, acked_ms);
+    assert_eq!(
+        model.mode,
+        ViewMode::Live,
+        "told to its end, the replay goes live"
+    );
+}
+
 #[test]
 fn pausing_freezes_what_was_drawn_not_what_was_known() {
     let mut model = ClusterModel::new(&[NodeId(1), NodeId(2)]);

@@ -38,8 +38,17 @@ pub struct ClusterModel {
     pub mode: ViewMode,
     /// What the live view draws: the truth a moment later, in causal order (see `presenter`).
     presenter: Presenter,
-    /// The replayed state for a non-live view, with the position it was computed for.
+    /// The frozen state for a paused view, with the position it was computed for.
     replayed: Option<(u64, ClusterState)>,
+    /// A replay tells the recording through a presenter of its own, so it keeps causal order as the
+    /// live view does.
+    replaying: Option<Replaying>,
+}
+
+/// A replay's presenter and the next recorded position to hand it.
+struct Replaying {
+    presenter: Presenter,
+    next: u64,
 }
 
 impl ClusterModel {
@@ -55,6 +64,7 @@ impl ClusterModel {
             live,
             mode: ViewMode::Live,
             replayed: None,
+            replaying: None,
         }
     }
 
@@ -88,6 +98,18 @@ impl ClusterModel {
             .map_or(newest, |drawn| drawn.clamp(self.timeline.start(), newest))
     }
 
+    /// The newest record the current view has drawn: what the event list may show.
+    pub fn shown_position(&self) -> u64 {
+        match (self.mode, &self.replaying) {
+            (ViewMode::Live, _) => self.drawn_position(),
+            (ViewMode::Paused { position }, _) => position,
+            (ViewMode::Replay { clock_ms, .. }, replaying) => replaying
+                .as_ref()
+                .and_then(|replaying| replaying.presenter.drawn_through())
+                .unwrap_or_else(|| self.timeline.position_at_time(clock_ms as u64)),
+        }
+    }
+
     /// Records taken in but not drawn in the live view yet.
     pub fn backlog(&self) -> usize {
         self.presenter.backlog()
@@ -102,7 +124,10 @@ impl ClusterModel {
         let position = match self.mode {
             ViewMode::Live => return self.presenter.shown(),
             ViewMode::Paused { position } => position,
-            ViewMode::Replay { clock_ms, .. } => self.timeline.position_at_time(clock_ms as u64),
+            ViewMode::Replay { clock_ms, .. } => match &self.replaying {
+                Some(replaying) => return replaying.presenter.shown(),
+                None => self.timeline.position_at_time(clock_ms as u64),
+            },
         };
         let fresh = matches!(&self.replayed, Some((at, _)) if *at == position);
         if !fresh {
@@ -117,9 +142,10 @@ impl ClusterModel {
     /// The state to draw and the recording, borrowed together.
     pub fn view_and_timeline(&mut self) -> (&ClusterState, &Timeline) {
         self.view();
-        let view = match (&self.mode, &self.replayed) {
-            (ViewMode::Live, _) | (_, None) => self.presenter.shown(),
-            (_, Some((_, state))) => state,
+        let view = match (&self.mode, &self.replaying, &self.replayed) {
+            (ViewMode::Replay { .. }, Some(replaying), _) => replaying.presenter.shown(),
+            (ViewMode::Live, _, _) | (_, _, None) => self.presenter.shown(),
+            (_, _, Some((_, state))) => state,
         };
         (view, &self.timeline)
     }
@@ -138,11 +164,13 @@ impl ClusterModel {
         self.mode = ViewMode::Paused {
             position: self.drawn_position(),
         };
+        self.replaying = None;
     }
 
     pub fn go_live(&mut self) {
         self.mode = ViewMode::Live;
         self.replayed = None;
+        self.replaying = None;
     }
 
     /// Moves a paused view by `delta` records, staying inside the recording.
@@ -159,6 +187,7 @@ impl ClusterModel {
         self.mode = ViewMode::Paused {
             position: target.max(0) as u64,
         };
+        self.replaying = None;
     }
 
     /// Starts replaying from the paused position at `speed` times real time.
@@ -170,22 +199,48 @@ impl ClusterModel {
         };
         let clock_ms = self.timeline.time_of(position).unwrap_or(0) as f64;
         self.mode = ViewMode::Replay { clock_ms, speed };
+        self.replaying = Some(Replaying {
+            presenter: Presenter::new(self.timeline.state_at(position)),
+            next: position + 1,
+        });
+        self.feed_replay(clock_ms as u64);
     }
 
-    /// Advances a replay by `elapsed_ms` of real time; reaching the end of the recording goes live.
+    /// Advances a replay by `elapsed_ms` of real time; once the recording is told to its end, the
+    /// view goes live.
     pub fn advance_replay(&mut self, elapsed_ms: f64) {
         if let ViewMode::Replay { clock_ms, speed } = self.mode {
             let next = clock_ms + elapsed_ms * speed;
-            let last = self.timeline.last_time().unwrap_or(0) as f64;
-            if next >= last {
+            self.mode = ViewMode::Replay {
+                clock_ms: next,
+                speed,
+            };
+            self.feed_replay(next as u64);
+            let told = self.replaying.as_ref().is_none_or(|replaying| {
+                replaying.next >= self.timeline.end()
+                    && replaying.presenter.next_change_ms().is_none()
+            });
+            if told {
                 self.go_live();
-            } else {
-                self.mode = ViewMode::Replay {
-                    clock_ms: next,
-                    speed,
-                };
             }
         }
+    }
+
+    /// Hands the replay's presenter every recorded record up to `clock_ms`, then moves it there.
+    fn feed_replay(&mut self, clock_ms: u64) {
+        let Some(replaying) = &mut self.replaying else {
+            return;
+        };
+        // Records dropped from the front of a full recording are skipped.
+        replaying.next = replaying.next.max(self.timeline.start());
+        while let Some(record) = self.timeline.get(replaying.next) {
+            if record.at_ms() > clock_ms {
+                break;
+            }
+            replaying.presenter.push(record.clone(), replaying.next);
+            replaying.next += 1;
+        }
+        replaying.presenter.advance(clock_ms);
     }
 }
 
