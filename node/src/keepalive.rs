@@ -16,18 +16,16 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// One connection to one host.
-pub struct Connection {
+struct Connection {
     sender: SendRequest<Full<Bytes>>,
 }
 
 impl Connection {
-    pub async fn open(authority: &str) -> Result<Self> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+    /// Connects; the caller's timeout bounds how long that may take.
+    async fn open(authority: &str) -> Result<Self> {
+        let stream = TcpStream::connect(authority)
             .await
-            .with_context(|| format!("connecting to {authority}: timed out"))?
             .with_context(|| format!("connecting to {authority}"))?;
         stream.set_nodelay(true)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
