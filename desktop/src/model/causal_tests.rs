@@ -1,19 +1,11 @@
 //! The live view keeps causal order: a message's dot is drawn travelling before anything it may
 //! have caused, and the view never trails the cluster by more than a bound.
 
+use super::tests::ev;
 use super::*;
 use flotilla_shared::event::{EventKind, Role};
 use flotilla_shared::{LogIndex, Term};
 use std::collections::BTreeMap;
-
-fn ev(node: u64, seq: u64, at_ms: u64, kind: EventKind) -> Event {
-    Event {
-        node: NodeId(node),
-        seq,
-        at_ms,
-        kind,
-    }
-}
 
 fn timing(heartbeat_ms: u64) -> EventKind {
     EventKind::TimingChanged {

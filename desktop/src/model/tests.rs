@@ -2,7 +2,7 @@ use super::*;
 use flotilla_shared::event::{EventKind, Role};
 use flotilla_shared::{LogIndex, Term};
 
-fn ev(node: u64, seq: u64, at_ms: u64, kind: EventKind) -> Event {
+pub(super) fn ev(node: u64, seq: u64, at_ms: u64, kind: EventKind) -> Event {
     Event {
         node: NodeId(node),
         seq,
