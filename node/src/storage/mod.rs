@@ -7,6 +7,7 @@ use crate::raft::{Entry, HardState, LogId, LogIndex, Term};
 use flotilla_shared::api::MessageEntry;
 
 pub mod memory;
+mod recent_terms;
 pub mod sqlite;
 
 #[cfg(test)]

@@ -19,8 +19,8 @@
 //! - `applied`: one row: the applied index and how far `request_ids` reaches.
 
 use super::{
-    apply_outcome, plan_write, take_within_bytes, ApplyOutcome, InitialState, LogStore,
-    StorageError, WriteBatch,
+    apply_outcome, plan_write, recent_terms::RecentTerms, take_within_bytes, ApplyOutcome,
+    InitialState, LogStore, StorageError, WriteBatch,
 };
 use crate::raft::{Entry, HardState, LogId, LogIndex, NodeId, Payload, Term};
 use flotilla_shared::api::MessageEntry;
@@ -124,6 +124,8 @@ pub struct SqliteStore {
     /// write per entry; flushed together, sorted, ids that share a prefix (a client's) share pages.
     /// Rebuilt on open from `applied_messages`, so it holds nothing the disk does not.
     unindexed: HashMap<String, LogId>,
+    /// Terms of the newest entries, so checking a batch reads no term from disk.
+    recent_terms: RecentTerms,
 }
 
 /// How long opening waits for another holder of the writer lock to let go.
@@ -214,6 +216,7 @@ impl SqliteStore {
             sync_full: true,
             _writer_lock: writer_lock,
             unindexed: HashMap::new(),
+            recent_terms: RecentTerms::default(),
         };
         store.check_is_sqlite()?;
         store.configure()?;
@@ -227,6 +230,7 @@ impl SqliteStore {
             }
         }
         store.state = store.load_state()?;
+        store.recent_terms = RecentTerms::new(store.state.last);
         store.unindexed = store.load_unindexed()?;
         Ok(store)
     }
@@ -641,9 +645,7 @@ impl LogStore for SqliteStore {
     }
 
     fn write(&mut self, batch: WriteBatch<'_>) -> Result<Vec<ApplyOutcome>, StorageError> {
-        let plan = plan_write(&self.state, &batch, |index| {
-            read_term(&self.conn, &self.path, index)
-        })?;
+        let plan = plan_write(&self.state, &batch, |index| self.term(index))?;
         self.set_sync_for(&batch)
             .map_err(|e| sql_error(&self.shown(), "setting synchronous", e))?;
         let outcomes = self
@@ -654,11 +656,16 @@ impl LogStore for SqliteStore {
         }
         self.state.last = plan.last;
         self.state.applied = plan.applied;
+        self.recent_terms
+            .record_write(plan.truncate_from, batch.entries);
         Ok(outcomes)
     }
 
     fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
-        read_term(&self.conn, &self.path, index)
+        match self.recent_terms.get(index) {
+            Some(term) => Ok(Some(term)),
+            None => read_term(&self.conn, &self.path, index),
+        }
     }
 
     fn entries(
