@@ -141,8 +141,16 @@ impl Batch {
 
 struct WriteDone {
     batch: Batch,
-    result: Result<Vec<ApplyOutcome>, StorageError>,
+    result: Result<(), StorageError>,
     took: Duration,
+}
+
+/// What the storage thread reports, in this order for each batch.
+enum StorageNews {
+    /// How the batch's committed entries applied, known before the batch is durable (see
+    /// `LogStore::write_deciding_early`): their clients can be answered now.
+    Decided(Vec<(LogId, ApplyOutcome)>),
+    Written(WriteDone),
 }
 
 /// Static facts for `/v1/status`.
@@ -158,7 +166,7 @@ pub struct Runtime<S: LogRead> {
     clock: Clock,
     inbox: mpsc::Receiver<Request>,
     writer: std::sync::mpsc::Sender<Batch>,
-    written: mpsc::UnboundedReceiver<WriteDone>,
+    written: mpsc::UnboundedReceiver<StorageNews>,
     writing: bool,
     next_batch: Batch,
     waiters: BTreeMap<LogIndex, Vec<Waiter>>,
@@ -226,7 +234,10 @@ impl<S: LogRead> Runtime<S> {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                Some(done) = self.written.recv() => self.on_written(done)?,
+                Some(news) = self.written.recv() => match news {
+                    StorageNews::Decided(outcomes) => self.answer_waiters(outcomes),
+                    StorageNews::Written(done) => self.on_written(done)?,
+                },
                 Some(request) = self.inbox.recv() => {
                     self.handle(request);
                     for _ in 0..INBOX_BUDGET {
@@ -242,9 +253,11 @@ impl<S: LogRead> Runtime<S> {
         }
         self.events.publish(EventKind::ShuttingDown);
         // Let the write in progress finish so that its replies are not lost to an early exit.
-        if self.writing {
-            if let Some(done) = self.written.recv().await {
-                self.on_written(done)?;
+        while self.writing {
+            match self.written.recv().await {
+                Some(StorageNews::Decided(outcomes)) => self.answer_waiters(outcomes),
+                Some(StorageNews::Written(done)) => self.on_written(done)?,
+                None => break,
             }
         }
         Ok(())
@@ -372,7 +385,7 @@ impl<S: LogRead> Runtime<S> {
 
     fn on_written(&mut self, done: WriteDone) -> Result<(), StorageError> {
         self.writing = false;
-        let outcomes = done.result?;
+        done.result?;
         self.metrics.fsync_latency.observe(done.took);
         let batch = done.batch;
         if let Some(last) = batch.entries.last() {
@@ -386,9 +399,6 @@ impl<S: LogRead> Runtime<S> {
         }
         if let Some(last) = batch.apply.last() {
             self.stored_applied = last.index;
-        }
-        for (entry, outcome) in batch.apply.iter().zip(outcomes) {
-            self.answer_waiters(entry, outcome);
         }
         for read in batch.reads {
             if let Some(reply) = self.reads.remove(&read.ctx) {
@@ -415,36 +425,38 @@ impl<S: LogRead> Runtime<S> {
         self.transport.send(message);
     }
 
-    fn answer_waiters(&mut self, entry: &Entry, outcome: ApplyOutcome) {
-        let Some(waiters) = self.waiters.remove(&entry.index) else {
-            return;
-        };
-        for waiter in waiters {
-            let answer = if waiter.term != entry.term {
-                ProposeOutcome::Overwritten
-            } else {
-                match &outcome {
-                    ApplyOutcome::Noop { .. } => ProposeOutcome::Overwritten,
-                    ApplyOutcome::Applied { index, term } if waiter.already_pending => {
-                        ProposeOutcome::Duplicate {
+    fn answer_waiters(&mut self, outcomes: Vec<(LogId, ApplyOutcome)>) {
+        for (entry, outcome) in outcomes {
+            let Some(waiters) = self.waiters.remove(&entry.index) else {
+                continue;
+            };
+            for waiter in waiters {
+                let answer = if waiter.term != entry.term {
+                    ProposeOutcome::Overwritten
+                } else {
+                    match &outcome {
+                        ApplyOutcome::Noop { .. } => ProposeOutcome::Overwritten,
+                        ApplyOutcome::Applied { index, term } if waiter.already_pending => {
+                            ProposeOutcome::Duplicate {
+                                index: *index,
+                                term: *term,
+                            }
+                        }
+                        ApplyOutcome::Applied { index, term } => ProposeOutcome::Committed {
                             index: *index,
                             term: *term,
-                        }
+                        },
+                        ApplyOutcome::Duplicate { original, .. } => ProposeOutcome::Duplicate {
+                            index: original.index,
+                            term: original.term,
+                        },
                     }
-                    ApplyOutcome::Applied { index, term } => ProposeOutcome::Committed {
-                        index: *index,
-                        term: *term,
-                    },
-                    ApplyOutcome::Duplicate { original, .. } => ProposeOutcome::Duplicate {
-                        index: original.index,
-                        term: original.term,
-                    },
-                }
-            };
-            self.metrics
-                .append_latency
-                .observe(waiter.received.elapsed());
-            let _ = waiter.reply.send(answer);
+                };
+                self.metrics
+                    .append_latency
+                    .observe(waiter.received.elapsed());
+                let _ = waiter.reply.send(answer);
+            }
         }
     }
 
@@ -501,7 +513,7 @@ fn spawn_writer(
     metrics: Arc<Metrics>,
 ) -> (
     std::sync::mpsc::Sender<Batch>,
-    mpsc::UnboundedReceiver<WriteDone>,
+    mpsc::UnboundedReceiver<StorageNews>,
 ) {
     let (jobs, job_queue) = std::sync::mpsc::channel::<Batch>();
     let (done, written) = mpsc::unbounded_channel();
@@ -510,11 +522,28 @@ fn spawn_writer(
         .spawn(move || {
             while let Ok(batch) = job_queue.recv() {
                 let started = Instant::now();
-                let result = store.write(WriteBatch {
+                let write = WriteBatch {
                     hard_state: batch.hard_state,
                     entries: &batch.entries,
                     apply: &batch.apply,
-                });
+                };
+                let result = store
+                    .write_deciding_early(write, &mut |outcomes| {
+                        let decided = batch
+                            .apply
+                            .iter()
+                            .zip(outcomes)
+                            .map(|(entry, outcome)| {
+                                let id = LogId {
+                                    index: entry.index,
+                                    term: entry.term,
+                                };
+                                (id, outcome.clone())
+                            })
+                            .collect();
+                        let _ = done.send(StorageNews::Decided(decided));
+                    })
+                    .map(drop);
                 metrics
                     .entries_written
                     .fetch_add(batch.entries.len() as u64, Ordering::Relaxed);
@@ -522,11 +551,11 @@ fn spawn_writer(
                 let failed = result.is_err();
                 let took = started.elapsed();
                 if done
-                    .send(WriteDone {
+                    .send(StorageNews::Written(WriteDone {
                         batch,
                         result,
                         took,
-                    })
+                    }))
                     .is_err()
                     || failed
                 {

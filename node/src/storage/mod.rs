@@ -72,6 +72,19 @@ pub enum ApplyOutcome {
 pub trait LogStore: Send {
     fn initial_state(&self) -> Result<InitialState, StorageError>;
     fn write(&mut self, batch: WriteBatch<'_>) -> Result<Vec<ApplyOutcome>, StorageError>;
+    /// `write`, also handing the outcomes of the batch's applies to `decided` as soon as they are
+    /// known, which may be before the batch is durable. Acting on them then is safe: applied entries
+    /// are committed (durable on a majority) and applying is deterministic, so a crash before the batch
+    /// lands applies them again with the same outcomes (and a failed write stops the node).
+    fn write_deciding_early(
+        &mut self,
+        batch: WriteBatch<'_>,
+        decided: &mut dyn FnMut(&[ApplyOutcome]),
+    ) -> Result<Vec<ApplyOutcome>, StorageError> {
+        let outcomes = self.write(batch)?;
+        decided(&outcomes);
+        Ok(outcomes)
+    }
     /// The term of the entry at `index`; `Some(Term(0))` for index 0; `None` past the end.
     fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError>;
     /// Entries in `lo..=hi`, stopping once `max_bytes` (by `Entry::approx_size`) is reached, but always at

@@ -531,6 +531,7 @@ impl SqliteStore {
         &mut self,
         batch: &WriteBatch<'_>,
         truncate_from: Option<LogIndex>,
+        decided: &mut dyn FnMut(&[ApplyOutcome]),
     ) -> Result<Vec<ApplyOutcome>, rusqlite::Error> {
         let tx = self
             .conn
@@ -625,6 +626,10 @@ impl SqliteStore {
                     .execute([last_applied])?;
             }
         }
+        if !outcomes.is_empty() {
+            // Before the commit and its fsync, which can take milliseconds under load.
+            decided(&outcomes);
+        }
         match tx.commit() {
             Ok(()) if flushed => self.unindexed.clear(),
             Ok(()) => {}
@@ -645,11 +650,19 @@ impl LogStore for SqliteStore {
     }
 
     fn write(&mut self, batch: WriteBatch<'_>) -> Result<Vec<ApplyOutcome>, StorageError> {
+        self.write_deciding_early(batch, &mut |_| {})
+    }
+
+    fn write_deciding_early(
+        &mut self,
+        batch: WriteBatch<'_>,
+        decided: &mut dyn FnMut(&[ApplyOutcome]),
+    ) -> Result<Vec<ApplyOutcome>, StorageError> {
         let plan = plan_write(&self.state, &batch, |index| self.term(index))?;
         self.set_sync_for(&batch)
             .map_err(|e| sql_error(&self.shown(), "setting synchronous", e))?;
         let outcomes = self
-            .write_in_transaction(&batch, plan.truncate_from)
+            .write_in_transaction(&batch, plan.truncate_from, decided)
             .map_err(|e| sql_error(&self.shown(), "writing a batch", e))?;
         if let Some(hard_state) = batch.hard_state {
             self.state.hard_state = hard_state;
@@ -1005,5 +1018,42 @@ mod tests {
             store.initial_state().unwrap().hard_state.commit,
             LogIndex(2)
         );
+    }
+
+    /// Apply outcomes reach the caller while the batch is still uncommitted (a reader does not see
+    /// it yet), and they are the outcomes the write then returns.
+    #[test]
+    fn apply_outcomes_are_decided_before_the_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path().join("node-1.db"), NodeId(1), "c").unwrap();
+        let entries = [message(1), message(2)];
+        store
+            .write(WriteBatch {
+                entries: &entries,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        let reader = store.reader().unwrap();
+        let visible = || {
+            reader
+                .messages(LogIndex(1), LogIndex(2), 10)
+                .unwrap()
+                .len()
+        };
+        let mut decided = None;
+        let outcomes = store
+            .write_deciding_early(
+                WriteBatch {
+                    apply: &entries,
+                    ..WriteBatch::default()
+                },
+                &mut |outcomes| decided = Some((outcomes.to_vec(), visible())),
+            )
+            .unwrap();
+        let (decided, visible_then) = decided.expect("outcomes were decided");
+        assert_eq!(decided, outcomes);
+        assert_eq!(outcomes.len(), 2);
+        assert_eq!(visible_then, 0);
+        assert_eq!(visible(), 2);
     }
 }
