@@ -1034,12 +1034,7 @@ mod tests {
             })
             .unwrap();
         let reader = store.reader().unwrap();
-        let visible = || {
-            reader
-                .messages(LogIndex(1), LogIndex(2), 10)
-                .unwrap()
-                .len()
-        };
+        let visible = || reader.messages(LogIndex(1), LogIndex(2), 10).unwrap().len();
         let mut decided = None;
         let outcomes = store
             .write_deciding_early(
