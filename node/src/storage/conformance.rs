@@ -719,9 +719,90 @@ mod sqlite_only {
         let version: i64 = check
             .query_row("SELECT format_version FROM meta", [], |row| row.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         // Opening again is a plain open of current data.
         drop(SqliteStore::open(&path, NodeId(1), "blue").unwrap());
+    }
+
+    /// Format 2 kept a copy of each applied message; format 3 reads messages from the log. A format 2
+    /// file keeps its messages, the entry that applied as a duplicate stays out of them, and ids both
+    /// in the `request_ids` index and applied after its last flush still dedupe.
+    #[test]
+    fn migrates_format_2_data_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-1.db");
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA application_id = 1181511540;
+             CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), format_version INTEGER NOT NULL,
+                 node_id INTEGER NOT NULL, cluster_id TEXT NOT NULL, created_unix_ms INTEGER NOT NULL);
+             CREATE TABLE hard_state (id INTEGER PRIMARY KEY CHECK (id = 0), term INTEGER NOT NULL,
+                 voted_for INTEGER, commit_index INTEGER NOT NULL);
+             CREATE TABLE log (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL,
+                 text TEXT, request_id TEXT);
+             CREATE TABLE applied_messages (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
+                 text TEXT NOT NULL, request_id TEXT);
+             CREATE TABLE request_ids (request_id TEXT PRIMARY KEY, idx INTEGER NOT NULL,
+                 term INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE applied (id INTEGER PRIMARY KEY CHECK (id = 0), idx INTEGER NOT NULL,
+                 request_ids_up_to INTEGER NOT NULL);
+             INSERT INTO meta VALUES (0, 2, 1, 'blue', 0);
+             INSERT INTO hard_state VALUES (0, 2, 1, 4);
+             INSERT INTO log VALUES (1, 1, 0, NULL, NULL), (2, 1, 1, 'hello', 'a'),
+                 (3, 2, 1, 'hello', 'a'), (4, 2, 1, 'world', 'b'), (5, 2, 1, 'later', NULL);
+             INSERT INTO applied_messages VALUES (2, 1, 'hello', 'a'), (4, 2, 'world', 'b');
+             INSERT INTO request_ids VALUES ('a', 2, 1);
+             INSERT INTO applied VALUES (0, 4, 2);",
+        )
+        .unwrap();
+        drop(old);
+
+        let mut store = SqliteStore::open(&path, NodeId(1), "blue").unwrap();
+        assert_eq!(store.initial_state().unwrap().applied, LogIndex(4));
+        // Entry 5 is in the log but not applied: not a message yet.
+        assert_eq!(
+            all_messages(&store),
+            [
+                as_message(&message(2, 1, "hello", Some("a"))),
+                as_message(&message(4, 2, "world", Some("b")))
+            ]
+        );
+        assert_eq!(store.find_request("a").unwrap(), Some(log_id(2, 1)));
+        assert_eq!(store.find_request("b").unwrap(), Some(log_id(4, 2)));
+        let retries = [
+            message(6, 2, "hello", Some("a")),
+            message(7, 2, "world", Some("b")),
+        ];
+        append(&mut store, &retries);
+        let later = [message(5, 2, "later", None)];
+        assert_eq!(
+            apply(&mut store, &later),
+            [ApplyOutcome::Applied {
+                index: LogIndex(5),
+                term: Term(2)
+            }]
+        );
+        assert_eq!(
+            apply(&mut store, &retries),
+            [
+                ApplyOutcome::Duplicate {
+                    index: LogIndex(6),
+                    original: log_id(2, 1)
+                },
+                ApplyOutcome::Duplicate {
+                    index: LogIndex(7),
+                    original: log_id(4, 2)
+                }
+            ]
+        );
+        assert_eq!(all_messages(&store).len(), 3);
+        drop(store);
+        let check = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = check
+            .query_row("SELECT format_version FROM meta", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //!   node or cluster is refused, never reset.
 //! - `hard_state`: one row: term, voted_for, commit.
 //! - `log`: `idx` (primary key), `term`, `kind` (0 no-op, 1 message), `text`, `request_id`.
-//! - `applied_messages`: the state machine: `idx`, `term`, `text`, `request_id`. A request id is
-//!   applied at most once for the life of the data: later entries carrying it are answered with the
-//!   original and not applied.
+//! - The state machine is the log's message entries up to `applied.idx`, less those listed in
+//!   `duplicates`. A request id is applied at most once for the life of the data: a later entry
+//!   carrying it is answered with the original and listed in `duplicates` (by `idx`). Format 2 kept
+//!   a copy of every applied message in a table of its own, a second row insert per entry on every
+//!   node.
 //! - `request_ids`: the dedupe index (`request_id` → `idx`, `term`) of every id applied up to
 //!   `applied.request_ids_up_to`; ids applied after that are held in memory and flushed here in
 //!   sorted batches (`SqliteStore::unindexed` says why).
@@ -32,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Bumped whenever the schema changes incompatibly; an unknown version is refused, older known ones
 /// are migrated on open.
-const FORMAT_VERSION: i64 = 2;
+const FORMAT_VERSION: i64 = 3;
 /// Request ids applied since the last flush that are kept in memory before they go into the
 /// `request_ids` index in one sorted batch (see `SqliteStore::unindexed`).
 const REQUEST_ID_FLUSH: usize = 2048;
@@ -65,12 +67,7 @@ CREATE TABLE log (
     text TEXT,
     request_id TEXT
 );
-CREATE TABLE applied_messages (
-    idx INTEGER PRIMARY KEY,
-    term INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    request_id TEXT
-);
+CREATE TABLE duplicates (idx INTEGER PRIMARY KEY);
 CREATE TABLE request_ids (
     request_id TEXT PRIMARY KEY,
     idx INTEGER NOT NULL,
@@ -108,6 +105,21 @@ UPDATE applied SET request_ids_up_to = idx;
 UPDATE meta SET format_version = 2;
 ";
 
+/// Format 2 copied every applied message into `applied_messages`; format 3 reads them from the log
+/// and lists only the entries that applied as duplicates.
+const MIGRATE_FROM_2: &str = "
+CREATE TABLE duplicates (idx INTEGER PRIMARY KEY);
+INSERT INTO duplicates
+    SELECT idx FROM log
+    WHERE kind = 1 AND idx <= (SELECT idx FROM applied WHERE id = 0)
+      AND idx NOT IN (SELECT idx FROM applied_messages);
+DROP TABLE applied_messages;
+UPDATE meta SET format_version = 3;
+";
+
+/// `MIGRATIONS[v - 1]` turns format `v` into `v + 1`.
+const MIGRATIONS: [&str; 2] = [MIGRATE_FROM_1, MIGRATE_FROM_2];
+
 /// The writer: owns the node's database file. `Send`, so it can run on a blocking thread.
 pub struct SqliteStore {
     conn: Connection,
@@ -122,7 +134,7 @@ pub struct SqliteStore {
     /// machine's dedupe (a request id is applied once, for the life of the data) consults this map and
     /// then the table. Inserting each id into an on-disk index as it is applied cost one random page
     /// write per entry; flushed together, sorted, ids that share a prefix (a client's) share pages.
-    /// Rebuilt on open from `applied_messages`, so it holds nothing the disk does not.
+    /// Rebuilt on open from the applied part of the log, so it holds nothing the disk does not.
     unindexed: HashMap<String, LogId>,
     /// Terms of the newest entries, so checking a batch reads no term from disk.
     recent_terms: RecentTerms,
@@ -225,8 +237,8 @@ impl SqliteStore {
         } else {
             let version = store.check_identity(node_id, cluster_id)?;
             store.check_integrity()?;
-            if version == 1 {
-                store.migrate_from_1()?;
+            if version < FORMAT_VERSION {
+                store.migrate_from(version)?;
             }
         }
         store.state = store.load_state()?;
@@ -364,7 +376,7 @@ impl SqliteStore {
             Ok(None) => return Err(not_ours("the meta table is empty")),
             Err(e) => return Err(not_ours(&format!("no readable meta table: {e}"))),
         };
-        if version != FORMAT_VERSION && version != 1 {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(StorageError::Mismatch(format!(
                 "{shown}: data format version {version}, this build reads version {FORMAT_VERSION}"
             )));
@@ -384,15 +396,19 @@ impl SqliteStore {
         Ok(version)
     }
 
-    fn migrate_from_1(&mut self) -> Result<(), StorageError> {
+    /// Brings format `version` data up to the current format, in one transaction.
+    fn migrate_from(&mut self, version: i64) -> Result<(), StorageError> {
         let shown = self.shown();
+        let doing = format!("migrating from format {version}");
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| sql_error(&shown, "migrating from format 1", e))?;
-        tx.execute_batch(MIGRATE_FROM_1)
+            .map_err(|e| sql_error(&shown, &doing, e))?;
+        MIGRATIONS[(version - 1) as usize..]
+            .iter()
+            .try_for_each(|step| tx.execute_batch(step))
             .and_then(|()| tx.commit())
-            .map_err(|e| sql_error(&shown, "migrating from format 1", e))
+            .map_err(|e| sql_error(&shown, &doing, e))
     }
 
     fn load_unindexed(&self) -> Result<HashMap<String, LogId>, StorageError> {
@@ -400,9 +416,11 @@ impl SqliteStore {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT request_id, idx, term FROM applied_messages
+                "SELECT request_id, idx, term FROM log
                  WHERE idx > (SELECT request_ids_up_to FROM applied WHERE id = 0)
-                   AND request_id IS NOT NULL",
+                   AND idx <= (SELECT idx FROM applied WHERE id = 0)
+                   AND kind = 1 AND request_id IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx)",
             )
             .map_err(fail)?;
         let rows = statement
@@ -570,13 +588,11 @@ impl SqliteStore {
         let mut newly_applied = Vec::new();
         let mut flushed = false;
         if let Some(last_applied) = batch.apply.last() {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO applied_messages (idx, term, text, request_id) VALUES (?1, ?2, ?3, ?4)",
-            )?;
+            let mut duplicate = tx.prepare_cached("INSERT INTO duplicates (idx) VALUES (?1)")?;
             let mut find =
                 tx.prepare_cached("SELECT idx, term FROM request_ids WHERE request_id = ?1")?;
             for entry in batch.apply {
-                let Payload::Message { text, request_id } = &entry.payload else {
+                let Payload::Message { request_id, .. } = &entry.payload else {
                     outcomes.push(apply_outcome(entry, None));
                     continue;
                 };
@@ -587,14 +603,11 @@ impl SqliteStore {
                     },
                     None => None,
                 };
-                if earlier.is_none() {
-                    insert.execute(params![
-                        to_sql(entry.index.0)?,
-                        to_sql(entry.term.0)?,
-                        text,
-                        request_id
-                    ])?;
-                    if let Some(id) = request_id {
+                match (earlier, request_id) {
+                    (Some(_), _) => {
+                        duplicate.execute([to_sql(entry.index.0)?])?;
+                    }
+                    (None, Some(id)) => {
                         let applied = LogId {
                             index: entry.index,
                             term: entry.term,
@@ -603,6 +616,7 @@ impl SqliteStore {
                         self.unindexed.insert(id.clone(), applied);
                         newly_applied.push(id.as_str());
                     }
+                    (None, None) => {}
                 }
                 outcomes.push(apply_outcome(entry, earlier));
             }
@@ -851,7 +865,9 @@ fn read_messages(
     let fail = |e| sql_error(&path.display().to_string(), "reading messages", e);
     let mut statement = conn
         .prepare_cached(
-            "SELECT idx, term, text, request_id FROM applied_messages WHERE idx >= ?1 AND idx <= ?2
+            "SELECT idx, term, text, request_id FROM log
+             WHERE idx >= ?1 AND idx <= MIN(?2, (SELECT idx FROM applied WHERE id = 0)) AND kind = 1
+               AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx)
              ORDER BY idx LIMIT ?3",
         )
         .map_err(fail)?;
@@ -888,8 +904,11 @@ fn read_request(
     conn.prepare_cached(
         "SELECT idx, term FROM request_ids WHERE request_id = ?1
          UNION ALL
-         SELECT idx, term FROM applied_messages
-         WHERE idx > (SELECT request_ids_up_to FROM applied WHERE id = 0) AND request_id = ?1
+         SELECT idx, term FROM log
+         WHERE idx > (SELECT request_ids_up_to FROM applied WHERE id = 0)
+           AND idx <= (SELECT idx FROM applied WHERE id = 0)
+           AND kind = 1 AND request_id = ?1
+           AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx)
          LIMIT 1",
     )
     .map_err(fail)?
