@@ -127,6 +127,8 @@ struct Batch {
     /// Replies held back until this batch is durable (thesis §3.8).
     persisted_messages: Vec<Envelope>,
     reads: Vec<ReadState>,
+    /// Clients wait on some of the applies (see `LogStore::write_deciding_early`).
+    clients_waiting: bool,
 }
 
 impl Batch {
@@ -211,8 +213,8 @@ struct WriteDone {
 
 /// What the storage thread reports, in this order for each batch.
 enum StorageNews {
-    /// How the batch's committed entries applied, known before the batch is durable (see
-    /// `LogStore::write_deciding_early`): their clients can be answered now.
+    /// How the batch's committed entries applied, once written, possibly before the rest of the batch
+    /// is durable (see `LogStore::write_deciding_early`): their clients can be answered now.
     Decided(Vec<(LogId, ApplyOutcome)>),
     Written(WriteDone),
 }
@@ -295,7 +297,7 @@ impl<S: LogRead> Runtime<S> {
                 biased;
                 _ = shutdown.changed() => break,
                 Some(news) = self.written.recv() => match news {
-                    StorageNews::Decided(outcomes) => self.answer_waiters(outcomes),
+                    StorageNews::Decided(outcomes) => self.on_decided(outcomes),
                     StorageNews::Written(done) => self.on_written(done)?,
                 },
                 Some(request) = self.inbox.recv() => {
@@ -316,7 +318,7 @@ impl<S: LogRead> Runtime<S> {
         self.writer.0.close();
         while let Some(news) = self.written.recv().await {
             match news {
-                StorageNews::Decided(outcomes) => self.answer_waiters(outcomes),
+                StorageNews::Decided(outcomes) => self.on_decided(outcomes),
                 StorageNews::Written(done) => self.on_written(done)?,
             }
         }
@@ -414,7 +416,12 @@ impl<S: LogRead> Runtime<S> {
             for message in ready.messages {
                 self.transport.send(message);
             }
+            let clients_waiting = ready
+                .committed
+                .iter()
+                .any(|entry| self.waiters.contains_key(&entry.index));
             self.writer.0.add(|batch| {
+                batch.clients_waiting |= clients_waiting;
                 if ready.hard_state.is_some() {
                     batch.hard_state = ready.hard_state;
                 }
@@ -478,6 +485,16 @@ impl<S: LogRead> Runtime<S> {
             }
         }
         self.transport.send(message);
+    }
+
+    /// The applies are written (readers see them): their clients get their answers now, and the
+    /// status shows them applied, whether or not the rest of their batch is durable yet.
+    fn on_decided(&mut self, outcomes: Vec<(LogId, ApplyOutcome)>) {
+        if let Some((last, _)) = outcomes.last() {
+            self.stored_applied = self.stored_applied.max(last.index);
+            self.publish_status();
+        }
+        self.answer_waiters(outcomes);
     }
 
     fn answer_waiters(&mut self, outcomes: Vec<(LogId, ApplyOutcome)>) {
@@ -583,23 +600,27 @@ fn spawn_writer(
                     entries: &batch.entries,
                     apply: &batch.apply,
                 };
-                let result = store
-                    .write_deciding_early(write, &mut |outcomes| {
-                        let decided = batch
-                            .apply
-                            .iter()
-                            .zip(outcomes)
-                            .map(|(entry, outcome)| {
-                                let id = LogId {
-                                    index: entry.index,
-                                    term: entry.term,
-                                };
-                                (id, outcome.clone())
-                            })
-                            .collect();
-                        let _ = done.send(StorageNews::Decided(decided));
-                    })
-                    .map(drop);
+                let mut announce = |outcomes: &[ApplyOutcome]| {
+                    let decided = batch
+                        .apply
+                        .iter()
+                        .zip(outcomes)
+                        .map(|(entry, outcome)| {
+                            let id = LogId {
+                                index: entry.index,
+                                term: entry.term,
+                            };
+                            (id, outcome.clone())
+                        })
+                        .collect();
+                    let _ = done.send(StorageNews::Decided(decided));
+                };
+                // Splitting a batch costs a transaction; it pays only when clients wait on the applies.
+                let result = if batch.clients_waiting {
+                    store.write_deciding_early(write, &mut announce).map(drop)
+                } else {
+                    store.write(write).map(|outcomes| announce(&outcomes))
+                };
                 metrics
                     .entries_written
                     .fetch_add(batch.entries.len() as u64, Ordering::Relaxed);

@@ -323,3 +323,47 @@ async fn duplicates_and_bad_input_get_clear_answers() {
     .await;
     cluster.finish(result);
 }
+
+/// `201` means committed and applied (contract): the node that answered already shows the message in
+/// its own state machine (a stale read) and in `last_applied`. Concurrent writers make the leader's
+/// batches apply some entries while appending others, the case where it answers before the new
+/// entries' fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_201_means_applied_on_the_node_that_answered() {
+    let cluster = Cluster::start(3, Options::default())
+        .await
+        .expect("start 3 nodes");
+    let result = async {
+        let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+        let writers = (0..16).map(|writer| {
+            let cluster = &cluster;
+            async move {
+                for n in 0..15 {
+                    let id = format!("applied-{writer}-{n}");
+                    let client = cluster.client(leader);
+                    let (_, response, _) =
+                        committed(client.submit(&id, Some(&id)).await?, "concurrent submit")?;
+                    let page = client.messages(response.index.0, 1, true).await?;
+                    ensure!(
+                        page.entries.first().map(|m| (m.index, m.text.as_str()))
+                            == Some((response.index, id.as_str())),
+                        "answered 201 at {} but its stale read shows {:?}",
+                        response.index,
+                        page.entries
+                    );
+                    let applied = client.status().await?.last_applied;
+                    ensure!(
+                        applied >= response.index,
+                        "answered 201 at {} but last_applied is {applied}",
+                        response.index
+                    );
+                }
+                anyhow::Ok(())
+            }
+        });
+        let results = futures_util::future::join_all(writers).await;
+        results.into_iter().collect::<Result<()>>()
+    }
+    .await;
+    cluster.finish(result);
+}

@@ -72,10 +72,12 @@ pub enum ApplyOutcome {
 pub trait LogStore: Send {
     fn initial_state(&self) -> Result<InitialState, StorageError>;
     fn write(&mut self, batch: WriteBatch<'_>) -> Result<Vec<ApplyOutcome>, StorageError>;
-    /// `write`, also handing the outcomes of the batch's applies to `decided` as soon as they are
-    /// known, which may be before the batch is durable. Acting on them then is safe: applied entries
-    /// are committed (durable on a majority) and applying is deterministic, so a crash before the batch
-    /// lands applies them again with the same outcomes (and a failed write stops the node).
+    /// `write`, also handing the outcomes of the batch's applies to `decided` once they are written
+    /// (readers see them), which may be before the rest of the batch is durable: a store may commit
+    /// the applies of entries already in its durable log in a transaction of their own first, so that
+    /// answering their clients waits for no fsync. Each part is all-or-nothing; should a crash fall
+    /// between them, the applies stand on their own (their entries are durable) and nothing was acted
+    /// on for the rest.
     fn write_deciding_early(
         &mut self,
         batch: WriteBatch<'_>,

@@ -532,11 +532,7 @@ impl SqliteStore {
     /// entries, durable in the log, are applied again. The next fsynced batch makes it durable too. This
     /// takes the second of two serial fsyncs off every client write's path on the leader.
     fn set_sync_for(&mut self, batch: &WriteBatch<'_>) -> Result<(), rusqlite::Error> {
-        let stored = self.state.hard_state;
-        let full = !batch.entries.is_empty()
-            || batch
-                .hard_state
-                .is_some_and(|new| new.term != stored.term || new.voted_for != stored.voted_for);
+        let full = self.needs_fsync(batch);
         if full != self.sync_full {
             self.conn
                 .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
@@ -545,11 +541,36 @@ impl SqliteStore {
         Ok(())
     }
 
+    fn needs_fsync(&self, batch: &WriteBatch<'_>) -> bool {
+        let stored = self.state.hard_state;
+        !batch.entries.is_empty()
+            || batch
+                .hard_state
+                .is_some_and(|new| new.term != stored.term || new.voted_for != stored.voted_for)
+    }
+
+    /// One batch, one transaction.
+    fn write_one(&mut self, batch: WriteBatch<'_>) -> Result<Vec<ApplyOutcome>, StorageError> {
+        let plan = plan_write(&self.state, &batch, |index| self.term(index))?;
+        self.set_sync_for(&batch)
+            .map_err(|e| sql_error(&self.shown(), "setting synchronous", e))?;
+        let outcomes = self
+            .write_in_transaction(&batch, plan.truncate_from)
+            .map_err(|e| sql_error(&self.shown(), "writing a batch", e))?;
+        if let Some(hard_state) = batch.hard_state {
+            self.state.hard_state = hard_state;
+        }
+        self.state.last = plan.last;
+        self.state.applied = plan.applied;
+        self.recent_terms
+            .record_write(plan.truncate_from, batch.entries);
+        Ok(outcomes)
+    }
+
     fn write_in_transaction(
         &mut self,
         batch: &WriteBatch<'_>,
         truncate_from: Option<LogIndex>,
-        decided: &mut dyn FnMut(&[ApplyOutcome]),
     ) -> Result<Vec<ApplyOutcome>, rusqlite::Error> {
         let tx = self
             .conn
@@ -640,10 +661,6 @@ impl SqliteStore {
                     .execute([last_applied])?;
             }
         }
-        if !outcomes.is_empty() {
-            // Before the commit and its fsync, which can take milliseconds under load.
-            decided(&outcomes);
-        }
         match tx.commit() {
             Ok(()) if flushed => self.unindexed.clear(),
             Ok(()) => {}
@@ -664,27 +681,38 @@ impl LogStore for SqliteStore {
     }
 
     fn write(&mut self, batch: WriteBatch<'_>) -> Result<Vec<ApplyOutcome>, StorageError> {
-        self.write_deciding_early(batch, &mut |_| {})
+        self.write_one(batch)
     }
 
+    /// Under load nearly every batch both applies committed entries and appends new ones: one
+    /// transaction would make the clients of the applied entries wait for the fsync the new entries
+    /// need. Applies of entries already in the durable log are committed first, in a transaction of
+    /// their own that needs no fsync (`set_sync_for`), and announced; then the rest of the batch.
     fn write_deciding_early(
         &mut self,
         batch: WriteBatch<'_>,
         decided: &mut dyn FnMut(&[ApplyOutcome]),
     ) -> Result<Vec<ApplyOutcome>, StorageError> {
-        let plan = plan_write(&self.state, &batch, |index| self.term(index))?;
-        self.set_sync_for(&batch)
-            .map_err(|e| sql_error(&self.shown(), "setting synchronous", e))?;
-        let outcomes = self
-            .write_in_transaction(&batch, plan.truncate_from, decided)
-            .map_err(|e| sql_error(&self.shown(), "writing a batch", e))?;
-        if let Some(hard_state) = batch.hard_state {
-            self.state.hard_state = hard_state;
+        let applies_are_durable = batch
+            .apply
+            .last()
+            .is_some_and(|entry| entry.index <= self.state.last.index);
+        if applies_are_durable && self.needs_fsync(&batch) {
+            let outcomes = self.write_one(WriteBatch {
+                apply: batch.apply,
+                ..WriteBatch::default()
+            })?;
+            decided(&outcomes);
+            self.write_one(WriteBatch {
+                apply: &[],
+                ..batch
+            })?;
+            return Ok(outcomes);
         }
-        self.state.last = plan.last;
-        self.state.applied = plan.applied;
-        self.recent_terms
-            .record_write(plan.truncate_from, batch.entries);
+        let outcomes = self.write_one(batch)?;
+        if !outcomes.is_empty() {
+            decided(&outcomes);
+        }
         Ok(outcomes)
     }
 
@@ -1039,10 +1067,11 @@ mod tests {
         );
     }
 
-    /// Apply outcomes reach the caller while the batch is still uncommitted (a reader does not see
-    /// it yet), and they are the outcomes the write then returns.
+    /// When a batch both applies and appends, the applies are written and announced first: a reader
+    /// already sees the applied messages, while the new entry (which needs the fsync) is not written
+    /// yet. The announced outcomes are the ones the write returns.
     #[test]
-    fn apply_outcomes_are_decided_before_the_batch_commits() {
+    fn applies_are_visible_and_decided_before_the_new_entries_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path().join("node-1.db"), NodeId(1), "c").unwrap();
         let entries = [message(1), message(2)];
@@ -1053,21 +1082,29 @@ mod tests {
             })
             .unwrap();
         let reader = store.reader().unwrap();
-        let visible = || reader.messages(LogIndex(1), LogIndex(2), 10).unwrap().len();
+        let seen = || {
+            let messages = reader.messages(LogIndex(1), LogIndex(3), 10).unwrap().len();
+            let logged = reader
+                .entries(LogIndex(1), LogIndex(3), 1 << 20)
+                .unwrap()
+                .len();
+            (messages, logged)
+        };
         let mut decided = None;
         let outcomes = store
             .write_deciding_early(
                 WriteBatch {
+                    entries: &[message(3)],
                     apply: &entries,
                     ..WriteBatch::default()
                 },
-                &mut |outcomes| decided = Some((outcomes.to_vec(), visible())),
+                &mut |outcomes| decided = Some((outcomes.to_vec(), seen())),
             )
             .unwrap();
-        let (decided, visible_then) = decided.expect("outcomes were decided");
+        let (decided, seen_then) = decided.expect("outcomes were decided");
         assert_eq!(decided, outcomes);
         assert_eq!(outcomes.len(), 2);
-        assert_eq!(visible_then, 0);
-        assert_eq!(visible(), 2);
+        assert_eq!(seen_then, (2, 2));
+        assert_eq!(seen(), (2, 3));
     }
 }
