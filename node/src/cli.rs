@@ -214,9 +214,7 @@ pub fn run_from_args(args: Vec<OsString>) -> ExitCode {
     // nodes and their clients on two cores, a single-threaded runtime cut each node's CPU per commit by
     // about a third and the 1-client p50 from ~1.1 to ~0.95 ms.
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        // HTTP handlers' storage reads run on blocking threads; on a small machine hundreds of them only
-        // add context switches.
-        .max_blocking_threads(16)
+        .max_blocking_threads(crate::server::MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
     {

@@ -42,6 +42,8 @@ const REQUEST_ID_FLUSH: usize = 2048;
 const APPLICATION_ID: i64 = 0x466C_6F74;
 /// How long a reader waits for a lock held during a WAL checkpoint before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// A reader connection's page cache: `PRAGMA cache_size`, negative meaning KiB.
+const READER_CACHE_SIZE: i64 = -256;
 
 const KIND_NOOP: i64 = 0;
 const KIND_MESSAGE: i64 = 1;
@@ -758,6 +760,9 @@ impl SqliteReader {
         .map_err(|e| StorageError::Io(format!("{shown}: cannot open for reading: {e}")))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| sql_error(&shown, "setting the busy timeout", e))?;
+        // Readers are many and pages are in the OS cache anyway: a small cache each keeps memory flat.
+        conn.pragma_update(None, "cache_size", READER_CACHE_SIZE)
+            .map_err(|e| sql_error(&shown, "setting the cache size", e))?;
         conn.set_prepared_statement_cache_capacity(16);
         Ok(Self { conn, path })
     }
