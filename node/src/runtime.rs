@@ -208,7 +208,9 @@ impl Drop for Writer {
 struct WriteDone {
     batch: Batch,
     result: Result<(), StorageError>,
-    took: Duration,
+    /// How long the store took; `None` when the batch had nothing to store (only replies or reads
+    /// waiting their turn behind earlier writes).
+    took: Option<Duration>,
 }
 
 /// What the storage thread reports, in this order for each batch.
@@ -448,7 +450,9 @@ impl<S: LogRead> Runtime<S> {
 
     fn on_written(&mut self, done: WriteDone) -> Result<(), StorageError> {
         done.result?;
-        self.metrics.fsync_latency.observe(done.took);
+        if let Some(took) = done.took {
+            self.metrics.fsync_latency.observe(took);
+        }
         let batch = done.batch;
         if let Some(last) = batch.entries.last() {
             self.raft.persisted(LogId {
@@ -615,18 +619,25 @@ fn spawn_writer(
                         .collect();
                     let _ = done.send(StorageNews::Decided(decided));
                 };
+                let nothing_to_store = write.hard_state.is_none()
+                    && write.entries.is_empty()
+                    && write.apply.is_empty();
                 // Splitting a batch costs a transaction; it pays only when clients wait on the applies.
-                let result = if batch.clients_waiting {
+                let result = if nothing_to_store {
+                    Ok(())
+                } else if batch.clients_waiting {
                     store.write_deciding_early(write, &mut announce).map(drop)
                 } else {
                     store.write(write).map(|outcomes| announce(&outcomes))
                 };
-                metrics
-                    .entries_written
-                    .fetch_add(batch.entries.len() as u64, Ordering::Relaxed);
-                metrics.batches_written.fetch_add(1, Ordering::Relaxed);
+                let took = (!nothing_to_store).then(|| started.elapsed());
+                if took.is_some() {
+                    metrics
+                        .entries_written
+                        .fetch_add(batch.entries.len() as u64, Ordering::Relaxed);
+                    metrics.batches_written.fetch_add(1, Ordering::Relaxed);
+                }
                 let failed = result.is_err();
-                let took = started.elapsed();
                 if done
                     .send(StorageNews::Written(WriteDone {
                         batch,
