@@ -667,6 +667,16 @@ mod sqlite_only {
         drop(store);
     }
 
+    /// What formats 1 and 2 share: the file's marks, `meta`, `hard_state` and `log`.
+    const OLD_FORMATS_BASE: &str = "PRAGMA journal_mode = WAL;
+        PRAGMA application_id = 1181511540;
+        CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), format_version INTEGER NOT NULL,
+            node_id INTEGER NOT NULL, cluster_id TEXT NOT NULL, created_unix_ms INTEGER NOT NULL);
+        CREATE TABLE hard_state (id INTEGER PRIMARY KEY CHECK (id = 0), term INTEGER NOT NULL,
+            voted_for INTEGER, commit_index INTEGER NOT NULL);
+        CREATE TABLE log (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL,
+            text TEXT, request_id TEXT);";
+
     /// A database written by format 1 (request ids kept unique by an index on the applied table) opens,
     /// is migrated in place, and keeps its messages and its dedupe.
     #[test]
@@ -674,15 +684,8 @@ mod sqlite_only {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node-1.db");
         let old = rusqlite::Connection::open(&path).unwrap();
-        old.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA application_id = 1181511540;
-             CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), format_version INTEGER NOT NULL,
-                 node_id INTEGER NOT NULL, cluster_id TEXT NOT NULL, created_unix_ms INTEGER NOT NULL);
-             CREATE TABLE hard_state (id INTEGER PRIMARY KEY CHECK (id = 0), term INTEGER NOT NULL,
-                 voted_for INTEGER, commit_index INTEGER NOT NULL);
-             CREATE TABLE log (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL,
-                 text TEXT, request_id TEXT);
+        old.execute_batch(&format!(
+            "{OLD_FORMATS_BASE}
              CREATE TABLE applied_messages (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
                  text TEXT NOT NULL, request_id TEXT UNIQUE);
              CREATE TABLE applied (id INTEGER PRIMARY KEY CHECK (id = 0), idx INTEGER NOT NULL);
@@ -690,8 +693,8 @@ mod sqlite_only {
              INSERT INTO hard_state VALUES (0, 2, 1, 3);
              INSERT INTO log VALUES (1, 1, 0, NULL, NULL), (2, 1, 1, 'hello', 'a'), (3, 2, 1, 'world', NULL);
              INSERT INTO applied_messages VALUES (2, 1, 'hello', 'a'), (3, 2, 'world', NULL);
-             INSERT INTO applied VALUES (0, 3);",
-        )
+             INSERT INTO applied VALUES (0, 3);"
+        ))
         .unwrap();
         drop(old);
 
@@ -732,15 +735,8 @@ mod sqlite_only {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node-1.db");
         let old = rusqlite::Connection::open(&path).unwrap();
-        old.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA application_id = 1181511540;
-             CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), format_version INTEGER NOT NULL,
-                 node_id INTEGER NOT NULL, cluster_id TEXT NOT NULL, created_unix_ms INTEGER NOT NULL);
-             CREATE TABLE hard_state (id INTEGER PRIMARY KEY CHECK (id = 0), term INTEGER NOT NULL,
-                 voted_for INTEGER, commit_index INTEGER NOT NULL);
-             CREATE TABLE log (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL,
-                 text TEXT, request_id TEXT);
+        old.execute_batch(&format!(
+            "{OLD_FORMATS_BASE}
              CREATE TABLE applied_messages (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
                  text TEXT NOT NULL, request_id TEXT);
              CREATE TABLE request_ids (request_id TEXT PRIMARY KEY, idx INTEGER NOT NULL,
@@ -753,8 +749,8 @@ mod sqlite_only {
                  (3, 2, 1, 'hello', 'a'), (4, 2, 1, 'world', 'b'), (5, 2, 1, 'later', NULL);
              INSERT INTO applied_messages VALUES (2, 1, 'hello', 'a'), (4, 2, 'world', 'b');
              INSERT INTO request_ids VALUES ('a', 2, 1);
-             INSERT INTO applied VALUES (0, 4, 2);",
-        )
+             INSERT INTO applied VALUES (0, 4, 2);"
+        ))
         .unwrap();
         drop(old);
 
