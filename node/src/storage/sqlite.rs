@@ -11,8 +11,8 @@
 //!   node or cluster is refused, never reset.
 //! - `hard_state`: one row: term, voted_for, commit.
 //! - `log`: `idx` (primary key), `term`, `kind` (0 no-op, 1 message), `text`, `request_id`.
-//! - The state machine is the log's message entries up to `applied.idx`, less those listed in
-//!   `duplicates`. A request id is applied at most once for the life of the data: a later entry
+//! - The state machine, the view `messages`, is the log's message entries up to `applied.idx`, less
+//!   those listed in `duplicates`. A request id is applied at most once for the life of the data: a later entry
 //!   carrying it is answered with the original and listed in `duplicates` (by `idx`). Format 2 kept
 //!   a copy of every applied message in a table of its own, a second row insert per entry on every
 //!   node.
@@ -83,6 +83,10 @@ CREATE TABLE applied (
 );
 INSERT INTO hard_state (id, term, voted_for, commit_index) VALUES (0, 0, NULL, 0);
 INSERT INTO applied (id, idx, request_ids_up_to) VALUES (0, 0, 0);
+CREATE VIEW messages AS
+    SELECT idx, term, text, request_id FROM log
+    WHERE kind = 1 AND idx <= (SELECT idx FROM applied WHERE id = 0)
+      AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx);
 ";
 
 /// Format 1 kept a UNIQUE index on `applied_messages.request_id`: every apply inserted into it at a
@@ -117,6 +121,10 @@ INSERT INTO duplicates
     WHERE kind = 1 AND idx <= (SELECT idx FROM applied WHERE id = 0)
       AND idx NOT IN (SELECT idx FROM applied_messages);
 DROP TABLE applied_messages;
+CREATE VIEW messages AS
+    SELECT idx, term, text, request_id FROM log
+    WHERE kind = 1 AND idx <= (SELECT idx FROM applied WHERE id = 0)
+      AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx);
 UPDATE meta SET format_version = 3;
 ";
 
@@ -419,11 +427,9 @@ impl SqliteStore {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT request_id, idx, term FROM log
+                "SELECT request_id, idx, term FROM messages
                  WHERE idx > (SELECT request_ids_up_to FROM applied WHERE id = 0)
-                   AND idx <= (SELECT idx FROM applied WHERE id = 0)
-                   AND kind = 1 AND request_id IS NOT NULL
-                   AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx)",
+                   AND request_id IS NOT NULL",
             )
             .map_err(fail)?;
         let rows = statement
@@ -899,9 +905,7 @@ fn read_messages(
     let fail = |e| sql_error(&path.display().to_string(), "reading messages", e);
     let mut statement = conn
         .prepare_cached(
-            "SELECT idx, term, text, request_id FROM log
-             WHERE idx >= ?1 AND idx <= MIN(?2, (SELECT idx FROM applied WHERE id = 0)) AND kind = 1
-               AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx)
+            "SELECT idx, term, text, request_id FROM messages WHERE idx >= ?1 AND idx <= ?2
              ORDER BY idx LIMIT ?3",
         )
         .map_err(fail)?;
@@ -938,11 +942,8 @@ fn read_request(
     conn.prepare_cached(
         "SELECT idx, term FROM request_ids WHERE request_id = ?1
          UNION ALL
-         SELECT idx, term FROM log
-         WHERE idx > (SELECT request_ids_up_to FROM applied WHERE id = 0)
-           AND idx <= (SELECT idx FROM applied WHERE id = 0)
-           AND kind = 1 AND request_id = ?1
-           AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx)
+         SELECT idx, term FROM messages
+         WHERE idx > (SELECT request_ids_up_to FROM applied WHERE id = 0) AND request_id = ?1
          LIMIT 1",
     )
     .map_err(fail)?
