@@ -1,4 +1,4 @@
-//! Keep-alive HTTP/1.1 connections for the hot request paths (peer RPCs, load clients).
+//! Keep-alive HTTP/1.1 connections for the hot request path between nodes (peer RPCs).
 //!
 //! A pooled `reqwest` client does per-request work (URL parsing, pool checkout, proxy matching) that
 //! cost more CPU than the receiving node spent serving the request. A [`Pool`] keeps plain hyper

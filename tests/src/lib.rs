@@ -13,6 +13,8 @@
 //!
 //! Waiting is always on a condition with a deadline ([`wait_until`]), never a bare sleep.
 
+pub mod http1;
+
 use anyhow::{anyhow, bail, Context as _, Result};
 use flotilla_shared::api::{
     ErrorBody, MessageEntry, MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse,

@@ -8,10 +8,11 @@
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, ValueEnum};
-use flotilla_node::keepalive::{authority_of, Call, Pool};
+use flotilla_node::keepalive::authority_of;
 use flotilla_shared::api::{MessagesPage, Status, SubmitRequest, SubmitResponse};
 use flotilla_shared::event::Role;
 use flotilla_shared::{LogIndex, NodeId};
+use flotilla_tests::http1::Http1Connection;
 use flotilla_tests::{Api, Cluster, Options, MAX_PAGE};
 use hdrhistogram::Histogram;
 use reqwest::{Method, StatusCode};
@@ -466,31 +467,40 @@ impl Backend {
 
     /// A JSON POST on a connection of its own (setup and checks; load clients keep theirs).
     async fn post_json(&self, url: &str, body: &Value) -> Result<Value> {
-        self.post_json_on(&Pool::new(authority_of(url)?, 0), url_path(url)?, body)
-            .await
+        self.post_json_on(
+            &mut Http1Connection::new(authority_of(url)?),
+            url_path(url)?,
+            body,
+        )
+        .await
     }
 
-    async fn post_json_on(&self, connection: &Pool, path: &str, body: &Value) -> Result<Value> {
+    async fn post_json_on(
+        &self,
+        connection: &mut Http1Connection,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value> {
+        let body = serde_json::to_vec(body)?;
+        let authority = connection.authority().to_string();
         let (status, reply) = connection
-            .call(Call {
-                method: Method::POST,
-                path,
-                headers: &[],
-                json_body: Some(serde_json::to_vec(body)?),
-                timeout: REQUEST_TIMEOUT,
-            })
+            .call("POST", path, Some(&body), REQUEST_TIMEOUT)
             .await?;
-        if status != StatusCode::OK {
+        if status != 200 {
             bail!(
-                "{}{path} answered {status}: {}",
-                connection.authority(),
-                String::from_utf8_lossy(&reply)
+                "{authority}{path} answered {status}: {}",
+                String::from_utf8_lossy(reply)
             );
         }
-        Ok(serde_json::from_slice(&reply)?)
+        Ok(serde_json::from_slice(reply)?)
     }
 
-    async fn write(&self, connection: &Pool, request_id: &str, text: &str) -> Written {
+    async fn write(
+        &self,
+        connection: &mut Http1Connection,
+        request_id: &str,
+        text: &str,
+    ) -> Written {
         match self.kind {
             Target::Flotilla => {
                 let Ok(body) = serde_json::to_vec(&SubmitRequest {
@@ -499,16 +509,12 @@ impl Backend {
                 }) else {
                     return Written::Failed;
                 };
-                let call = Call {
-                    method: Method::POST,
-                    path: "/v1/messages",
-                    headers: &[],
-                    json_body: Some(body),
-                    timeout: REQUEST_TIMEOUT,
-                };
-                match connection.call(call).await {
-                    Ok((status, reply)) if status.is_success() => {
-                        match serde_json::from_slice::<SubmitResponse>(&reply) {
+                match connection
+                    .call("POST", "/v1/messages", Some(&body), REQUEST_TIMEOUT)
+                    .await
+                {
+                    Ok((status, reply)) if (200..300).contains(&status) => {
+                        match serde_json::from_slice::<SubmitResponse>(reply) {
                             Ok(response) => Written::Acked(response.index.0),
                             Err(_) => Written::Failed,
                         }
@@ -532,18 +538,12 @@ impl Backend {
     }
 
     /// One linearizable read; whether it succeeded.
-    async fn read(&self, connection: &Pool) -> bool {
+    async fn read(&self, connection: &mut Http1Connection) -> bool {
         match self.kind {
             Target::Flotilla => connection
-                .call(Call {
-                    method: Method::GET,
-                    path: "/v1/messages?from=1&limit=1",
-                    headers: &[],
-                    json_body: None,
-                    timeout: REQUEST_TIMEOUT,
-                })
+                .call("GET", "/v1/messages?from=1&limit=1", None, REQUEST_TIMEOUT)
                 .await
-                .is_ok_and(|(status, _)| status == StatusCode::OK),
+                .is_ok_and(|(status, _)| status == 200),
             Target::Etcd => self
                 .post_json_on(
                     connection,
@@ -782,7 +782,7 @@ async fn throughput(
         let authority = authorities[client % authorities.len()].clone();
         let (target, run, acked_total) = (target.clone(), run.clone(), acked_total.clone());
         tasks.push(tokio::spawn(async move {
-            let connection = Pool::new(authority, 1);
+            let mut connection = Http1Connection::new(authority);
             let mut latency = new_histogram();
             let mut acked = Vec::new();
             let mut errors = 0u64;
@@ -797,7 +797,7 @@ async fn throughput(
                 let request_id = run.request_id(client, acked.len());
                 let text = run.text(&request_id);
                 let sent = Instant::now();
-                match target.write(&connection, &request_id, &text).await {
+                match target.write(&mut connection, &request_id, &text).await {
                     Written::Acked(index) => {
                         latency.saturating_record(sent.elapsed().as_micros() as u64);
                         // Index 0 would read as "not acked"; etcd revisions and log indexes start at 1.
@@ -915,12 +915,12 @@ async fn reads(target: &Arc<Backend>, cli: &Cli, clients: u32) -> Result<ReadRes
         let authority = authorities[client % authorities.len()].clone();
         let (target, done_total) = (target.clone(), done_total.clone());
         tasks.push(tokio::spawn(async move {
-            let connection = Pool::new(authority, 1);
+            let mut connection = Http1Connection::new(authority);
             let mut latency = new_histogram();
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                if target.read(&connection).await {
+                if target.read(&mut connection).await {
                     latency.saturating_record(sent.elapsed().as_micros() as u64);
                     done_total.fetch_add(1, Ordering::Relaxed);
                 } else {
