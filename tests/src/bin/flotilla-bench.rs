@@ -102,6 +102,13 @@ fn main() {
             }
         },
     };
+    let election = match validate(&cli) {
+        Ok(election) => election,
+        Err(error) => {
+            eprintln!("flotilla-bench: {error:#}");
+            std::process::exit(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,7 +119,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, election)) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(error) => {
@@ -168,8 +175,7 @@ fn validate(cli: &Cli) -> Result<(u64, u64)> {
     Ok((min, max))
 }
 
-async fn run(cli: Cli) -> Result<bool> {
-    let election = validate(&cli)?;
+async fn run(cli: Cli, election: (u64, u64)) -> Result<bool> {
     let api = Api::new(None)?;
     let mut local = None;
     let endpoints: Vec<String> = if cli.endpoints.is_empty() {
@@ -345,14 +351,16 @@ async fn run(cli: Cli) -> Result<bool> {
                 .collect(),
             &cli,
         );
+        // The shape: one object per client count, a list of them for a sweep; each carries
+        // the peak over the whole invocation.
         let peak = memory_json(&peaks);
         match &mut report {
-            Value::Object(map) => {
-                map.insert("node_memory_peak".into(), peak);
+            Value::Array(runs) => {
+                for run in runs {
+                    run["node_memory_peak"] = peak.clone();
+                }
             }
-            other => {
-                *other = json!({ "runs": other.clone(), "node_memory_peak": peak });
-            }
+            single => single["node_memory_peak"] = peak,
         }
     }
     if cli.json {
