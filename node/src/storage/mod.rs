@@ -87,6 +87,11 @@ pub trait LogStore: Send {
         decided(&outcomes);
         Ok(outcomes)
     }
+    /// Whether writing `batch` waits for no fsync, so that it is quick enough for a caller to do on
+    /// its own thread instead of handing it to a writer thread. A store that cannot tell says no.
+    fn writes_without_fsync(&self, _batch: &WriteBatch<'_>) -> bool {
+        false
+    }
     /// The term of the entry at `index`; `Some(Term(0))` for index 0; `None` past the end.
     fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError>;
     /// Entries in `lo..=hi`, stopping once `max_bytes` (by `Entry::approx_size`) is reached, but always at

@@ -778,6 +778,10 @@ impl LogStore for SqliteStore {
     /// transaction would make the clients of the applied entries wait for the fsync the new entries
     /// need. Applies of entries already in the durable log are committed first, in a transaction of
     /// their own that needs no fsync (`set_sync_for`), and announced; then the rest of the batch.
+    fn writes_without_fsync(&self, batch: &WriteBatch<'_>) -> bool {
+        !self.needs_fsync(batch)
+    }
+
     fn write_deciding_early(
         &mut self,
         batch: WriteBatch<'_>,
