@@ -56,6 +56,8 @@ pub struct Api {
     pub id: NodeId,
     pub advertise: String,
     pub peers: BTreeMap<NodeId, String>,
+    /// `X-Raft-Leader` for each node (see `Api::leader_hints`).
+    pub leader_hints: BTreeMap<NodeId, HeaderValue>,
     pub inbox: mpsc::Sender<Request>,
     pub status: watch::Receiver<Arc<Status>>,
     pub events: EventHub,
@@ -251,22 +253,26 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response
 // Leader discovery and forwarding
 
 impl Api {
-    fn leader_hint(&self, leader: NodeId) -> Option<String> {
-        let url = if leader == self.id {
-            self.advertise.clone()
-        } else {
-            format!("http://{}", self.peers.get(&leader)?)
-        };
-        Some(format!("{leader} {url}"))
+    /// The `X-Raft-Leader` value naming each node, `<id> <url>`: made once, not for every answer.
+    pub fn leader_hints(
+        id: NodeId,
+        advertise: &str,
+        peers: &BTreeMap<NodeId, String>,
+    ) -> BTreeMap<NodeId, HeaderValue> {
+        let urls = peers
+            .iter()
+            .map(|(&peer, addr)| (peer, format!("http://{addr}")))
+            .chain([(id, advertise.to_string())]);
+        urls.filter_map(|(node, url)| {
+            Some((node, HeaderValue::from_str(&format!("{node} {url}")).ok()?))
+        })
+        .collect()
     }
 
     fn with_leader_header(&self, mut response: Response, leader: Option<NodeId>) -> Response {
         let hint = leader.or_else(|| self.status.borrow().leader_id);
-        if let Some(value) = hint
-            .and_then(|leader| self.leader_hint(leader))
-            .and_then(|hint| HeaderValue::from_str(&hint).ok())
-        {
-            response.headers_mut().insert(LEADER_HEADER, value);
+        if let Some(value) = hint.and_then(|leader| self.leader_hints.get(&leader)) {
+            response.headers_mut().insert(LEADER_HEADER, value.clone());
         }
         response
     }

@@ -131,6 +131,7 @@ pub async fn run(
         id: config.id,
         advertise: config.advertise.clone(),
         peers: config.peers.clone(),
+        leader_hints: Api::leader_hints(config.id, &config.advertise, &config.peers),
         inbox: inbox_tx,
         status: status_rx,
         events,
