@@ -227,8 +227,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A server on 127.0.0.1 that answers each request on a connection with the next of `answers`
-    /// (raw bytes, possibly in two writes split at `|`), then closes. Counts connections and records
-    /// the requests it read.
+    /// (raw bytes, in several writes where split at `|`), then closes it. Counts connections.
     async fn server(answers: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority = listener.local_addr().unwrap().to_string();
