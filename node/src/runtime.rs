@@ -181,9 +181,9 @@ struct QueueState {
 }
 
 impl WriteQueue {
-    fn add(&self, fill: impl FnOnce(&mut Batch)) {
+    fn add(&self, batch: Batch) {
         let mut state = self.lock();
-        fill(&mut state.next);
+        state.next.absorb(batch);
         if state.idle && !state.next.is_empty() {
             state.idle = false;
             self.wake.notify_one();
@@ -461,7 +461,8 @@ impl<S: LogRead> Runtime<S> {
         }
     }
 
-    /// Takes the core's output, sends what may go now and starts a write if none is running.
+    /// Takes the core's output, sends what may go now, and writes the rest here or queues it for the
+    /// storage thread.
     fn drive(&mut self) -> Result<(), StorageError> {
         if !self.raft.has_ready() {
             return Ok(());
@@ -489,8 +490,8 @@ impl<S: LogRead> Runtime<S> {
                 let _ = reply.send(Err(ReadError::NotLeader { leader }));
             }
         }
-        self.publish_status();
         match self.write_here(batch) {
+            // `on_written` publishes the status.
             WrittenHere::Yes((decided, done)) => {
                 if let Some(outcomes) = decided {
                     self.on_decided(outcomes);
@@ -498,7 +499,8 @@ impl<S: LogRead> Runtime<S> {
                 self.on_written(done)
             }
             WrittenHere::No(batch) => {
-                self.writer.queue.add(|next| next.absorb(batch));
+                self.publish_status();
+                self.writer.queue.add(batch);
                 Ok(())
             }
         }
@@ -583,7 +585,7 @@ impl<S: LogRead> Runtime<S> {
 
     /// The applies are written (readers see them): their clients get their answers now, and the
     /// status shows them applied, whether or not the rest of their batch is durable yet.
-    fn on_decided(&mut self, outcomes: Vec<(LogId, ApplyOutcome)>) {
+    fn on_decided(&mut self, outcomes: Decided) {
         if let Some((last, _)) = outcomes.last() {
             self.stored_applied = self.stored_applied.max(last.index);
             self.publish_status();
@@ -591,7 +593,7 @@ impl<S: LogRead> Runtime<S> {
         self.answer_waiters(outcomes);
     }
 
-    fn answer_waiters(&mut self, outcomes: Vec<(LogId, ApplyOutcome)>) {
+    fn answer_waiters(&mut self, outcomes: Decided) {
         for (entry, outcome) in outcomes {
             let Some(waiters) = self.waiters.remove(&entry.index) else {
                 continue;
@@ -761,13 +763,20 @@ mod tests {
         }
     }
 
+    fn appending(index: u64) -> Batch {
+        Batch {
+            entries: vec![noop(index)],
+            ..Batch::default()
+        }
+    }
+
     /// What is added while the storage thread writes goes into one next batch; a sleeping storage
     /// thread wakes for new work; closing lets it take what is left, then stop.
     #[test]
     fn the_write_queue_merges_wakes_and_drains_before_closing() {
         let queue = Arc::new(WriteQueue::default());
-        queue.add(|batch| batch.entries.push(noop(1)));
-        queue.add(|batch| batch.entries.push(noop(2)));
+        queue.add(appending(1));
+        queue.add(appending(2));
         let first = queue.take().expect("a batch");
         assert_eq!(first.entries, [noop(1), noop(2)]);
 
@@ -783,8 +792,8 @@ mod tests {
         });
         // Give the thread time to fall asleep on an empty queue before work arrives.
         std::thread::sleep(Duration::from_millis(50));
-        queue.add(|batch| batch.entries.push(noop(3)));
-        queue.add(|batch| batch.entries.push(noop(4)));
+        queue.add(appending(3));
+        queue.add(appending(4));
         queue.close();
         assert_eq!(storage.join().unwrap(), [noop(3), noop(4)]);
     }
@@ -826,7 +835,7 @@ mod tests {
             state.next.apply.push(noop(3));
         }
         assert!(!written_here(&queue, 4));
-        queue.add(|_| {});
+        queue.add(Batch::default());
         assert_eq!(taken.recv().unwrap(), [noop(3)]);
         queue.close();
         storage.join().unwrap();
