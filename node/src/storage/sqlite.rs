@@ -180,6 +180,26 @@ struct Flushing {
     up_to: LogIndex,
 }
 
+impl Flushing {
+    /// Inserts up to `count` more ids, and moves `request_ids_up_to` with the last one; how many it
+    /// inserted. `OR IGNORE`: after a restart, a generation may start again with ids an interrupted
+    /// one had already inserted.
+    fn insert_next(&self, tx: &rusqlite::Transaction<'_>, count: usize) -> rusqlite::Result<usize> {
+        let end = self.ids.len().min(self.inserted + count);
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO request_ids (request_id, idx, term) VALUES (?1, ?2, ?3)",
+        )?;
+        for (id, at) in &self.ids[self.inserted..end] {
+            insert.execute(params![id, to_sql(at.index.0)?, to_sql(at.term.0)?])?;
+        }
+        if end == self.ids.len() {
+            tx.prepare_cached("UPDATE applied SET request_ids_up_to = ?1 WHERE id = 0")?
+                .execute([to_sql(self.up_to.0)?])?;
+        }
+        Ok(end - self.inserted)
+    }
+}
+
 /// How long opening waits for another holder of the writer lock to let go.
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
@@ -684,12 +704,12 @@ impl SqliteStore {
             tx.prepare_cached("UPDATE applied SET idx = ?1 WHERE id = 0")?
                 .execute([to_sql(last_applied.index.0)?])?;
         }
-        let inserted = insert_chunk(
-            &tx,
-            self.flushing.as_ref(),
-            self.id_flush,
-            batch.apply.len(),
-        )?;
+        let inserted = match &self.flushing {
+            Some(flushing) => {
+                flushing.insert_next(&tx, self.id_flush.chunk.max(2 * batch.apply.len()))?
+            }
+            None => 0,
+        };
         match tx.commit() {
             Ok(()) => self.chunk_inserted(inserted),
             Err(error) => {
@@ -734,35 +754,6 @@ impl SqliteStore {
             self.flushing = None;
         }
     }
-}
-
-/// Inserts the next chunk of the generation being flushed, and moves `request_ids_up_to` with the last
-/// one; how many it inserted. `OR IGNORE`: after a restart, a generation may start again with ids an
-/// interrupted one had already inserted.
-fn insert_chunk(
-    tx: &rusqlite::Transaction<'_>,
-    flushing: Option<&Flushing>,
-    id_flush: IdFlush,
-    applies: usize,
-) -> rusqlite::Result<usize> {
-    let Some(flushing) = flushing else {
-        return Ok(0);
-    };
-    let end = flushing
-        .ids
-        .len()
-        .min(flushing.inserted + id_flush.chunk.max(2 * applies));
-    let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO request_ids (request_id, idx, term) VALUES (?1, ?2, ?3)",
-    )?;
-    for (id, at) in &flushing.ids[flushing.inserted..end] {
-        insert.execute(params![id, to_sql(at.index.0)?, to_sql(at.term.0)?])?;
-    }
-    if end == flushing.ids.len() {
-        tx.prepare_cached("UPDATE applied SET request_ids_up_to = ?1 WHERE id = 0")?
-            .execute([to_sql(flushing.up_to.0)?])?;
-    }
-    Ok(end - flushing.inserted)
 }
 
 impl LogStore for SqliteStore {
