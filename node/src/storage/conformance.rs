@@ -677,26 +677,38 @@ mod sqlite_only {
         CREATE TABLE log (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL,
             text TEXT, request_id TEXT);";
 
+    /// Writes a database of an old format at `path`: `OLD_FORMATS_BASE`, then `tables_and_rows`.
+    fn write_old_format(path: &Path, tables_and_rows: &str) {
+        let old = rusqlite::Connection::open(path).unwrap();
+        old.execute_batch(&format!("{OLD_FORMATS_BASE}\n{tables_and_rows}"))
+            .unwrap();
+    }
+
+    /// The format version recorded in the file, read without opening it as a store.
+    fn recorded_format(path: &Path) -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("SELECT format_version FROM meta", [], |row| row.get(0))
+            .unwrap()
+    }
+
     /// A database written by format 1 (request ids kept unique by an index on the applied table) opens,
     /// is migrated in place, and keeps its messages and its dedupe.
     #[test]
     fn migrates_format_1_data_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node-1.db");
-        let old = rusqlite::Connection::open(&path).unwrap();
-        old.execute_batch(&format!(
-            "{OLD_FORMATS_BASE}
-             CREATE TABLE applied_messages (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
+        write_old_format(
+            &path,
+            "CREATE TABLE applied_messages (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
                  text TEXT NOT NULL, request_id TEXT UNIQUE);
              CREATE TABLE applied (id INTEGER PRIMARY KEY CHECK (id = 0), idx INTEGER NOT NULL);
              INSERT INTO meta VALUES (0, 1, 1, 'blue', 0);
              INSERT INTO hard_state VALUES (0, 2, 1, 3);
              INSERT INTO log VALUES (1, 1, 0, NULL, NULL), (2, 1, 1, 'hello', 'a'), (3, 2, 1, 'world', NULL);
              INSERT INTO applied_messages VALUES (2, 1, 'hello', 'a'), (3, 2, 'world', NULL);
-             INSERT INTO applied VALUES (0, 3);"
-        ))
-        .unwrap();
-        drop(old);
+             INSERT INTO applied VALUES (0, 3);",
+        );
 
         let mut store = SqliteStore::open(&path, NodeId(1), "blue").unwrap();
         assert_eq!(store.initial_state().unwrap().applied, LogIndex(3));
@@ -718,11 +730,7 @@ mod sqlite_only {
             }]
         );
         drop(store);
-        let check = rusqlite::Connection::open(&path).unwrap();
-        let version: i64 = check
-            .query_row("SELECT format_version FROM meta", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(recorded_format(&path), 3);
         // Opening again is a plain open of current data.
         drop(SqliteStore::open(&path, NodeId(1), "blue").unwrap());
     }
@@ -734,10 +742,9 @@ mod sqlite_only {
     fn migrates_format_2_data_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node-1.db");
-        let old = rusqlite::Connection::open(&path).unwrap();
-        old.execute_batch(&format!(
-            "{OLD_FORMATS_BASE}
-             CREATE TABLE applied_messages (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
+        write_old_format(
+            &path,
+            "CREATE TABLE applied_messages (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
                  text TEXT NOT NULL, request_id TEXT);
              CREATE TABLE request_ids (request_id TEXT PRIMARY KEY, idx INTEGER NOT NULL,
                  term INTEGER NOT NULL) WITHOUT ROWID;
@@ -749,10 +756,8 @@ mod sqlite_only {
                  (3, 2, 1, 'hello', 'a'), (4, 2, 1, 'world', 'b'), (5, 2, 1, 'later', NULL);
              INSERT INTO applied_messages VALUES (2, 1, 'hello', 'a'), (4, 2, 'world', 'b');
              INSERT INTO request_ids VALUES ('a', 2, 1);
-             INSERT INTO applied VALUES (0, 4, 2);"
-        ))
-        .unwrap();
-        drop(old);
+             INSERT INTO applied VALUES (0, 4, 2);",
+        );
 
         let mut store = SqliteStore::open(&path, NodeId(1), "blue").unwrap();
         assert_eq!(store.initial_state().unwrap().applied, LogIndex(4));
@@ -794,11 +799,7 @@ mod sqlite_only {
         );
         assert_eq!(all_messages(&store).len(), 3);
         drop(store);
-        let check = rusqlite::Connection::open(&path).unwrap();
-        let version: i64 = check
-            .query_row("SELECT format_version FROM meta", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(recorded_format(&path), 3);
     }
 
     #[test]
