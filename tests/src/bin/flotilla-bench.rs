@@ -490,14 +490,14 @@ impl Backend {
         body: &Value,
     ) -> Result<Value> {
         let body = serde_json::to_vec(body)?;
-        let authority = connection.authority().to_string();
         let (status, reply) = connection
             .call("POST", path, Some(&body), REQUEST_TIMEOUT)
             .await?;
         if status != 200 {
+            let reply = String::from_utf8_lossy(reply).into_owned();
             bail!(
-                "{authority}{path} answered {status}: {}",
-                String::from_utf8_lossy(reply)
+                "{}{path} answered {status}: {reply}",
+                connection.authority()
             );
         }
         Ok(serde_json::from_slice(reply)?)
