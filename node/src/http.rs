@@ -54,7 +54,6 @@ pub trait StateReader: Send + Sync + 'static {
 
 pub struct Api {
     pub id: NodeId,
-    pub advertise: String,
     pub peers: BTreeMap<NodeId, String>,
     /// `X-Raft-Leader` for each node (see `Api::leader_hints`).
     pub leader_hints: BTreeMap<NodeId, HeaderValue>,

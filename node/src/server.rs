@@ -129,7 +129,6 @@ pub async fn run(
     let reader = Arc::new(ReaderPool::new(db_path.clone()));
     let api = Arc::new(Api {
         id: config.id,
-        advertise: config.advertise.clone(),
         peers: config.peers.clone(),
         leader_hints: Api::leader_hints(config.id, &config.advertise, &config.peers),
         inbox: inbox_tx,
