@@ -1,12 +1,14 @@
 # shellcheck shell=bash
-# Docker engine for the Docker end-to-end test. Source this file, then call `start_dockerd` (installs
+# Docker engine for the Docker end-to-end tests. Source this file, then call `start_dockerd` (installs
 # Debian's docker.io and docker-compose when missing, starts a private dockerd in the background and
-# waits until it answers) and, at the end, `stop_dockerd` (stops that dockerd by its PID).
+# waits until it answers), `prepare_base_images` (local stand-ins for the base images docker/Dockerfile
+# names, when they cannot be pulled) and, at the end, `stop_dockerd` (stops that dockerd by its PID).
 #
-# The daemon stays off the host's network setup: vfs storage, no bridge, no iptables rules, no
-# forwarding; containers use host networking. Its data root, exec root, pidfile and socket live in a
-# temporary folder, so it never touches an engine the machine may already run. DOCKER_HOST points the
-# docker CLI (and the tests) at it.
+# The daemon stays off the host's network setup: overlay2 storage, no default bridge, no iptables
+# rules, no forwarding. Compose's own user-defined bridge network, service-name DNS and 127.0.0.1 port
+# publishing still work; image builds use `--network host`. Its data root, exec root, pidfile and
+# socket live in a temporary folder, so it never touches an engine the machine may already run.
+# DOCKER_HOST points the docker CLI (and the tests) at it.
 
 FLOTILLA_DOCKERD_DIR="${FLOTILLA_DOCKERD_DIR:-}"
 FLOTILLA_DOCKERD_PID="${FLOTILLA_DOCKERD_PID:-}"
@@ -15,6 +17,7 @@ install_docker_packages() {
   local missing=()
   [ -x /usr/sbin/dockerd ] || command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   if [ "${#missing[@]}" -eq 0 ]; then
     return 0
   fi
@@ -24,10 +27,10 @@ install_docker_packages() {
 }
 
 # Starts dockerd and exports DOCKER_HOST. Returns non-zero (with the daemon's log) if it does not come up
-# within 60 seconds; the Docker test then reports itself skipped.
+# within 60 seconds; the Docker tests then fail under CI=true and skip loudly elsewhere.
 start_dockerd() {
   if [ "$(id -u)" != 0 ]; then
-    echo "docker.sh: not root: cannot start a Docker engine; the Docker test will be skipped" >&2
+    echo "docker.sh: not root: cannot start a Docker engine; the Docker tests will skip (fail under CI=true)" >&2
     return 0
   fi
   install_docker_packages || { echo "docker.sh: installing Docker failed" >&2; return 1; }
@@ -36,7 +39,7 @@ start_dockerd() {
   FLOTILLA_DOCKERD_DIR="$(mktemp -d /tmp/flotilla-dockerd.XXXXXX)"
   local dir="$FLOTILLA_DOCKERD_DIR"
   "$dockerd_bin" \
-    --storage-driver=vfs \
+    --storage-driver=overlay2 \
     --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
     --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" \
     --host "unix://$dir/docker.sock" \
@@ -57,6 +60,21 @@ start_dockerd() {
     waited=$((waited + 1))
   done
   echo "docker.sh: dockerd $FLOTILLA_DOCKERD_PID ready at $DOCKER_HOST ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
+}
+
+# Makes sure the base images docker/Dockerfile names exist: pulled when the registry answers, else
+# built here by docker/stand-in-images.sh (debootstrap plus this machine's Rust toolchain, about 2
+# minutes; cached as tarballs for the next engine).
+prepare_base_images() {
+  [ -n "${DOCKER_HOST:-}" ] || { echo "docker.sh: no engine started: base images skipped" >&2; return 0; }
+  local image missing=0
+  for image in $(awk '$1 == "FROM" && $2 ~ /:/ { print $2 }' docker/Dockerfile | sort -u); do
+    docker image inspect "$image" >/dev/null 2>&1 && continue
+    timeout 60 docker pull -q "$image" >/dev/null 2>&1 || missing=1
+  done
+  if [ "$missing" = 1 ]; then
+    bash docker/stand-in-images.sh
+  fi
 }
 
 # Stops the dockerd started above (SIGTERM, then SIGKILL after 20 s) and removes its folder.

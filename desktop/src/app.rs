@@ -3,8 +3,9 @@
 
 use crate::backend::{unix_ms, BackendHandle, BackendThread, Command, Tempo, Update};
 use crate::model::{ClusterModel, ViewMode};
-use crate::ui::{self, EventFilter, Intent, TopBarState};
+use crate::ui::{self, palette, EventFilter, Intent, TopBarState};
 use flotilla_shared::NodeId;
+use egui::RichText;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,10 @@ pub struct FlotillaApp {
     pub replay_speed: f64,
     pub controls_processes: bool,
     pub clock: Clock,
+    /// What the backend waits for before there is a cluster to show (e.g. `docker compose up`).
+    pub waiting: Option<String>,
+    /// Another cluster the user may watch instead (the running compose cluster).
+    pub offer: Option<String>,
     nodes: Vec<NodeId>,
     last_frame: Option<Instant>,
     // Field order matters: the senders drop before the backend thread is joined.
@@ -72,6 +77,8 @@ impl FlotillaApp {
             replay_speed: 1.0,
             controls_processes,
             clock: Clock::System,
+            waiting: None,
+            offer: None,
             nodes: nodes.to_vec(),
             last_frame: None,
             commands,
@@ -94,9 +101,20 @@ impl FlotillaApp {
         };
         let started = Instant::now();
         loop {
+            // Another cluster (containers that appeared, or the user switched) starts the
+            // recording over: what was recorded belongs to the one left.
             match updates.try_recv() {
                 Ok(Update::Record(record)) => self.model.record(record),
                 Ok(Update::Notice { text, error }) => self.bar.notice = Some((text, error)),
+                Ok(Update::Cluster(cluster)) => {
+                    self.model = ClusterModel::new(&cluster.nodes);
+                    self.nodes = cluster.nodes;
+                    self.controls_processes = cluster.controls_processes;
+                    self.bar.description = cluster.description;
+                    self.selected = None;
+                }
+                Ok(Update::Waiting(waiting)) => self.waiting = waiting,
+                Ok(Update::Offer(offer)) => self.offer = offer,
                 Err(_) => return false,
             }
             if started.elapsed() >= budget {
@@ -125,6 +143,28 @@ impl FlotillaApp {
         let nodes = self.nodes.clone();
         let (view, timeline) = self.model.view_and_timeline();
 
+        if let Some(offer) = &self.offer {
+            let mut dismissed = false;
+            egui::Panel::top("offer").show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    ui.label(RichText::new(offer).strong().color(palette::TIMER));
+                    if ui
+                        .button(WATCH_DOCKER)
+                        .on_hover_text(
+                            "Stops this window's local nodes (their data stays) and watches the \
+                             containers instead",
+                        )
+                        .clicked()
+                    {
+                        intents.push(Intent::Cluster(Command::WatchDocker));
+                    }
+                    dismissed = ui.button("Dismiss").clicked();
+                });
+            });
+            if dismissed {
+                self.offer = None;
+            }
+        }
         egui::Panel::top("top-bar").show(ui, |ui| {
             intents.extend(ui::top_bar_ui(ui, view, &mut self.bar, mode));
         });
@@ -149,7 +189,12 @@ impl FlotillaApp {
                 ui.heading("Events");
                 ui::events_ui(ui, timeline, until, &nodes, &mut self.filter);
             });
+        let waiting = self.waiting.as_deref();
         egui::CentralPanel::default().show(ui, |ui| {
+            if let Some(waiting) = waiting {
+                waiting_ui(ui, waiting);
+                return;
+            }
             let logs_height = view.nodes.len() as f32 * 30.0 + 34.0;
             let chart_height = 150.0;
             let graph_height =
@@ -209,6 +254,30 @@ impl FlotillaApp {
             Intent::Replay { speed } => self.model.replay(speed),
         }
     }
+}
+
+/// The offer's button.
+pub const WATCH_DOCKER: &str = "Watch the Docker cluster";
+
+/// Nothing to show yet: what the window waits for (first line as the heading), and that it keeps
+/// looking.
+fn waiting_ui(ui: &mut egui::Ui, waiting: &str) {
+    let (heading, detail) = waiting.split_once('\n').unwrap_or((waiting, ""));
+    ui.vertical_centered(|ui| {
+        ui.add_space(ui.available_height() / 3.0);
+        ui.heading(RichText::new(heading).strong());
+        ui.add_space(8.0);
+        if !detail.is_empty() {
+            ui.label(RichText::new(detail).color(palette::DIM_TEXT));
+        }
+        ui.add_space(8.0);
+        ui.horizontal(|ui| {
+            ui.add(egui::Spinner::new());
+            ui.label("looking again every second; the window attaches by itself");
+        });
+    });
+    // The spinner turns, and the backend's updates wake the window anyway.
+    ui.ctx().request_repaint_after(Duration::from_millis(250));
 }
 
 impl eframe::App for FlotillaApp {

@@ -53,10 +53,7 @@ fn control(args: &Args, tempo: Tempo) -> anyhow::Result<Box<dyn ClusterControl>>
         )?));
     }
     if args.docker {
-        return docker::connect(&docker::DockerOptions {
-            nodes: args.nodes,
-            admin_token: args.admin_token.clone(),
-        });
+        return Ok(docker::connect(&docker_options(args)));
     }
     let control = local::LocalControl::start(local::LocalOptions {
         nodes: args.nodes,
@@ -76,6 +73,10 @@ fn control(args: &Args, tempo: Tempo) -> anyhow::Result<Box<dyn ClusterControl>>
     Ok(Box::new(control))
 }
 
+fn docker_options(args: &Args) -> docker::DockerOptions {
+    docker::DockerOptions::from_env(args.nodes, args.admin_token.clone())
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     if args.attach.is_empty() && args.nodes != 3 && args.nodes != 5 {
         anyhow::bail!("--nodes must be 3 or 5, not {}", args.nodes);
@@ -84,6 +85,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         factor: args.tempo.clamp(1, 100),
     };
     let control = control(&args, tempo)?;
+    // Local nodes while the compose cluster runs: the window says so and offers to watch it instead.
+    let docker_offer = (args.attach.is_empty() && !args.docker).then(|| docker_options(&args));
     let close_after = args.close_after_secs;
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
@@ -99,7 +102,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             creation.egui_ctx.set_visuals(egui::Visuals::dark());
             let ctx = creation.egui_ctx.clone();
             let waker: backend::Waker = Arc::new(move || ctx.request_repaint());
-            let handle = backend::start(control, tempo, waker)?;
+            let handle = backend::start_with(control, tempo, waker, docker_offer)?;
             if let Some(seconds) = close_after {
                 let ctx = creation.egui_ctx.clone();
                 std::thread::spawn(move || {

@@ -47,7 +47,8 @@ fn wait_for(
         match updates.recv_timeout(Duration::from_millis(100)) {
             Ok(Update::Record(record)) => model.record(record),
             Ok(Update::Notice { text, error }) => eprintln!("notice (error={error}): {text}"),
-            Err(_) => {}
+            // A local cluster is never replaced, waited for or offered another.
+            Ok(Update::Cluster(_) | Update::Waiting(_) | Update::Offer(_)) | Err(_) => {}
         }
         // As the window does every frame: the drawn view follows, a moment behind.
         model.advance(backend::unix_ms());

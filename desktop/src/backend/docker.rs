@@ -7,7 +7,7 @@
 //! address; otherwise the host port published for the node's listen port. Every CLI call has a
 //! timeout, so a stuck daemon is a message, never a hung window.
 
-use super::{ClusterControl, NodeEndpoint};
+use super::{ClusterControl, NodeEndpoint, PendingAction, ProcessAction};
 use anyhow::{anyhow, bail, Context as _};
 use flotilla_shared::api::TimingRequest;
 use flotilla_shared::NodeId;
@@ -37,37 +37,78 @@ const STATE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a restarted node is given to come up before its tempo is set again.
 const RETIME_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Options the `--docker` flag passes on.
+/// Where and how to look for the Docker cluster.
 #[derive(Clone, Debug)]
 pub struct DockerOptions {
     pub nodes: usize,
     pub admin_token: Option<String>,
+    /// The `docker` program and its environment.
+    pub cli: DockerCli,
+    /// The cluster label's value to look for.
+    pub cluster: String,
 }
 
-/// Connects to the running Docker cluster. Problems (no `docker`, no daemon, no containers) do not fail
-/// here: the window opens and says what to run.
-pub fn connect(options: &DockerOptions) -> anyhow::Result<Box<dyn ClusterControl>> {
-    let cli = DockerCli::from_env();
-    // Another cluster label lets a second compose project (e.g. the test cluster) be watched.
-    let cluster = std::env::var("FLOTILLA_DOCKER_CLUSTER")
-        .ok()
-        .filter(|cluster| !cluster.is_empty())
-        .unwrap_or_else(|| DEFAULT_CLUSTER.to_owned());
-    match DockerControl::discover(cli, &cluster, options.admin_token.clone()) {
-        Ok(control) => {
-            if control.nodes.len() != options.nodes {
-                tracing::info!(
-                    "found {} Flotilla containers (--nodes {} ignored: the containers decide)",
-                    control.nodes.len(),
-                    options.nodes
-                );
-            }
-            Ok(Box::new(control))
+impl DockerOptions {
+    /// `$DOCKER` (else `docker`) and `$FLOTILLA_DOCKER_CLUSTER` (else the root compose file's cluster;
+    /// another label lets a second compose project, e.g. a test cluster, be watched).
+    pub fn from_env(nodes: usize, admin_token: Option<String>) -> Self {
+        let cluster = std::env::var("FLOTILLA_DOCKER_CLUSTER")
+            .ok()
+            .filter(|cluster| !cluster.is_empty())
+            .unwrap_or_else(|| DEFAULT_CLUSTER.to_owned());
+        Self {
+            nodes,
+            admin_token,
+            cli: DockerCli::from_env(),
+            cluster,
         }
-        Err(error) => Ok(Box::new(Unavailable {
-            message: format!("{error:#}"),
-        })),
     }
+}
+
+/// Connects to the Docker cluster. When it is not there yet (no `docker`, no daemon, no containers)
+/// this does not fail: the window opens waiting for `docker compose up` and attaches when the
+/// containers appear.
+pub fn connect(options: &DockerOptions) -> Box<dyn ClusterControl> {
+    match discover(options) {
+        Ok(control) => control,
+        Err(error) => Box::new(Waiting::start(options, format!("{error:#}"))),
+    }
+}
+
+/// The Docker cluster's control, if its containers exist now.
+pub fn discover(options: &DockerOptions) -> anyhow::Result<Box<dyn ClusterControl>> {
+    let control = DockerControl::discover(
+        options.cli.clone(),
+        &options.cluster,
+        options.admin_token.clone(),
+    )?;
+    if control.actions.nodes.len() != options.nodes {
+        tracing::info!(
+            "found {} Flotilla containers (--nodes {} ignored: the containers decide)",
+            control.actions.nodes.len(),
+            options.nodes
+        );
+    }
+    Ok(Box::new(control))
+}
+
+/// What to tell a user who started local nodes while the Docker cluster runs, or `None` when no
+/// container of it runs (or Docker is not there at all: then there is nothing to say).
+pub fn running_cluster(options: &DockerOptions) -> Option<String> {
+    let containers = options.cli.list(&options.cluster).ok()?;
+    let running: Vec<&str> = containers
+        .iter()
+        .filter(|container| container.state == ContainerState::Running)
+        .map(|container| container.name.as_str())
+        .collect();
+    if running.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "The Docker compose cluster is running ({} containers: {}).",
+        running.len(),
+        running.join(", ")
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -662,14 +703,133 @@ struct Observed {
     failing: bool,
 }
 
-/// Nodes in the containers of one cluster, found by label.
-pub struct DockerControl {
+/// What a process action needs: shared between the control and the thread that runs the actions.
+struct Actions {
     cli: DockerCli,
-    cluster: String,
     nodes: BTreeMap<NodeId, NodeContainer>,
     admin_token: Option<String>,
-    timing: Option<TimingRequest>,
+    /// The app's tempo, put back on a restarted node (its container starts with its own).
+    timing: Mutex<Option<TimingRequest>>,
     observed: Arc<Mutex<Observed>>,
+}
+
+impl Actions {
+    fn container(&self, node: NodeId) -> anyhow::Result<&NodeContainer> {
+        self.nodes
+            .get(&node)
+            .ok_or_else(|| anyhow!("no container runs node {node}"))
+    }
+
+    fn states(&self) -> BTreeMap<NodeId, ContainerState> {
+        self.observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .states
+            .clone()
+    }
+
+    /// Runs the `docker` command for `action`. Blocks for as long as the command takes (bounded by
+    /// its timeout): the backend calls this on its own thread, never on its runtime.
+    fn perform(
+        &self,
+        node: NodeId,
+        action: ProcessAction,
+        runtime: Option<&tokio::runtime::Handle>,
+    ) -> anyhow::Result<()> {
+        match action {
+            // SIGKILL, like pulling the plug.
+            ProcessAction::Kill => self.act(node, "kill", QUICK_TIMEOUT, ContainerState::Exited),
+            // The same container again, on the same volume.
+            ProcessAction::Restart => {
+                if self.states().get(&node) == Some(&ContainerState::Paused) {
+                    bail!("node {node}'s container is paused: resume it instead");
+                }
+                self.act(node, "start", START_TIMEOUT, ContainerState::Running)?;
+                self.retime_when_up(node, runtime);
+                Ok(())
+            }
+            // Freezes the container's processes (cgroup freezer), like SIGSTOP.
+            ProcessAction::Pause => self.act(node, "pause", QUICK_TIMEOUT, ContainerState::Paused),
+            ProcessAction::Resume => {
+                self.act(node, "unpause", QUICK_TIMEOUT, ContainerState::Running)
+            }
+        }
+    }
+
+    /// Runs `docker <verb> <container>` and records the state the node is now in, so the poller does
+    /// not report the change as the node ending by itself.
+    fn act(
+        &self,
+        node: NodeId,
+        verb: &str,
+        timeout: Duration,
+        after: ContainerState,
+    ) -> anyhow::Result<()> {
+        let name = &self.container(node)?.name;
+        self.cli.run(&[verb, name], timeout)?;
+        self.observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .states
+            .insert(node, after);
+        Ok(())
+    }
+
+    /// A restarted container starts with the tempo its environment gives; put the app's back once the
+    /// node answers.
+    fn retime_when_up(&self, node: NodeId, runtime: Option<&tokio::runtime::Handle>) {
+        let timing = self
+            .timing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let (Some(timing), Some(token), Ok(container)) =
+            (timing, self.admin_token.clone(), self.container(node))
+        else {
+            return;
+        };
+        let Some(runtime) = runtime
+            .cloned()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        else {
+            return;
+        };
+        let url = format!("{}/v1/admin/timing", container.base_url);
+        runtime.spawn(async move {
+            let client = reqwest::Client::new();
+            let deadline = tokio::time::Instant::now() + RETIME_DEADLINE;
+            while tokio::time::Instant::now() < deadline {
+                let sent = client
+                    .put(&url)
+                    .bearer_auth(&token)
+                    .json(&timing)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                if sent.is_ok_and(|response| response.status().is_success()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            tracing::warn!("node {node} did not take the tempo after its restart");
+        });
+    }
+}
+
+/// An action for the actions thread, and where its result goes.
+struct Job {
+    node: NodeId,
+    action: ProcessAction,
+    runtime: Option<tokio::runtime::Handle>,
+    reply: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
+}
+
+/// Nodes in the containers of one cluster, found by label.
+pub struct DockerControl {
+    actions: Arc<Actions>,
+    cluster: String,
+    /// Actions run one after another, in the order asked, on their own thread.
+    jobs: std::sync::mpsc::Sender<Job>,
     stop_polling: Arc<AtomicBool>,
     poller: Option<std::thread::JoinHandle<()>>,
 }
@@ -690,9 +850,8 @@ impl DockerControl {
                 .unwrap_or("docker compose");
             bail!(
                 "no Flotilla containers are running (none labelled {CLUSTER_LABEL}={cluster}). \
-                 Start them from the repository root with `{compose} up -d --build` \
-                 (5 nodes: `{compose} -f docker-compose.yml -f docker/compose.5.yml up -d --build`), \
-                 then start `flotilla --docker` again"
+                 Start them from the repository root with `{compose} up --build` \
+                 (5 nodes: `{compose} -f docker-compose.yml -f docker/compose.5.yml up --build`)"
             );
         }
         let ids: Vec<&str> = summaries
@@ -757,13 +916,31 @@ impl DockerControl {
                 .name("flotilla-docker-poll".into())
                 .spawn(move || poll_states(&cli, &cluster, &names, &observed, &stop))?
         };
-        Ok(Self {
+        let actions = Arc::new(Actions {
             cli,
-            cluster: cluster.to_owned(),
             nodes,
             admin_token,
-            timing: None,
+            timing: Mutex::new(None),
             observed,
+        });
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        {
+            let actions = actions.clone();
+            // Ends when the control (the only sender) is dropped; never joined, so a stuck `docker`
+            // call cannot hold up the window's exit.
+            std::thread::Builder::new()
+                .name("flotilla-docker-actions".into())
+                .spawn(move || {
+                    for job in queue {
+                        let result = actions.perform(job.node, job.action, job.runtime.as_ref());
+                        let _ = job.reply.send(result);
+                    }
+                })?;
+        }
+        Ok(Self {
+            actions,
+            cluster: cluster.to_owned(),
+            jobs,
             stop_polling,
             poller: Some(poller),
         })
@@ -771,17 +948,13 @@ impl DockerControl {
 
     /// The container state of each node as last seen (refreshed about once a second).
     pub fn states(&self) -> BTreeMap<NodeId, ContainerState> {
-        self.observed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .states
-            .clone()
+        self.actions.states()
     }
 
     /// The container's current state, asked of Docker now.
     pub fn state_now(&self, node: NodeId) -> anyhow::Result<ContainerState> {
-        let name = &self.container(node)?.name;
-        let details = self.cli.inspect(&[name])?;
+        let name = &self.actions.container(node)?.name;
+        let details = self.actions.cli.inspect(&[name])?;
         details
             .into_iter()
             .next()
@@ -791,66 +964,10 @@ impl DockerControl {
 
     /// The container that runs `node`.
     pub fn container_name(&self, node: NodeId) -> Option<&str> {
-        self.nodes.get(&node).map(|node| node.name.as_str())
-    }
-
-    fn container(&self, node: NodeId) -> anyhow::Result<&NodeContainer> {
-        self.nodes
+        self.actions
+            .nodes
             .get(&node)
-            .ok_or_else(|| anyhow!("no container runs node {node}"))
-    }
-
-    /// Runs `docker <verb> <container>` and records the state the node is now in, so the poller does
-    /// not report the change as the node ending by itself.
-    fn act(
-        &mut self,
-        node: NodeId,
-        verb: &str,
-        timeout: Duration,
-        after: ContainerState,
-    ) -> anyhow::Result<()> {
-        let name = self.container(node)?.name.clone();
-        self.cli.run(&[verb, &name], timeout)?;
-        self.observed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .states
-            .insert(node, after);
-        Ok(())
-    }
-
-    /// A restarted container starts with the tempo its environment gives; put the app's back once the
-    /// node answers.
-    fn retime_when_up(&self, node: NodeId) {
-        let (Some(timing), Some(token), Ok(container)) = (
-            self.timing.clone(),
-            self.admin_token.clone(),
-            self.container(node),
-        ) else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let url = format!("{}/v1/admin/timing", container.base_url);
-        runtime.spawn(async move {
-            let client = reqwest::Client::new();
-            let deadline = tokio::time::Instant::now() + RETIME_DEADLINE;
-            while tokio::time::Instant::now() < deadline {
-                let sent = client
-                    .put(&url)
-                    .bearer_auth(&token)
-                    .json(&timing)
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                if sent.is_ok_and(|response| response.status().is_success()) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            tracing::warn!("node {node} did not take the tempo after its restart");
-        });
+            .map(|node| node.name.as_str())
     }
 
     fn stop_poller(&mut self) {
@@ -911,13 +1028,14 @@ impl ClusterControl for DockerControl {
     fn describe(&self) -> String {
         format!(
             "{} Docker containers ({CLUSTER_LABEL}={})",
-            self.nodes.len(),
+            self.actions.nodes.len(),
             self.cluster
         )
     }
 
     fn nodes(&self) -> Vec<NodeEndpoint> {
-        self.nodes
+        self.actions
+            .nodes
             .iter()
             .map(|(id, node)| NodeEndpoint {
                 id: *id,
@@ -927,7 +1045,7 @@ impl ClusterControl for DockerControl {
     }
 
     fn admin_token(&self) -> Option<String> {
-        self.admin_token.clone()
+        self.actions.admin_token.clone()
     }
 
     fn controls_processes(&self) -> bool {
@@ -936,35 +1054,53 @@ impl ClusterControl for DockerControl {
 
     /// `docker kill`: SIGKILL, like pulling the plug.
     fn kill(&mut self, node: NodeId) -> anyhow::Result<()> {
-        self.act(node, "kill", QUICK_TIMEOUT, ContainerState::Exited)
+        self.actions.perform(node, ProcessAction::Kill, None)
     }
 
     /// `docker start`: the same container again, on the same volume.
     fn restart(&mut self, node: NodeId) -> anyhow::Result<()> {
-        if self.states().get(&node) == Some(&ContainerState::Paused) {
-            bail!("node {node}'s container is paused: resume it instead");
-        }
-        self.act(node, "start", START_TIMEOUT, ContainerState::Running)?;
-        self.retime_when_up(node);
-        Ok(())
+        self.actions.perform(node, ProcessAction::Restart, None)
     }
 
     /// `docker pause`: freezes the container's processes (cgroup freezer), like SIGSTOP.
     fn pause(&mut self, node: NodeId) -> anyhow::Result<()> {
-        self.act(node, "pause", QUICK_TIMEOUT, ContainerState::Paused)
+        self.actions.perform(node, ProcessAction::Pause, None)
     }
 
     fn resume(&mut self, node: NodeId) -> anyhow::Result<()> {
-        self.act(node, "unpause", QUICK_TIMEOUT, ContainerState::Running)
+        self.actions.perform(node, ProcessAction::Resume, None)
+    }
+
+    /// Every `docker` call may take seconds (`docker start` up to [`START_TIMEOUT`]): they run on the
+    /// actions thread, so the event streams and status polls never wait for them.
+    fn start_action(&mut self, node: NodeId, action: ProcessAction) -> Option<PendingAction> {
+        let (reply, pending) = tokio::sync::oneshot::channel();
+        let job = Job {
+            node,
+            action,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            reply,
+        };
+        if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(job) {
+            let _ = job
+                .reply
+                .send(Err(anyhow!("the Docker actions thread has stopped")));
+        }
+        Some(pending)
     }
 
     fn set_timing(&mut self, timing: &TimingRequest) {
-        self.timing = Some(timing.clone());
+        *self
+            .actions
+            .timing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(timing.clone());
     }
 
     fn exited(&mut self) -> Vec<NodeId> {
         std::mem::take(
             &mut self
+                .actions
                 .observed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -972,9 +1108,13 @@ impl ClusterControl for DockerControl {
         )
     }
 
-    /// The containers belong to compose, not to the app: they keep running.
+    /// The containers belong to compose, not to the app: they keep running (at the timing found).
     fn shutdown(&mut self) {
         self.stop_poller();
+    }
+
+    fn shared_nodes(&self) -> bool {
+        true
     }
 }
 
@@ -984,14 +1124,102 @@ impl Drop for DockerControl {
     }
 }
 
-/// Stands in when Docker cannot be used, so the window opens and says why.
-struct Unavailable {
-    message: String,
+// ---------------------------------------------------------------------------------------------
+// Before the containers exist
+
+/// How often [`Waiting`] looks for the containers.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The heading of the waiting state; the window shows it above the reason.
+pub const WAITING_HEADING: &str = "Waiting for `docker compose up`…";
+
+/// What the waiting thread saw last.
+struct WaitState {
+    reason: String,
+    found: Option<DockerControl>,
 }
 
-impl ClusterControl for Unavailable {
+/// Stands in until the cluster's containers exist: looks for them about once a second (on its own
+/// thread) and hands over to the [`DockerControl`] that found them, so no restart is needed.
+pub struct Waiting {
+    state: Arc<Mutex<WaitState>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Waiting {
+    /// Starts looking; `reason` says why the containers were not found yet.
+    pub fn start(options: &DockerOptions, reason: String) -> Self {
+        let state = Arc::new(Mutex::new(WaitState {
+            reason,
+            found: None,
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let looker = {
+            let state = state.clone();
+            let stop = stop.clone();
+            let options = options.clone();
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let next_look = Instant::now() + WAIT_POLL_INTERVAL;
+                    let attempt = attach_when_started(&options);
+                    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    match attempt {
+                        Ok(control) => {
+                            state.found = Some(control);
+                            return;
+                        }
+                        Err(reason) => state.reason = format!("{reason:#}"),
+                    }
+                    drop(state);
+                    while Instant::now() < next_look && !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        };
+        // Never joined: a `docker` call stuck for its whole timeout must not hold up the window.
+        if let Err(error) = std::thread::Builder::new()
+            .name("flotilla-docker-wait".into())
+            .spawn(looker)
+        {
+            state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .reason = format!("cannot start looking for the containers: {error}");
+        }
+        Self { state, stop }
+    }
+}
+
+/// The cluster once every one of its containers was started at least once (compose creates them all,
+/// then starts them one by one: attaching halfway would show the rest as dead).
+fn attach_when_started(options: &DockerOptions) -> anyhow::Result<DockerControl> {
+    options.cli.ping()?;
+    let containers = options.cli.list(&options.cluster)?;
+    let starting: Vec<&str> = containers
+        .iter()
+        .filter(|container| container.state == ContainerState::Created)
+        .map(|container| container.name.as_str())
+        .collect();
+    if !starting.is_empty() {
+        bail!("containers being started: {}", starting.join(", "));
+    }
+    DockerControl::discover(
+        options.cli.clone(),
+        &options.cluster,
+        options.admin_token.clone(),
+    )
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl ClusterControl for Waiting {
     fn describe(&self) -> String {
-        "Docker (not connected)".into()
+        "Docker (waiting for the containers)".into()
     }
 
     fn nodes(&self) -> Vec<NodeEndpoint> {
@@ -1007,23 +1235,38 @@ impl ClusterControl for Unavailable {
     }
 
     fn kill(&mut self, _node: NodeId) -> anyhow::Result<()> {
-        bail!("{}", self.message)
+        bail!("{WAITING_HEADING}")
     }
 
     fn restart(&mut self, _node: NodeId) -> anyhow::Result<()> {
-        bail!("{}", self.message)
+        bail!("{WAITING_HEADING}")
     }
 
     fn pause(&mut self, _node: NodeId) -> anyhow::Result<()> {
-        bail!("{}", self.message)
+        bail!("{WAITING_HEADING}")
     }
 
     fn resume(&mut self, _node: NodeId) -> anyhow::Result<()> {
-        bail!("{}", self.message)
+        bail!("{WAITING_HEADING}")
     }
 
-    fn startup_notice(&self) -> Option<String> {
-        Some(self.message.clone())
+    fn waiting_for(&self) -> Option<String> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(format!("{WAITING_HEADING}\n{}", state.reason))
+    }
+
+    fn replacement(&mut self) -> Option<Box<dyn ClusterControl>> {
+        let found = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .found
+            .take()?;
+        Some(Box::new(found))
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

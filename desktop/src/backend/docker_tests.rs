@@ -248,16 +248,23 @@ fn output_and_exit_status_come_back() {
 }
 
 #[test]
-fn unavailable_docker_opens_the_window_with_the_reason() {
-    let unavailable = Unavailable {
-        message: "no Flotilla containers are running".into(),
+fn without_docker_the_window_waits_and_says_why() {
+    let options = DockerOptions {
+        nodes: 3,
+        admin_token: None,
+        cli: DockerCli::new("/nonexistent/flotilla-test/docker"),
+        cluster: DEFAULT_CLUSTER.into(),
     };
-    assert_eq!(
-        unavailable.startup_notice().as_deref(),
-        Some("no Flotilla containers are running")
-    );
-    assert!(unavailable.nodes().is_empty());
-    assert!(!unavailable.controls_processes());
+    let mut control = connect(&options);
+    let waiting = control.waiting_for().expect("a waiting control");
+    assert!(waiting.starts_with(WAITING_HEADING), "{waiting}");
+    assert!(waiting.contains("was not found"), "{waiting}");
+    assert!(control.nodes().is_empty());
+    assert!(!control.controls_processes());
+    assert!(control.replacement().is_none(), "nothing to attach to");
+    let error = control.kill(NodeId(1)).unwrap_err();
+    assert!(error.to_string().contains("docker compose up"), "{error}");
+    assert_eq!(running_cluster(&options), None, "no Docker, nothing to offer");
 }
 
 #[test]

@@ -395,3 +395,72 @@ mod tests {
         assert!(parse_data_line(b"data: {not json").is_none());
     }
 }
+
+/// How long [`timing_when_up`] waits for nodes that do not answer yet.
+const FOUND_TIMING_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Each node's timing as it runs now, read from `/v1/status` (nodes that stay silent for
+/// [`FOUND_TIMING_DEADLINE`] are left out).
+pub async fn timing_when_up(client: &Client) -> BTreeMap<NodeId, TimingRequest> {
+    let started = Instant::now();
+    let mut found = BTreeMap::new();
+    while found.len() < client.urls.len() && started.elapsed() < FOUND_TIMING_DEADLINE {
+        for (node, base) in &client.urls {
+            if found.contains_key(node) {
+                continue;
+            }
+            let answer = client
+                .http
+                .get(format!("{base}/v1/status"))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await;
+            let Ok(response) = answer else { continue };
+            let Ok(status) = response.json::<Status>().await else {
+                continue;
+            };
+            // A node too old to report its timing has nothing to restore.
+            if status.heartbeat_ms > 0 {
+                found.insert(
+                    *node,
+                    TimingRequest {
+                        heartbeat_ms: status.heartbeat_ms,
+                        election_timeout_ms: status.election_timeout_ms,
+                    },
+                );
+            }
+        }
+        if found.len() < client.urls.len() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    found
+}
+
+/// Puts back the timing found on each node; a node that was silent then gets what the others had.
+pub async fn restore_timing(client: &Client, found: &BTreeMap<NodeId, TimingRequest>) {
+    let Some(fallback) = found.values().next() else {
+        return;
+    };
+    let calls: Vec<_> = client
+        .urls
+        .keys()
+        .map(|node| {
+            let timing = found.get(node).unwrap_or(fallback).clone();
+            let client = client.clone();
+            let node = *node;
+            tokio::spawn(async move {
+                let url = client.url(node, "/v1/admin/timing")?;
+                client
+                    .admin_call(client.http.put(url).json(&timing))
+                    .await
+                    .map_err(|error| format!("node {node}: {error}"))
+            })
+        })
+        .collect();
+    for call in calls {
+        if let Ok(Err(error)) = call.await {
+            tracing::warn!("could not put back the timing found: {error}");
+        }
+    }
+}

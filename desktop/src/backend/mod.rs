@@ -27,6 +27,8 @@ pub enum Command {
     TransferLeadership(NodeId),
     Submit(String),
     SetTempo(Tempo),
+    /// Leave the current cluster and watch the Docker compose cluster instead (the offer's button).
+    WatchDocker,
 }
 
 /// How slowly the cluster runs: Raft's timers multiplied by `factor` so humans can follow.
@@ -60,8 +62,68 @@ impl Tempo {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
     Record(Record),
-    Notice { text: String, error: bool },
+    Notice {
+        text: String,
+        error: bool,
+    },
+    /// The backend now watches another cluster (containers appeared, or the user switched): the model
+    /// starts over with these nodes.
+    Cluster(ClusterInfo),
+    /// What the backend is waiting for before there is anything to watch; `None` once there is.
+    Waiting(Option<String>),
+    /// Another cluster the user may switch to ([`Command::WatchDocker`]); `None` withdraws the offer.
+    Offer(Option<String>),
 }
+
+/// What the window needs to know about the cluster it shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub nodes: Vec<NodeId>,
+    pub description: String,
+    pub controls_processes: bool,
+}
+
+impl ClusterInfo {
+    fn of(control: &dyn ClusterControl) -> Self {
+        Self {
+            nodes: control.nodes().iter().map(|node| node.id).collect(),
+            description: control.describe(),
+            controls_processes: control.controls_processes(),
+        }
+    }
+}
+
+/// A process action, for controls that run them off the backend's runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessAction {
+    Kill,
+    Restart,
+    Pause,
+    Resume,
+}
+
+impl ProcessAction {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Kill => "kill",
+            Self::Restart => "restart",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+        }
+    }
+
+    /// The state the node is in once the action succeeded.
+    fn outcome(self) -> ProcessState {
+        match self {
+            Self::Kill => ProcessState::Dead,
+            Self::Restart | Self::Resume => ProcessState::Running,
+            Self::Pause => ProcessState::Paused,
+        }
+    }
+}
+
+/// The eventual result of an action a control runs elsewhere.
+pub type PendingAction = tokio::sync::oneshot::Receiver<anyhow::Result<()>>;
 
 /// How to reach one node's HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +158,25 @@ pub trait ClusterControl: Send {
     /// and what to run).
     fn startup_notice(&self) -> Option<String> {
         None
+    }
+    /// Runs `action` somewhere that cannot stall the backend's runtime (e.g. a slow `docker` call) and
+    /// returns its eventual result; `None` means the control runs its actions inline (they are quick).
+    fn start_action(&mut self, _node: NodeId, _action: ProcessAction) -> Option<PendingAction> {
+        None
+    }
+    /// While there is nothing to watch yet: what the control waits for, for the window to show.
+    fn waiting_for(&self) -> Option<String> {
+        None
+    }
+    /// The control that takes over once what this one waited for exists (checked a few times a
+    /// second).
+    fn replacement(&mut self) -> Option<Box<dyn ClusterControl>> {
+        None
+    }
+    /// Whether the nodes belong to someone else and outlive the app (the compose cluster): the app
+    /// then puts back the timing it found when it leaves.
+    fn shared_nodes(&self) -> bool {
+        false
     }
 }
 
@@ -167,6 +248,17 @@ pub fn start(
     tempo: Tempo,
     waker: Waker,
 ) -> anyhow::Result<BackendHandle> {
+    start_with(control, tempo, waker, None)
+}
+
+/// [`start`], and with `docker_offer` also looks once for a running Docker compose cluster: when there
+/// is one, the window offers to watch it instead ([`Update::Offer`], then [`Command::WatchDocker`]).
+pub fn start_with(
+    control: Box<dyn ClusterControl>,
+    tempo: Tempo,
+    waker: Waker,
+    docker_offer: Option<docker::DockerOptions>,
+) -> anyhow::Result<BackendHandle> {
     let (command_tx, command_rx) = tokio::sync::mpsc::unbounded_channel();
     let (update_tx, update_rx) = mpsc::channel();
     let nodes = control.nodes().iter().map(|node| node.id).collect();
@@ -191,7 +283,7 @@ pub fn start(
                     return;
                 }
             };
-            runtime.block_on(run(control, tempo, command_rx, ui));
+            runtime.block_on(run(control, tempo, docker_offer, command_rx, ui));
         })?;
     Ok(BackendHandle {
         commands: command_tx,
@@ -203,72 +295,212 @@ pub fn start(
     })
 }
 
+/// How long the app may spend putting back the timing it found, when it leaves a shared cluster.
+const RESTORE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Watching one cluster: its HTTP client, the status pollers and event readers, and the timing its
+/// nodes had before the app changed it (shared clusters only).
+struct Session {
+    client: http::Client,
+    statuses: Statuses,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    found_timing: Option<tokio::task::JoinHandle<BTreeMap<NodeId, TimingRequest>>>,
+}
+
+impl Session {
+    fn open(control: &mut dyn ClusterControl, tempo: Tempo, ui: &UiSender) -> Self {
+        let client = http::Client::new(control.nodes(), control.admin_token());
+        let statuses: Statuses = Arc::default();
+        let mut readers = Vec::new();
+        for node in control.nodes() {
+            readers.push(tokio::spawn(http::follow_events(node.clone(), ui.clone())));
+            readers.push(tokio::spawn(http::poll_status(
+                node,
+                client.clone(),
+                statuses.clone(),
+                ui.clone(),
+            )));
+        }
+        let mut found_timing = None;
+        if control.admin_token().is_some() {
+            control.set_timing(&tempo.timing());
+            let client = client.clone();
+            let ui = ui.clone();
+            let shared = control.shared_nodes();
+            // The timing found is read before the app's tempo goes out, so it can be put back.
+            let task = tokio::spawn(async move {
+                let found = if shared {
+                    http::timing_when_up(&client).await
+                } else {
+                    BTreeMap::new()
+                };
+                http::set_timing_when_up(&client, tempo.timing(), &ui).await;
+                found
+            });
+            if shared {
+                found_timing = Some(task);
+            }
+        }
+        Self {
+            client,
+            statuses,
+            readers,
+            found_timing,
+        }
+    }
+
+    /// Stops watching: puts back the timing found (shared clusters), stops the readers, and shuts
+    /// the control down.
+    async fn close(self, control: &mut dyn ClusterControl) {
+        for reader in &self.readers {
+            reader.abort();
+        }
+        if let Some(found) = self.found_timing {
+            let restore = async {
+                if let Ok(found) = found.await {
+                    http::restore_timing(&self.client, &found).await;
+                }
+            };
+            if tokio::time::timeout(RESTORE_DEADLINE, restore)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the nodes' own timing could not be put back in time");
+            }
+        }
+        control.shutdown();
+    }
+}
+
 async fn run(
     mut control: Box<dyn ClusterControl>,
-    tempo: Tempo,
+    mut tempo: Tempo,
+    docker_offer: Option<docker::DockerOptions>,
     mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
     ui: UiSender,
 ) {
     if let Some(text) = control.startup_notice() {
         ui.notice(text, true);
     }
-    let client = http::Client::new(control.nodes(), control.admin_token());
-    let statuses: Statuses = Arc::default();
-    let mut readers = Vec::new();
-    for node in control.nodes() {
-        readers.push(tokio::spawn(http::follow_events(node.clone(), ui.clone())));
-        readers.push(tokio::spawn(http::poll_status(
-            node,
-            client.clone(),
-            statuses.clone(),
-            ui.clone(),
-        )));
+    let mut waiting = control.waiting_for();
+    if waiting.is_some() {
+        ui.send(Update::Waiting(waiting.clone()));
     }
-    if control.admin_token().is_some() {
-        let client = client.clone();
+    let mut session = Session::open(control.as_mut(), tempo, &ui);
+    // Controls found off the runtime (the offer's Docker cluster) arrive here.
+    let (switch_tx, mut switch_rx) =
+        tokio::sync::mpsc::unbounded_channel::<anyhow::Result<Box<dyn ClusterControl>>>();
+    if let Some(options) = docker_offer.clone() {
         let ui = ui.clone();
-        control.set_timing(&tempo.timing());
-        tokio::spawn(async move { http::set_timing_when_up(&client, tempo.timing(), &ui).await });
+        tokio::task::spawn_blocking(move || {
+            if let Some(text) = docker::running_cluster(&options) {
+                ui.send(Update::Offer(Some(text)));
+            }
+        });
     }
     let mut exit_check = tokio::time::interval(Duration::from_millis(300));
     loop {
-        tokio::select! {
+        let next = tokio::select! {
             command = commands.recv() => {
-                let Some(command) = command else { break };
-                handle(command, control.as_mut(), &client, &statuses, &ui);
+                match command {
+                    None => break,
+                    Some(Command::WatchDocker) => {
+                        let Some(options) = docker_offer.clone() else {
+                            ui.notice("this window was not started to offer the Docker cluster", true);
+                            continue;
+                        };
+                        ui.notice("connecting to the Docker cluster…", false);
+                        let switch_tx = switch_tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _ = switch_tx.send(docker::discover(&options));
+                        });
+                        None
+                    }
+                    Some(command) => {
+                        if let Command::SetTempo(chosen) = command {
+                            tempo = chosen;
+                        }
+                        handle(command, control.as_mut(), &session.client, &session.statuses, &ui);
+                        None
+                    }
+                }
             }
+            found = switch_rx.recv() => match found {
+                Some(Ok(found)) => {
+                    ui.send(Update::Offer(None));
+                    Some(found)
+                }
+                Some(Err(error)) => {
+                    ui.notice(format!("cannot watch the Docker cluster: {error:#}"), true);
+                    None
+                }
+                None => None,
+            },
             _ = exit_check.tick() => {
                 for node in control.exited() {
                     ui.notice(format!("node {node} exited"), true);
                     ui.record(Record::Process { at_ms: unix_ms(), node, state: ProcessState::Dead });
                 }
+                let now_waiting = control.waiting_for();
+                if now_waiting != waiting {
+                    waiting = now_waiting;
+                    ui.send(Update::Waiting(waiting.clone()));
+                }
+                control.replacement()
             }
+        };
+        if let Some(next) = next {
+            session.close(control.as_mut()).await;
+            control = next;
+            waiting = control.waiting_for();
+            ui.send(Update::Waiting(waiting.clone()));
+            ui.send(Update::Cluster(ClusterInfo::of(control.as_ref())));
+            ui.notice(format!("watching {}", control.describe()), false);
+            session = Session::open(control.as_mut(), tempo, &ui);
         }
     }
-    for reader in readers {
-        reader.abort();
-    }
-    control.shutdown();
+    session.close(control.as_mut()).await;
 }
 
 fn process_action(
     ui: &UiSender,
     node: NodeId,
-    verb: &str,
+    action: ProcessAction,
     result: anyhow::Result<()>,
-    state: ProcessState,
 ) {
+    let verb = action.verb();
     match result {
         Ok(()) => {
             ui.record(Record::Process {
                 at_ms: unix_ms(),
                 node,
-                state,
+                state: action.outcome(),
             });
             ui.notice(format!("{verb} node {node}"), false);
         }
         Err(error) => ui.notice(format!("could not {verb} node {node}: {error:#}"), true),
     }
+}
+
+/// Runs a process action inline, or, for controls that offload it, reports it when it is done.
+fn act(control: &mut dyn ClusterControl, node: NodeId, action: ProcessAction, ui: &UiSender) {
+    if let Some(pending) = control.start_action(node, action) {
+        let ui = ui.clone();
+        tokio::spawn(async move {
+            let result = pending
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the action was abandoned")));
+            process_action(&ui, node, action, result);
+        });
+        return;
+    }
+    let result = match action {
+        ProcessAction::Kill => control.kill(node),
+        ProcessAction::Restart => control.restart(node),
+        ProcessAction::Pause => control.pause(node),
+        ProcessAction::Resume => control.resume(node),
+    };
+    process_action(ui, node, action, result);
 }
 
 fn handle(
@@ -279,22 +511,12 @@ fn handle(
     ui: &UiSender,
 ) {
     match command {
-        Command::Kill(node) => {
-            let result = control.kill(node);
-            process_action(ui, node, "kill", result, ProcessState::Dead);
-        }
-        Command::Restart(node) => {
-            let result = control.restart(node);
-            process_action(ui, node, "restart", result, ProcessState::Running);
-        }
-        Command::Pause(node) => {
-            let result = control.pause(node);
-            process_action(ui, node, "pause", result, ProcessState::Paused);
-        }
-        Command::Resume(node) => {
-            let result = control.resume(node);
-            process_action(ui, node, "resume", result, ProcessState::Running);
-        }
+        Command::Kill(node) => act(control, node, ProcessAction::Kill, ui),
+        Command::Restart(node) => act(control, node, ProcessAction::Restart, ui),
+        Command::Pause(node) => act(control, node, ProcessAction::Pause, ui),
+        Command::Resume(node) => act(control, node, ProcessAction::Resume, ui),
+        // Answered by the run loop, which owns the switch.
+        Command::WatchDocker => {}
         Command::Isolate(node) => {
             let client = client.clone();
             let statuses = statuses.clone();

@@ -1,0 +1,527 @@
+//! The user's Docker path, end to end: the unmodified `docker/Dockerfile` is built, the root
+//! `docker-compose.yml` is brought up unchanged, and the desktop watches and breaks it through its own
+//! click path (kittest clicks → intents → backend → `docker`):
+//!
+//! 1. the window is opened before the containers exist: it waits for `docker compose up` and attaches
+//!    by itself when they appear;
+//! 2. it slows the containers to its tempo; messages typed and submitted commit;
+//! 3. a click kills the leader's container, the window shows a new leader; a click restarts the
+//!    container, which catches up with every message. The restart goes through a `docker` that takes 3
+//!    s to start a container: the event streams keep flowing meanwhile;
+//! 4. closing the window puts back the timing the containers had;
+//! 5. a window started with local nodes says the compose cluster runs and, on a click, watches it;
+//! 6. `down -v`, then the 5-node override comes up once and elects a leader.
+//!
+//! Needs a Docker engine and the base images the Dockerfile names (`.ci/docker.sh`: `start_dockerd`,
+//! `prepare_base_images`). Under `CI=true` a missing engine fails the test; elsewhere it skips loudly.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use egui_kittest::kittest::Queryable as _;
+use egui_kittest::Harness;
+use flotilla::app::{FlotillaApp, WATCH_DOCKER};
+use flotilla::backend::docker::{self, Compose, DockerCli, DockerOptions, WAITING_HEADING};
+use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint, Tempo};
+use flotilla_shared::api::{MessagesPage, Status};
+use flotilla_shared::event::Role;
+use flotilla_shared::NodeId;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The tag `docker-compose.yml` gives the image it builds.
+const IMAGE: &str = "flotilla-node:latest";
+/// Its own project name, so its volumes never mix with a user's cluster.
+const PROJECT: &str = "flotilla-compose-e2e";
+/// What `docker-compose.yml` sets: the timing the app must put back.
+const COMPOSE_HEARTBEAT_MS: u64 = 50;
+const COMPOSE_ELECTION_MS: [u64; 2] = [150, 300];
+/// How long the slow `docker` below takes to start a container.
+const SLOW_START: Duration = Duration::from_secs(3);
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Skips loudly without an engine, except under CI, where that is a failure.
+fn engine() -> Option<DockerCli> {
+    let cli = DockerCli::from_env();
+    match cli.ping() {
+        Ok(()) => Some(cli),
+        Err(error) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("CI=true but no Docker engine is reachable: {error}")
+        }
+        Err(error) => {
+            eprintln!(
+                "\n==========================================================================\n\
+                 docker_compose SKIPPED: no Docker daemon reachable ({error}).\n\
+                 As root: . .ci/docker.sh && start_dockerd && prepare_base_images\n\
+                 ==========================================================================\n"
+            );
+            None
+        }
+    }
+}
+
+/// `docker build --network host -f docker/Dockerfile -t flotilla-node:latest .`, as the compose file
+/// would build it (the engine CI starts has no default bridge for build containers).
+fn build_image(cli: &DockerCli) -> Result<()> {
+    let dockerfile = std::fs::read_to_string(repository().join("docker/Dockerfile"))?;
+    for line in dockerfile.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("FROM") {
+            continue;
+        }
+        let Some(base) = words.next().filter(|base| base.contains(':')) else {
+            continue;
+        };
+        if cli
+            .run(&["image", "inspect", base], Duration::from_secs(30))
+            .is_err()
+        {
+            bail!(
+                "base image {base} is missing: pull it, or make the local stand-ins with \
+                 docker/stand-in-images.sh (see docker/README.md)"
+            );
+        }
+    }
+    let log_path = std::env::temp_dir().join(format!("flotilla-image-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path)?;
+    let started = Instant::now();
+    let status = Command::new(std::env::var_os("DOCKER").unwrap_or_else(|| "docker".into()))
+        .args(["build", "--network", "host", "-f", "docker/Dockerfile", "-t"])
+        .arg(IMAGE)
+        .arg(".")
+        .current_dir(repository())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .context("running docker build")?;
+    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&log_path);
+    if !status.success() {
+        let tail: Vec<&str> = output.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "docker build of docker/Dockerfile failed:\n{}",
+            tail.join("\n")
+        );
+    }
+    eprintln!(
+        "docker_compose: docker build {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Takes the project down with its volumes when the test ends, however it ends.
+struct Project {
+    compose: Compose,
+    files: Vec<PathBuf>,
+}
+
+impl Project {
+    fn new(compose: &Compose, files: &[&str]) -> Self {
+        Self {
+            compose: compose.clone(),
+            files: files.iter().map(|file| repository().join(file)).collect(),
+        }
+    }
+
+    fn up(&self) -> Result<()> {
+        self.compose
+            .up(&self.files, PROJECT, &[], Duration::from_secs(180))
+            .context("compose up")
+    }
+
+    fn down(&self) {
+        if let Err(error) =
+            self.compose
+                .down_with_volumes(&self.files, PROJECT, &[], Duration::from_secs(120))
+        {
+            eprintln!("docker_compose: down -v failed: {error}");
+        }
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// A `docker` that takes [`SLOW_START`] to start a container, like a daemon on a slow disk.
+fn slow_docker(dir: &Path) -> Result<PathBuf> {
+    let docker = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
+    let path = dir.join("slow-docker");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = start ]; then sleep {}; fi\nexec '{docker}' \"$@\"\n",
+            SLOW_START.as_secs()
+        ),
+    )?;
+    let status = Command::new("chmod").arg("+x").arg(&path).status()?;
+    if !status.success() {
+        bail!("chmod +x {} failed", path.display());
+    }
+    Ok(path)
+}
+
+type App = Harness<'static, FlotillaApp>;
+
+fn window(handle: backend::BackendHandle, tempo: Tempo) -> App {
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(
+            |ui, app: &mut FlotillaApp| app.frame_ui(ui),
+            FlotillaApp::new(handle, tempo),
+        )
+}
+
+/// One frame, as the window draws it: the backend's updates into the model, then the panels.
+fn frame(app: &mut App) {
+    app.state_mut().drain_updates(Duration::from_millis(50));
+    app.run_steps(1);
+}
+
+/// Draws frames until `done` holds.
+fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        frame(app);
+        if let Some(value) = done(app) {
+            return value;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}; notice: {:?}",
+            app.state().bar.notice
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The leader every node of the window's model agrees on, once all are up.
+fn agreed_leader(app: &App) -> Option<NodeId> {
+    let live = &app.state().model.live;
+    let leader = live.leader()?;
+    let all_agree = live.nodes.values().all(|node| {
+        node.is_up() && node.term == leader.term && node.leader_id == Some(leader.id)
+    });
+    all_agree.then_some(leader.id)
+}
+
+fn click(app: &mut App, label: &str) {
+    app.get_by_label(label).click();
+    app.run_steps(2);
+}
+
+fn submit(app: &mut App, text: &str) {
+    app.get_by_role(egui::accesskit::Role::TextInput).focus();
+    app.run_steps(1);
+    app.get_by_role(egui::accesskit::Role::TextInput)
+        .type_text(text);
+    app.run_steps(1);
+    click(app, "Submit");
+}
+
+/// Plain HTTP to the nodes, for what the test checks (never for what it does).
+struct Http {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Http {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()?,
+        })
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, url: String) -> Result<T> {
+        self.runtime.block_on(async {
+            Ok(self
+                .client
+                .get(url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?)
+        })
+    }
+
+    fn status(&self, port: u16) -> Result<Status> {
+        self.get(format!("http://127.0.0.1:{port}/v1/status"))
+    }
+
+    fn texts(&self, port: u16) -> Result<Vec<String>> {
+        let page: MessagesPage = self.get(format!(
+            "http://127.0.0.1:{port}/v1/messages?from=1&limit=1000&stale=true"
+        ))?;
+        Ok(page.entries.into_iter().map(|entry| entry.text).collect())
+    }
+
+    fn wait<T>(&self, what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+        let started = Instant::now();
+        let mut last_error = String::new();
+        while started.elapsed() < DEADLINE {
+            match probe() {
+                Ok(Some(value)) => return Ok(value),
+                Ok(None) => {}
+                Err(error) => last_error = format!("{error:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("timed out after {DEADLINE:?} waiting for {what} (last error: {last_error})")
+    }
+}
+
+/// The host port `docker-compose.yml` publishes for node `id`.
+fn port(id: NodeId) -> u16 {
+    6499 + id.0 as u16
+}
+
+#[test]
+fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Result<()> {
+    let Some(cli) = engine() else {
+        return Ok(());
+    };
+    // A user's own cluster holds the container names and ports; the test never touches it.
+    let theirs = cli.list(docker::DEFAULT_CLUSTER)?;
+    if !theirs.is_empty() {
+        let message = format!(
+            "{} containers labelled io.flotilla.cluster=flotilla exist already: stop that cluster \
+             (`docker compose down`) to run this test",
+            theirs.len()
+        );
+        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+            bail!("{message}");
+        }
+        eprintln!("docker_compose SKIPPED: {message}");
+        return Ok(());
+    }
+    let compose = Compose::detect(&cli).context("the Docker test needs docker compose")?;
+    build_image(&cli)?;
+    let scratch = tempfile::tempdir()?;
+    let options = DockerOptions {
+        nodes: 3,
+        admin_token: None,
+        cli: DockerCli::new(slow_docker(scratch.path())?),
+        cluster: docker::DEFAULT_CLUSTER.into(),
+    };
+    let http = Http::new()?;
+    let tempo = Tempo { factor: 2 };
+
+    // 1. The window opens first and waits.
+    let handle = backend::start(docker::connect(&options), tempo, Arc::new(|| {}))?;
+    let mut app = window(handle, tempo);
+    wait_for(&mut app, "the waiting state", |app| {
+        app.query_by_label(WAITING_HEADING).map(drop)
+    });
+    assert!(app.state().model.live.nodes.is_empty());
+    let project = Project::new(&compose, &["docker-compose.yml"]);
+    let up_started = Instant::now();
+    project.up()?;
+    let leader = wait_for(&mut app, "the window to attach and see a leader", |app| {
+        (app.state().model.live.nodes.len() == 3)
+            .then(|| agreed_leader(app))
+            .flatten()
+    });
+    assert!(app.query_by_label(WAITING_HEADING).is_none());
+    assert!(
+        app.state().bar.description.contains("3 Docker containers"),
+        "{}",
+        app.state().bar.description
+    );
+    let attach_s = up_started.elapsed().as_secs_f64();
+
+    // 2. The containers run at the window's tempo; typed messages commit.
+    let slowed = tempo.timing();
+    for id in 1..=3 {
+        http.wait("the app's tempo on every container", || {
+            let status = http.status(port(NodeId(id)))?;
+            Ok((status.heartbeat_ms == slowed.heartbeat_ms
+                && status.election_timeout_ms == slowed.election_timeout_ms)
+                .then_some(()))
+        })?;
+    }
+    let messages = ["first", "second", "third"];
+    for text in messages {
+        submit(&mut app, text);
+        wait_for(&mut app, "the submit to commit", |app| {
+            app.state()
+                .model
+                .live
+                .submits
+                .iter()
+                .any(|submit| submit.text == text && submit.outcome.is_ok())
+                .then_some(())
+        });
+    }
+
+    // 3. Kill the leader with a click; a new leader takes over.
+    click(&mut app, &format!("node {leader}"));
+    let kill_started = Instant::now();
+    click(&mut app, &format!("Kill node {leader}"));
+    wait_for(&mut app, "the killed container to show dead", |app| {
+        let node = &app.state().model.live.nodes[&leader];
+        (!node.is_up()).then_some(())
+    });
+    assert!(http.status(port(leader)).is_err(), "a killed node answers");
+    let new_leader = wait_for(&mut app, "a new leader", |app| {
+        let live = &app.state().model.live;
+        let new = live.leader().filter(|node| node.id != leader)?;
+        let survivors_agree = live
+            .nodes
+            .values()
+            .filter(|node| node.id != leader)
+            .all(|node| node.is_up() && node.leader_id == Some(new.id));
+        survivors_agree.then_some((new.id, new.term.0))
+    });
+    let failover_s = kill_started.elapsed().as_secs_f64();
+    app.get_by_label(&format!(
+        "leader: node {} · term {}",
+        new_leader.0, new_leader.1
+    ));
+    submit(&mut app, "after the kill");
+    wait_for(&mut app, "a submit to the new leader", |app| {
+        app.state()
+            .model
+            .live
+            .submits
+            .iter()
+            .any(|submit| submit.text == "after the kill" && submit.outcome.is_ok())
+            .then_some(())
+    });
+
+    // Restart it with a click, through a `docker` that takes 3 s to start it: the window keeps
+    // receiving events from the survivors all the while.
+    click(&mut app, &format!("node {leader}"));
+    let events_before = app.state().model.live.events_applied;
+    let restart_started = Instant::now();
+    click(&mut app, &format!("Restart node {leader}"));
+    let restarted = format!("restart node {leader}");
+    let mut events_while_starting = 0;
+    while restart_started.elapsed() < SLOW_START - Duration::from_millis(500) {
+        frame(&mut app);
+        let notice = app.state().bar.notice.clone().unwrap_or_default().0;
+        assert_ne!(notice, restarted, "the slow `docker start` returned early");
+        events_while_starting = app.state().model.live.events_applied - events_before;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        events_while_starting > 5,
+        "only {events_while_starting} events arrived while `docker start` ran: it stalls the streams"
+    );
+    wait_for(&mut app, "the restart to be reported", |app| {
+        (app.state().bar.notice.as_ref().map(|notice| &notice.0) == Some(&restarted)).then_some(())
+    });
+    wait_for(&mut app, "the restarted node to show up", |app| {
+        app.state().model.live.nodes[&leader].is_up().then_some(())
+    });
+    let every_message: Vec<String> = messages
+        .iter()
+        .map(|text| (*text).to_owned())
+        .chain(["after the kill".to_owned()])
+        .collect();
+    http.wait("the restarted node to catch up", || {
+        Ok((http.texts(port(leader))? == every_message).then_some(()))
+    })?;
+    http.wait("the restarted node at the app's tempo", || {
+        Ok((http.status(port(leader))?.heartbeat_ms == slowed.heartbeat_ms).then_some(()))
+    })?;
+    let catch_up_s = restart_started.elapsed().as_secs_f64();
+
+    // 4. Closing the window puts back the timing the containers had.
+    drop(app);
+    for id in 1..=3 {
+        let status = http.status(port(NodeId(id)))?;
+        assert_eq!(
+            (status.heartbeat_ms, status.election_timeout_ms),
+            (COMPOSE_HEARTBEAT_MS, COMPOSE_ELECTION_MS),
+            "node {id} kept the app's tempo after it closed"
+        );
+    }
+
+    // 5. Plain `flotilla` (local nodes) while the compose cluster runs: the window offers to watch it.
+    let local_dir = tempfile::tempdir()?;
+    let local = local::LocalControl::start(local::LocalOptions {
+        nodes: 3,
+        data_root: local_dir.path().to_path_buf(),
+        fresh: true,
+        program: local::NodeProgram {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_flotilla")),
+            leading_args: vec!["node".into()],
+        },
+        timing: tempo.timing(),
+        first_port: 17_850,
+    })?;
+    let local_nodes: Vec<NodeEndpoint> = local.nodes();
+    let handle = backend::start_with(
+        Box::new(local),
+        tempo,
+        Arc::new(|| {}),
+        Some(options.clone()),
+    )?;
+    let mut app = window(handle, tempo);
+    wait_for(&mut app, "the offer to watch the compose cluster", |app| {
+        app.query_by_label(WATCH_DOCKER).map(drop)
+    });
+    let offer = app.state().offer.clone().unwrap_or_default();
+    assert!(
+        offer.contains("compose cluster is running") && offer.contains("flotilla-node1"),
+        "{offer}"
+    );
+    click(&mut app, WATCH_DOCKER);
+    wait_for(&mut app, "the window to watch the containers", |app| {
+        (app.state().bar.description.contains("Docker containers") && agreed_leader(app).is_some())
+            .then_some(())
+    });
+    assert!(app.query_by_label(WATCH_DOCKER).is_none(), "offer withdrawn");
+    for node in &local_nodes {
+        let answer = http.runtime.block_on(
+            http.client
+                .get(format!("{}/v1/status", node.base_url))
+                .send(),
+        );
+        assert!(answer.is_err(), "local node {} still runs", node.id);
+    }
+    drop(app);
+
+    // 6. down -v; the 5-node override comes up once.
+    drop(project);
+    let five = Project::new(&compose, &["docker-compose.yml", "docker/compose.5.yml"]);
+    five.up()?;
+    let five_leader = http.wait("a leader all five nodes agree on", || {
+        let statuses: Vec<Status> = (1..=5)
+            .map(|id| http.status(port(NodeId(id))))
+            .collect::<Result<_>>()?;
+        let leader = statuses
+            .iter()
+            .find(|status| status.role == Role::Leader)
+            .ok_or_else(|| anyhow!("no leader yet"))?;
+        Ok(statuses
+            .iter()
+            .all(|status| status.leader_id == Some(leader.id) && status.term == leader.term)
+            .then_some(leader.id))
+    })?;
+    drop(five);
+    eprintln!(
+        "docker_compose: compose up to attached with a leader {attach_s:.1} s; kill to a new leader \
+         {failover_s:.1} s; restart (3 s slow start) to caught up {catch_up_s:.1} s; 5 nodes led by \
+         node {five_leader}"
+    );
+    Ok(())
+}
