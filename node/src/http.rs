@@ -13,6 +13,7 @@ use crate::raft::{LogIndex, NodeId, Payload, ReadError, TransferError};
 use crate::runtime::{ProposeOutcome, Request};
 use crate::storage::StorageError;
 use crate::transport::{OrderGate, Partition, CLUSTER_TOKEN_HEADER, STREAM_HEADER};
+use crate::validation::{self, Reason, Rejected};
 use bytes::{Buf, Bytes};
 use flotilla_shared::api::{
     ErrorBody, MessageEntry, MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse,
@@ -40,7 +41,6 @@ const RAFT_REPLY_WAIT: Duration = Duration::from_secs(2);
 const LEADER_RETRY: Duration = Duration::from_millis(15);
 /// Most recent events a new `/v1/events` subscriber may ask to replay.
 const MAX_HISTORY: usize = crate::events::HISTORY_CAPACITY;
-const MAX_REQUEST_ID_LEN: usize = 256;
 
 /// Reads of the state machine, served from a storage reader off the runtime's task.
 pub trait StateReader: Send + Sync + 'static {
@@ -364,21 +364,9 @@ async fn submit(api: &Api, call: &Call, body: Bytes) -> Response {
         Ok(request) => request,
         Err(response) => return response,
     };
-    if request.text.trim().is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "empty_text",
-            "text must not be empty",
-        );
-    }
-    if let Some(id) = &request.request_id {
-        if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request_id",
-                format!("request_id must be 1 to {MAX_REQUEST_ID_LEN} bytes"),
-            );
-        }
+    if let Err(rejected) = validation::check_submit(&request) {
+        api.metrics.rejections.record("request", None, &rejected);
+        return rejection(&rejected);
     }
     // A retry of an applied request is answered at apply time (the state machine's unique request_id
     // reports the original); a lookup here first would cost every submit a disk read and a thread hop.
@@ -807,35 +795,30 @@ async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) -> Response {
             Some(_) => {}
         }
     }
-    let envelope: Envelope = match parse_json(body) {
+    let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
-        Err(response) => return response,
+        Err(e) => {
+            let rejected = Rejected::new(Reason::BadJson, format!("invalid Raft message: {e}"));
+            return refuse(api, None, rejected);
+        }
     };
+    let from = envelope.from;
     if envelope.message.name() != name {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+        let rejected = Rejected::new(
+            Reason::WrongRoute,
             format!(
                 "a {} message was sent to /raft/{name}",
                 envelope.message.name()
             ),
         );
+        return refuse(api, Some(from), rejected);
     }
-    if envelope.to != api.id {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "wrong_node",
-            format!("message for node {} reached node {}", envelope.to, api.id),
-        );
+    // Checked before anything else sees it: a message a correct peer cannot have sent is refused whole.
+    if let Err(rejected) =
+        validation::check_envelope(&envelope, api.id, |id| api.peers.contains_key(&id))
+    {
+        return refuse(api, Some(from), rejected);
     }
-    if !api.peers.contains_key(&envelope.from) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "unknown_peer",
-            format!("node {} is not a peer of node {}", envelope.from, api.id),
-        );
-    }
-    let from = envelope.from;
     if api.partition.contains(from) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -851,15 +834,10 @@ async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) -> Response {
     if let Some((incarnation, seq)) = stream {
         api.order.wait_turn(from, incarnation, seq).await;
     }
-    let wants_reply = matches!(
-        envelope.message,
-        flotilla_shared::rpc::Message::RequestVote(_)
-            | flotilla_shared::rpc::Message::AppendEntries(_)
-    );
     let (reply, answer) = oneshot::channel();
     let step = Request::Step {
         envelope,
-        reply: wants_reply.then_some(reply),
+        reply: Some(reply),
     };
     let sent = api.inbox.send(step).await;
     if let Some((incarnation, seq)) = stream {
@@ -872,11 +850,28 @@ async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) -> Response {
             "the node is stopping",
         );
     }
-    if !wants_reply {
-        return StatusCode::NO_CONTENT.into_response();
-    }
     match tokio::time::timeout(RAFT_REPLY_WAIT, answer).await {
-        Ok(Ok(reply)) => json(StatusCode::OK, &reply),
+        Ok(Ok(Ok(Some(reply)))) => json(StatusCode::OK, &reply),
+        // Counted and logged where the core refused it (the runtime).
+        Ok(Ok(Err(rejected))) => rejection(&rejected),
         _ => StatusCode::NO_CONTENT.into_response(),
     }
+}
+
+/// Counts and (rate-limited) logs a Raft message refused here, and answers it.
+fn refuse(api: &Api, from: Option<NodeId>, rejected: Rejected) -> Response {
+    api.metrics
+        .rejections
+        .record("raft message", from, &rejected);
+    rejection(&rejected)
+}
+
+/// `400` for input wrong in itself, `409` for input wrong for this node's state.
+fn rejection(rejected: &Rejected) -> Response {
+    let status = if rejected.reason.is_malformed() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::CONFLICT
+    };
+    error(status, rejected.reason.code(), rejected.detail.as_str())
 }

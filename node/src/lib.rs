@@ -14,3 +14,4 @@ pub mod server;
 pub mod sim;
 pub mod storage;
 pub mod transport;
+pub mod validation;

@@ -1,9 +1,14 @@
 //! Prometheus text-format metrics (`GET /metrics`): no exporter crate, just atomics and a renderer.
 
+use crate::validation::{Reason, Rejected};
 use flotilla_shared::api::Status;
+use flotilla_shared::NodeId;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// At most one log line per refusal reason in this time; the lines in between are counted, not written.
+const REJECTION_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Histogram bucket upper bounds, in seconds: 50 µs to 5 s.
 const BUCKETS: [f64; 16] = [
@@ -68,6 +73,78 @@ pub struct Metrics {
     pub batches_written: AtomicU64,
     pub messages_sent: AtomicU64,
     pub messages_dropped: AtomicU64,
+    pub rejections: Rejections,
+}
+
+/// Refused inputs (Raft messages and client bodies), counted by reason and logged at most once per
+/// reason every [`REJECTION_LOG_EVERY`]: a flood of bad packets costs a counter increment each, not a
+/// log line each.
+pub struct Rejections {
+    started: Instant,
+    counts: [AtomicU64; Reason::ALL.len()],
+    /// Per reason: the count when a line was last written, and when the next may be (ms since `started`).
+    reported: [AtomicU64; Reason::ALL.len()],
+    next_log_ms: [AtomicU64; Reason::ALL.len()],
+}
+
+impl Default for Rejections {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            reported: std::array::from_fn(|_| AtomicU64::new(0)),
+            next_log_ms: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Rejections {
+    /// Counts one refusal of `what` (e.g. "raft message") from `from`, and logs it unless this reason
+    /// was logged recently.
+    pub fn record(&self, what: &str, from: Option<NodeId>, rejected: &Rejected) {
+        let slot = rejected.reason.slot();
+        let total = self.counts[slot].fetch_add(1, Ordering::Relaxed) + 1;
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let due_ms = self.next_log_ms[slot].load(Ordering::Relaxed);
+        let log_every_ms = REJECTION_LOG_EVERY.as_millis() as u64;
+        let mine = now_ms >= due_ms
+            && self.next_log_ms[slot]
+                .compare_exchange(
+                    due_ms,
+                    now_ms + log_every_ms,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        if !mine {
+            return;
+        }
+        let unlogged = total - self.reported[slot].swap(total, Ordering::Relaxed) - 1;
+        let from = from.map_or_else(|| "unknown".to_string(), |id| id.to_string());
+        tracing::warn!(
+            reason = rejected.reason.code(),
+            %from,
+            unlogged,
+            "refused a {what}: {} ({unlogged} more refused for this reason since the last such line)",
+            rejected.detail
+        );
+    }
+
+    /// How many inputs were refused for `reason`.
+    pub fn count(&self, reason: Reason) -> u64 {
+        self.counts[reason.slot()].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "flotilla_rejected_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Raft messages and client requests refused as invalid, by reason.\n# TYPE {name} counter"
+        );
+        for reason in Reason::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", self.count(reason));
+        }
+    }
 }
 
 impl Metrics {
@@ -158,6 +235,7 @@ impl Metrics {
             "flotilla_fsync_latency_seconds",
             "Latency of one storage write (transaction + fsync).",
         );
+        self.rejections.render(&mut out);
         out
     }
 }
@@ -177,5 +255,33 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"0.005\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"+Inf\"} 2\n"), "{out}");
         assert!(out.contains("x_count 2\n"), "{out}");
+    }
+
+    #[test]
+    fn rejections_are_counted_by_reason_and_rendered() {
+        let rejections = Rejections::default();
+        let gap = Rejected::new(Reason::EntriesNotContiguous, "a gap");
+        for _ in 0..1000 {
+            rejections.record("raft message", Some(NodeId(2)), &gap);
+        }
+        rejections.record("request", None, &Rejected::new(Reason::EmptyText, "empty"));
+        assert_eq!(rejections.count(Reason::EntriesNotContiguous), 1000);
+        assert_eq!(rejections.count(Reason::EmptyText), 1);
+        assert_eq!(rejections.count(Reason::TermOutOfRange), 0);
+        // One line for the first refusal; the next 999 of the same reason fall in its window.
+        assert_eq!(
+            rejections.reported[Reason::EntriesNotContiguous.slot()].load(Ordering::Relaxed),
+            1
+        );
+        let mut out = String::new();
+        rejections.render(&mut out);
+        assert!(
+            out.contains("flotilla_rejected_total{reason=\"entries_not_contiguous\"} 1000\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("flotilla_rejected_total{reason=\"term_out_of_range\"} 0\n"),
+            "{out}"
+        );
     }
 }

@@ -12,12 +12,13 @@ use crate::clock::Clock;
 use crate::events::EventHub;
 use crate::metrics::Metrics;
 use crate::raft::{
-    CoreStatus, Entry, Envelope, HardState, LogId, LogIndex, LogRead, NodeId, Payload, Proposal,
-    ProposeError, Raft, ReadError, ReadState, Term, TransferError,
+    CoreStatus, Entry, Envelope, HardState, LogId, LogIndex, LogRead, Message, NodeId, Payload,
+    Proposal, ProposeError, Raft, ReadError, ReadState, Term, TransferError,
 };
 use crate::storage::sqlite::SqliteReader;
 use crate::storage::{ApplyOutcome, LogStore, StorageError, WriteBatch};
 use crate::transport::{Partition, Transport};
+use crate::validation::Rejected;
 use flotilla_shared::api::{PeerStatus, Status};
 use flotilla_shared::event::EventKind;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -69,10 +70,11 @@ pub enum Request {
     Read {
         reply: oneshot::Sender<Result<LogIndex, ReadError>>,
     },
-    /// A Raft message from a peer. `reply` receives the core's answer to it, if one comes.
+    /// A Raft message from a peer. `reply` receives the core's verdict: its response once durable (a
+    /// vote or append answer), `None` for a message that has none, or why the message was refused.
     Step {
         envelope: Envelope,
-        reply: Option<oneshot::Sender<Option<Envelope>>>,
+        reply: Option<oneshot::Sender<StepVerdict>>,
     },
     Transfer {
         to: NodeId,
@@ -89,6 +91,9 @@ pub enum Request {
     },
     Unreachable(NodeId),
 }
+
+/// What became of a stepped Raft message (see [`Request::Step`]).
+pub type StepVerdict = Result<Option<Envelope>, Rejected>;
 
 /// The core's read access to the durable log, through its own SQLite connection. A read error is
 /// fatal: the node stops rather than run on a disk it cannot trust.
@@ -290,7 +295,7 @@ pub struct Runtime<S: LogRead> {
     reads: HashMap<u64, oneshot::Sender<Result<LogIndex, ReadError>>>,
     next_read_ctx: u64,
     /// Per peer, HTTP requests waiting for the core's reply, in the order they were stepped.
-    pending_replies: HashMap<NodeId, VecDeque<oneshot::Sender<Option<Envelope>>>>,
+    pending_replies: HashMap<NodeId, VecDeque<oneshot::Sender<StepVerdict>>>,
     transport: Transport,
     partition: Arc<Partition>,
     events: EventHub,
@@ -415,16 +420,36 @@ impl<S: LogRead> Runtime<S> {
                 }
             }
             Request::Step { envelope, reply } => {
-                if envelope.to != self.info.id {
-                    return;
+                let from = envelope.from;
+                let answered_later = matches!(
+                    envelope.message,
+                    Message::RequestVote(_) | Message::AppendEntries(_)
+                );
+                match self.raft.try_step(envelope) {
+                    Err(rejected) => {
+                        self.metrics
+                            .rejections
+                            .record("raft message", Some(from), &rejected);
+                        if let Some(reply) = reply {
+                            reply.send(Err(rejected)).ok();
+                        }
+                    }
+                    // The core answers an accepted request once its round is durable; the answer goes
+                    // to the oldest waiter of that peer (see `send_persisted`).
+                    Ok(()) if answered_later => {
+                        if let Some(reply) = reply {
+                            self.pending_replies
+                                .entry(from)
+                                .or_default()
+                                .push_back(reply);
+                        }
+                    }
+                    Ok(()) => {
+                        if let Some(reply) = reply {
+                            reply.send(Ok(None)).ok();
+                        }
+                    }
                 }
-                if let Some(reply) = reply {
-                    self.pending_replies
-                        .entry(envelope.from)
-                        .or_default()
-                        .push_back(reply);
-                }
-                self.raft.step(envelope);
             }
             Request::Transfer { to, reply } => {
                 let _ = reply.send(self.raft.transfer_leadership(to));
@@ -574,7 +599,7 @@ impl<S: LogRead> Runtime<S> {
             if let Some(queue) = self.pending_replies.get_mut(&message.to) {
                 while let Some(waiting) = queue.pop_front() {
                     if !waiting.is_closed() {
-                        let _ = waiting.send(Some(message));
+                        let _ = waiting.send(Ok(Some(message)));
                         return;
                     }
                 }

@@ -150,6 +150,14 @@ pub enum EventKind {
     },
     /// The process is stopping gracefully (SIGTERM).
     ShuttingDown,
+    /// The emitting node refused a Raft message from `from` (`message` names its type) without acting
+    /// on any of it; `reason` is the refusal's code, `detail` says what was wrong.
+    MessageRejected {
+        from: NodeId,
+        message: String,
+        reason: String,
+        detail: String,
+    },
 }
 
 impl EventKind {
@@ -177,6 +185,7 @@ impl EventKind {
             EventKind::PartitionChanged { .. } => "partition_changed",
             EventKind::TimingChanged { .. } => "timing_changed",
             EventKind::ShuttingDown => "shutting_down",
+            EventKind::MessageRejected { .. } => "message_rejected",
         }
     }
 }

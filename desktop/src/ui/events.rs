@@ -145,6 +145,12 @@ pub fn describe(event: &Event) -> String {
             election_timeout_ms[0], election_timeout_ms[1]
         ),
         EventKind::ShuttingDown => "shutting down".into(),
+        EventKind::MessageRejected {
+            from,
+            message,
+            detail,
+            ..
+        } => format!("refuses node {from}'s {message}: {detail}"),
     }
 }
 

@@ -6,6 +6,7 @@ use super::progress::{Progress, ProgressState};
 use super::quorum::{self, VoteResult};
 use super::rng::SplitMix64;
 use super::*;
+use crate::validation::{self, Reason, Rejected, MAX_TERM};
 use flotilla_shared::rpc::{
     AppendEntries, AppendEntriesResponse, RequestVote, RequestVoteResponse,
 };
@@ -55,6 +56,8 @@ pub enum PlantedBug {
     CommitPreviousTermByCount,
     /// Grant votes without comparing logs (what Raft §5.4.1 forbids).
     VoteIgnoringLog,
+    /// Step every message without the checks of [`crate::validation`]: trust whatever a peer sends.
+    TrustEnvelopes,
 }
 
 pub struct Raft<S: LogRead> {
@@ -150,18 +153,41 @@ impl<S: LogRead> Raft<S> {
         self.debug_validate();
     }
 
-    /// Handles one message from a peer. Messages not addressed to this node are ignored.
-    /// Every `RequestVote` and `AppendEntries` stepped yields exactly one response to its sender,
-    /// emitted in `persisted_messages` in the order the requests were stepped.
+    /// Handles one message from a peer, or refuses it (see [`Raft::try_step`]; the refusal shows only as
+    /// a `message_rejected` event).
     pub fn step(&mut self, envelope: Envelope) {
-        if envelope.to != self.id
-            || envelope.from == self.id
-            || !self.peers.contains(&envelope.from)
-        {
-            return;
+        self.try_step(envelope).ok();
+    }
+
+    /// Handles one message from a peer. Every `RequestVote` and `AppendEntries` accepted yields exactly
+    /// one response to its sender, emitted in `persisted_messages` in the order the requests were
+    /// stepped.
+    ///
+    /// Refused, before any of it is acted on (no term adopted, no timer reset, no response): a message a
+    /// correct peer cannot have sent ([`validation::check_envelope`], run here as well as at the HTTP
+    /// boundary), a TimeoutNow from a node that does not lead this node's term, and a reply to something
+    /// this node never sent. Each refusal is also a `message_rejected` event.
+    pub fn try_step(&mut self, envelope: Envelope) -> Result<(), Rejected> {
+        let (from, name) = (envelope.from, envelope.message.name());
+        let result = self.check_and_step(envelope);
+        if let Err(rejected) = &result {
+            self.events.push(EventKind::MessageRejected {
+                from,
+                message: name.to_string(),
+                reason: rejected.reason.code().to_string(),
+                detail: rejected.detail.clone(),
+            });
         }
-        self.step_inner(envelope);
         self.debug_validate();
+        result
+    }
+
+    fn check_and_step(&mut self, envelope: Envelope) -> Result<(), Rejected> {
+        if self.planted_bug != Some(PlantedBug::TrustEnvelopes) {
+            let peers = &self.peers;
+            validation::check_envelope(&envelope, self.id, |id| peers.contains(&id))?;
+        }
+        self.step_inner(envelope)
     }
 
     /// Appends a client command (leader only).
@@ -387,6 +413,12 @@ impl<S: LogRead> Raft<S> {
         if durable > last {
             return Err(format!("durable {durable} > last index {last}"));
         }
+        if self.term > MAX_TERM {
+            return Err(format!(
+                "term {} is above the highest storable term {MAX_TERM}",
+                self.term
+            ));
+        }
         if self.term < self.highest_term {
             return Err(format!(
                 "term went back from {} to {}",
@@ -555,6 +587,9 @@ impl<S: LogRead> Raft<S> {
     }
 
     fn campaign_pre_vote(&mut self) {
+        if self.out_of_terms() {
+            return;
+        }
         self.role = RoleState::PreCandidate {
             votes: BTreeMap::new(),
         };
@@ -570,6 +605,9 @@ impl<S: LogRead> Raft<S> {
 
     /// Starts an election in the next term (Raft §5.2).
     fn campaign(&mut self, leadership_transfer: bool) {
+        if self.out_of_terms() {
+            return;
+        }
         let term = self.term.next();
         self.set_term(term);
         self.voted_for = Some(self.id);
@@ -584,6 +622,17 @@ impl<S: LogRead> Raft<S> {
         });
         self.reset_election_timer();
         self.request_votes(false, leadership_transfer);
+    }
+
+    /// A node at the highest storable term cannot campaign: its next term could not be made durable.
+    /// Peers cannot bring it there (they may send at most `MAX_PEER_TERM`); it would take 2^62
+    /// elections.
+    fn out_of_terms(&mut self) -> bool {
+        if self.term < MAX_TERM {
+            return false;
+        }
+        self.reset_election_timer();
+        true
     }
 
     fn request_votes(&mut self, pre_vote: bool, leadership_transfer: bool) {
@@ -738,8 +787,11 @@ impl<S: LogRead> Raft<S> {
 
     // ----- messages in -----
 
-    fn step_inner(&mut self, env: Envelope) {
+    fn step_inner(&mut self, env: Envelope) -> Result<(), Rejected> {
         let from = env.from;
+        if matches!(env.message, Message::TimeoutNow) {
+            self.check_timeout_now(from, env.term)?;
+        }
         if env.term > self.term {
             match &env.message {
                 Message::RequestVote(rv) => {
@@ -750,7 +802,7 @@ impl<S: LogRead> Raft<S> {
                             let reason =
                                 format!("leader lease: heard from leader {leader} recently");
                             self.respond_vote(from, self.term, rv.pre_vote, false, reason);
-                            return;
+                            return Ok(());
                         }
                     }
                     if !rv.pre_vote {
@@ -758,9 +810,7 @@ impl<S: LogRead> Raft<S> {
                     }
                 }
                 Message::RequestVoteResponse(resp) if resp.pre_vote && resp.granted => {}
-                Message::AppendEntries(_) | Message::TimeoutNow => {
-                    self.become_follower(env.term, Some(from))
-                }
+                Message::AppendEntries(_) => self.become_follower(env.term, Some(from)),
                 _ => self.become_follower(env.term, None),
             }
         } else if env.term < self.term {
@@ -777,29 +827,52 @@ impl<S: LogRead> Raft<S> {
                 }
                 _ => {}
             }
-            return;
+            return Ok(());
         }
         match env.message {
             Message::RequestVote(rv) => self.handle_request_vote(from, env.term, rv),
             Message::RequestVoteResponse(resp) => {
                 if resp.pre_vote && !matches!(self.role, RoleState::PreCandidate { .. }) {
-                    return;
+                    return Ok(());
                 }
                 // A grant for PreVote carries the proposed term; one for an older round is stale.
                 if resp.pre_vote && resp.granted && env.term != self.term.next() {
-                    return;
+                    return Ok(());
                 }
                 self.record_vote(from, resp.granted, resp.pre_vote);
             }
-            Message::AppendEntries(ae) => self.handle_append_entries(from, ae),
-            Message::AppendEntriesResponse(resp) => self.handle_append_response(from, resp),
+            Message::AppendEntries(ae) => return self.handle_append_entries(from, ae),
+            Message::AppendEntriesResponse(resp) => return self.handle_append_response(from, resp),
             Message::TimeoutNow => {
-                if !matches!(self.role, RoleState::Leader(_)) {
-                    // Leadership transfer (thesis §3.10): campaign at once, skipping PreVote.
-                    self.campaign(true);
-                }
+                // Leadership transfer (thesis §3.10): campaign at once, skipping PreVote.
+                self.campaign(true);
             }
         }
+        Ok(())
+    }
+
+    /// Thesis §3.10: the leader sends TimeoutNow in its term, once this node's log matches its own, so
+    /// only after this node answered it in that term. One from anyone else, or with a higher term than
+    /// this node's, is refused (its term is not adopted); a stale one is ignored like any other.
+    fn check_timeout_now(&self, from: NodeId, term: Term) -> Result<(), Rejected> {
+        if term < self.term || (term == self.term && self.leader() == Some(from)) {
+            return Ok(());
+        }
+        let detail = if term > self.term {
+            format!(
+                "timeout_now of term {term} from node {from}, but node {} is in term {}: no leader \
+                 asks a node it has not replicated to in its term",
+                self.id, self.term
+            )
+        } else {
+            format!(
+                "timeout_now from node {from}, which does not lead term {term} for node {} (leader: {})",
+                self.id,
+                self.leader()
+                    .map_or_else(|| "none".to_string(), |l| l.to_string())
+            )
+        };
+        Err(Rejected::new(Reason::NotFromLeader, detail))
     }
 
     /// The leader this node heard from within the minimum election timeout, if CheckQuorum is on.
@@ -924,7 +997,11 @@ impl<S: LogRead> Raft<S> {
         });
     }
 
-    fn handle_append_entries(&mut self, from: NodeId, mut ae: AppendEntries) {
+    fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        mut ae: AppendEntries,
+    ) -> Result<(), Rejected> {
         if matches!(self.role, RoleState::Leader(_)) {
             // Raft §5.2 (Election Safety) makes this impossible; answer rather than trust the sender.
             self.reject_append(
@@ -934,7 +1011,7 @@ impl<S: LogRead> Raft<S> {
                 None,
                 None,
             );
-            return;
+            return Ok(());
         }
         if !matches!(self.role, RoleState::Follower { leader: Some(l) } if l == from) {
             self.become_follower(self.term, Some(from));
@@ -965,9 +1042,9 @@ impl<S: LogRead> Raft<S> {
             }
             if prev.index < commit {
                 // Everything sent is already committed here.
-                let matched = LogIndex(ae.prev_log_index.0 + sent);
+                let matched = LogIndex(ae.prev_log_index.0.saturating_add(sent));
                 self.ack_append(from, matched, ae.read_ctx);
-                return;
+                return Ok(());
             }
         }
         // Raft §5.3: reject unless our log has an entry at prev_log_index with prev_log_term.
@@ -988,9 +1065,9 @@ impl<S: LogRead> Raft<S> {
                 );
                 self.reject_append(from, &ae, reason, Some(first), Some(ours));
             }
-            return;
+            return Ok(());
         }
-        let matched = LogIndex(prev.index.0 + entries.len() as u64);
+        let matched = LogIndex(prev.index.0.saturating_add(entries.len() as u64));
         // Raft §5.3: delete a conflicting entry and all that follow; never touch matching ones.
         let conflict = entries
             .iter()
@@ -1010,7 +1087,13 @@ impl<S: LogRead> Raft<S> {
                     run_start = i + 1;
                 }
             }
-            if let Some(kept) = self.log.truncate_and_append(new) {
+            // Unreachable for a message that passed validation (contiguous entries after a matching
+            // prev_log_index, so at or above commit + 1); refused rather than trusted all the same.
+            let truncated = self
+                .log
+                .truncate_and_append(new)
+                .map_err(|why| Rejected::new(Reason::LogRefused, why))?;
+            if let Some(kept) = truncated {
                 self.events.push(EventKind::LogTruncated { index: kept });
             }
             self.events.extend(appended);
@@ -1024,6 +1107,7 @@ impl<S: LogRead> Raft<S> {
             });
         }
         self.ack_append(from, matched, ae.read_ctx);
+        Ok(())
     }
 
     fn ack_append(&mut self, to: NodeId, matched: LogIndex, read_ctx: u64) {
@@ -1042,15 +1126,40 @@ impl<S: LogRead> Raft<S> {
         });
     }
 
-    fn handle_append_response(&mut self, from: NodeId, resp: AppendEntriesResponse) {
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        resp: AppendEntriesResponse,
+    ) -> Result<(), Rejected> {
         let now = self.now_ms;
         let term = self.term;
         let last = self.log.last_index();
         let RoleState::Leader(leader) = &mut self.role else {
-            return;
+            return Ok(());
         };
+        // A response of this term answers an append this leader sent, and its log only grows within
+        // its term (Raft §5.3, Leader Append-Only): it cannot name an index past the log or a read round
+        // not yet started. Trusting one would count a follower for entries or reads it never confirmed.
+        if resp.index > last {
+            return Err(Rejected::new(
+                Reason::UnknownReply,
+                format!(
+                    "append response from node {from} names index {}, past this leader's last entry {last}",
+                    resp.index
+                ),
+            ));
+        }
+        if resp.read_ctx > leader.read_round {
+            return Err(Rejected::new(
+                Reason::UnknownReply,
+                format!(
+                    "append response from node {from} echoes read round {}; the last one started is {}",
+                    resp.read_ctx, leader.read_round
+                ),
+            ));
+        }
         let Some(pr) = leader.progress.get_mut(&from) else {
-            return;
+            return Ok(());
         };
         pr.last_heard_ms = now;
         if pr.state == ProgressState::Probe {
@@ -1058,7 +1167,7 @@ impl<S: LogRead> Raft<S> {
         }
         let read_ctx = resp.read_ctx;
         if resp.success {
-            let moved = pr.maybe_update(resp.index.min(last));
+            let moved = pr.maybe_update(resp.index);
             // A probe was answered (not just a heartbeat at the old match point): pipeline from here.
             if pr.state == ProgressState::Probe && (moved || resp.index.next() >= pr.next_index) {
                 pr.become_replicate();
@@ -1096,10 +1205,10 @@ impl<S: LogRead> Raft<S> {
                     None => hint,
                 };
                 let RoleState::Leader(leader) = &mut self.role else {
-                    return;
+                    return Ok(());
                 };
                 let Some(pr) = leader.progress.get_mut(&from) else {
-                    return;
+                    return Ok(());
                 };
                 pr.become_probe();
                 // Never below what is known to match, never past the rejected point.
@@ -1111,6 +1220,7 @@ impl<S: LogRead> Raft<S> {
         if read_ctx != 0 {
             self.handle_read_ack(from, read_ctx);
         }
+        Ok(())
     }
 
     // ----- leader: replication and commitment -----

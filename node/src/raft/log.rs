@@ -125,21 +125,38 @@ impl<S: LogRead> RaftLog<S> {
 
     /// Appends `entries` (contiguous, starting at or below `last + 1`), first removing every entry
     /// from the first one's index on. Returns the index after which entries were removed, if any.
-    pub fn truncate_and_append(&mut self, entries: Vec<Entry>) -> Option<LogIndex> {
-        let first = entries.first()?.index;
-        assert!(
-            first <= self.last.index.next(),
-            "append at {first} would leave a hole after {}",
-            self.last.index
-        );
-        let mut truncated = None;
-        if first <= self.last.index {
-            // Raft §5.4 (Leader Completeness): committed entries are never removed.
-            assert!(
-                first > self.commit,
+    ///
+    /// Entries that would leave a hole or remove a committed entry are refused whole, the log
+    /// unchanged: they come from a peer, and the boundary checks should have stopped them already.
+    pub fn truncate_and_append(&mut self, entries: Vec<Entry>) -> Result<Option<LogIndex>, String> {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return Ok(None);
+        };
+        if first.0 == 0 || first > self.last.index.next() {
+            return Err(format!(
+                "append at {first} would leave a hole after {}",
+                self.last.index
+            ));
+        }
+        if let Some((at, entry)) = entries
+            .iter()
+            .enumerate()
+            .find(|(at, e)| e.index.0 != first.0 + *at as u64)
+        {
+            return Err(format!(
+                "entry {at} of an append at {first} has index {}: the log would have a hole",
+                entry.index
+            ));
+        }
+        // Raft §5.4 (Leader Completeness): committed entries are never removed.
+        if first <= self.last.index && first <= self.commit {
+            return Err(format!(
                 "truncating at {first} would remove committed entries (commit {})",
                 self.commit
-            );
+            ));
+        }
+        let mut truncated = None;
+        if first <= self.last.index {
             truncated = Some(first.prev());
             if first < self.cache_first {
                 // Everything cached goes; what is left below `first` is durable and read from storage.
@@ -161,7 +178,7 @@ impl<S: LogRead> RaftLog<S> {
             };
         }
         self.cache.extend(entries);
-        truncated
+        Ok(truncated)
     }
 
     /// Appends one entry right after the last (a leader's own proposal): no vector per entry.
@@ -282,7 +299,8 @@ mod tests {
     fn durable_entries_leave_the_cache_and_are_read_from_storage() {
         let disk = Rc::new(RefCell::new(MemoryStore::new()));
         let mut log = RaftLog::new(disk.clone(), LogId::default(), LogIndex(0), LogIndex(0), 2);
-        log.truncate_and_append((1..=5).map(|i| entry(i, 1)).collect());
+        log.truncate_and_append((1..=5).map(|i| entry(i, 1)).collect())
+            .expect("appends at 1");
         let unstable = log.take_unstable();
         assert_eq!(unstable.len(), 5);
         assert!(
@@ -317,7 +335,7 @@ mod tests {
         // A conflict below the cached window: everything from there goes, durable drops with it.
         assert_eq!(
             log.truncate_and_append(vec![entry(3, 2)]),
-            Some(LogIndex(2))
+            Ok(Some(LogIndex(2)))
         );
         assert_eq!(
             (log.last(), log.durable),
@@ -337,13 +355,48 @@ mod tests {
         }));
     }
 
+    /// Raft §5.4: a committed entry is never removed; entries that would leave a hole are refused too.
+    /// Both are refused whole, with the log as it was (they come from peers: no panic).
     #[test]
-    #[should_panic(expected = "would remove committed entries")]
-    fn truncating_committed_entries_is_refused_5_4() {
+    fn truncating_committed_entries_or_leaving_holes_is_refused_5_4() {
         let disk = Rc::new(RefCell::new(MemoryStore::new()));
         let mut log = RaftLog::new(disk, LogId::default(), LogIndex(0), LogIndex(0), 8);
-        log.truncate_and_append(vec![entry(1, 1), entry(2, 1)]);
+        log.truncate_and_append(vec![entry(1, 1), entry(2, 1)])
+            .expect("appends at 1");
         log.commit = LogIndex(2);
-        log.truncate_and_append(vec![entry(2, 2)]);
+        let before = log.entries(LogIndex(1), LogIndex(2), usize::MAX, usize::MAX);
+        let refused = [
+            vec![entry(2, 2)],
+            vec![entry(1, 2), entry(2, 2), entry(3, 2)],
+            vec![entry(7, 2)],
+            vec![entry(0, 2)],
+            vec![entry(3, 2), entry(5, 2)],
+            vec![entry(3, 2), entry(3, 2)],
+        ];
+        for entries in refused {
+            let error = log
+                .truncate_and_append(entries.clone())
+                .expect_err("refused");
+            assert!(
+                error.contains("committed") || error.contains("hole"),
+                "{entries:?}: {error}"
+            );
+            assert_eq!(
+                log.last(),
+                LogId {
+                    index: LogIndex(2),
+                    term: Term(1)
+                }
+            );
+            assert_eq!(
+                log.entries(LogIndex(1), LogIndex(2), usize::MAX, usize::MAX),
+                before
+            );
+        }
+        assert_eq!(
+            log.truncate_and_append(vec![entry(3, 2)]),
+            Ok(None),
+            "right after the last entry"
+        );
     }
 }

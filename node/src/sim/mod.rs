@@ -150,6 +150,7 @@ pub fn planted_bug_name(bug: PlantedBug) -> &'static str {
     match bug {
         PlantedBug::CommitPreviousTermByCount => "commit-by-count",
         PlantedBug::VoteIgnoringLog => "vote-ignoring-log",
+        PlantedBug::TrustEnvelopes => "trust-envelopes",
     }
 }
 
@@ -157,6 +158,7 @@ pub fn parse_planted_bug(name: &str) -> Option<PlantedBug> {
     [
         PlantedBug::CommitPreviousTermByCount,
         PlantedBug::VoteIgnoringLog,
+        PlantedBug::TrustEnvelopes,
     ]
     .into_iter()
     .find(|bug| planted_bug_name(*bug) == name)

@@ -1,0 +1,349 @@
+//! Input checks at the node's boundary: Raft messages from peers and client bodies. Peers are input too.
+//!
+//! Every rule here is one a correct sender never breaks, so a message that breaks one is refused whole
+//! before anything in it is acted on (no term adopted, no timer reset, nothing stored). The HTTP layer
+//! runs [`check_envelope`] on every Raft RPC and [`check_submit`] on every submit; the core runs
+//! [`check_envelope`] again on everything it steps, so a message that reaches it another way (a reply in
+//! an HTTP response body, a test) meets the same rules. The checks allocate only to describe a refusal.
+
+use crate::raft::{Envelope, LogIndex, Message, NodeId, Term};
+use flotilla_shared::api::SubmitRequest;
+use flotilla_shared::rpc::{AppendEntries, AppendEntriesResponse, RequestVote};
+use std::fmt;
+
+/// The highest term or index storage can hold: SQLite integers are i64.
+pub const MAX_STORABLE: u64 = i64::MAX as u64;
+/// The highest log index a message may name.
+pub const MAX_INDEX: LogIndex = LogIndex(MAX_STORABLE);
+/// The highest term a node takes from a peer: half the storable range. Whatever one message claims, the
+/// cluster keeps room for 2^62 more elections (each takes a term), so no message can bring it to the end
+/// of its terms, where it could never elect a leader again.
+pub const MAX_PEER_TERM: Term = Term(MAX_STORABLE / 2);
+/// The highest term a node ever holds: a campaign that would go past it does not start.
+pub const MAX_TERM: Term = Term(MAX_STORABLE);
+/// Longest `request_id`, in bytes.
+pub const MAX_REQUEST_ID_LEN: usize = 256;
+
+/// Why an input was refused: the `error` code of the `400`/`409` answer and the `reason` label of the
+/// `flotilla_rejected_total` metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The body is not a JSON envelope.
+    BadJson,
+    /// A message POSTed to another message type's route.
+    WrongRoute,
+    /// `to` is not this node.
+    WrongNode,
+    /// `from` is not a member of the cluster.
+    UnknownPeer,
+    /// `from` is this node.
+    FromSelf,
+    /// A term above what a node takes from a peer.
+    TermOutOfRange,
+    /// An index above what storage holds (or that a message's entries would run past).
+    IndexOutOfRange,
+    /// Entries do not follow `prev_log_index` one by one (a gap, an overlap, a duplicate, a reorder).
+    EntriesNotContiguous,
+    /// An entry's term is 0, or lower than the term before it.
+    EntryTermsDecrease,
+    /// An entry's term is above the term of the message carrying it.
+    EntryTermAboveMessage,
+    /// `prev_log_term` is above the message's term, or index 0 claims a term.
+    PrevLogInconsistent,
+    /// A vote request's `last_log_term` is not below its term, or index 0 claims a term.
+    LastLogInconsistent,
+    /// A response's `conflict_term` is above the responder's term.
+    ResponseInconsistent,
+    /// TimeoutNow from a node that is not this node's leader in its term.
+    NotFromLeader,
+    /// A response to something this node never sent: an acknowledged index past its log, or a read round
+    /// it has not started.
+    UnknownReply,
+    /// Entries the log refused to take (a hole, or removing committed entries): a last line of defence.
+    LogRefused,
+    /// A submit whose text is empty or only whitespace.
+    EmptyText,
+    /// A submit whose `request_id` is empty, too long or holds control characters.
+    BadRequestId,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 18] = [
+        Reason::BadJson,
+        Reason::WrongRoute,
+        Reason::WrongNode,
+        Reason::UnknownPeer,
+        Reason::FromSelf,
+        Reason::TermOutOfRange,
+        Reason::IndexOutOfRange,
+        Reason::EntriesNotContiguous,
+        Reason::EntryTermsDecrease,
+        Reason::EntryTermAboveMessage,
+        Reason::PrevLogInconsistent,
+        Reason::LastLogInconsistent,
+        Reason::ResponseInconsistent,
+        Reason::NotFromLeader,
+        Reason::UnknownReply,
+        Reason::LogRefused,
+        Reason::EmptyText,
+        Reason::BadRequestId,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::BadJson => "bad_json",
+            Reason::WrongRoute => "wrong_route",
+            Reason::WrongNode => "wrong_node",
+            Reason::UnknownPeer => "unknown_peer",
+            Reason::FromSelf => "from_self",
+            Reason::TermOutOfRange => "term_out_of_range",
+            Reason::IndexOutOfRange => "index_out_of_range",
+            Reason::EntriesNotContiguous => "entries_not_contiguous",
+            Reason::EntryTermsDecrease => "entry_terms_decrease",
+            Reason::EntryTermAboveMessage => "entry_term_above_message",
+            Reason::PrevLogInconsistent => "prev_log_inconsistent",
+            Reason::LastLogInconsistent => "last_log_inconsistent",
+            Reason::ResponseInconsistent => "response_inconsistent",
+            Reason::NotFromLeader => "not_from_leader",
+            Reason::UnknownReply => "unknown_reply",
+            Reason::LogRefused => "log_refused",
+            Reason::EmptyText => "empty_text",
+            Reason::BadRequestId => "bad_request_id",
+        }
+    }
+
+    /// Whether the input is wrong in itself (answered `400`) rather than wrong for this node's state
+    /// (answered `409`).
+    pub fn is_malformed(self) -> bool {
+        !matches!(
+            self,
+            Reason::NotFromLeader | Reason::UnknownReply | Reason::LogRefused
+        )
+    }
+
+    /// Position in [`Reason::ALL`], for per-reason counters.
+    pub fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A refused input: why, and the offending values in words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Rejected {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl Rejected {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Checks one Raft message for node `me`, whose peers are those `is_peer` accepts. Allocation-free
+/// unless the message is refused.
+pub fn check_envelope(
+    envelope: &Envelope,
+    me: NodeId,
+    is_peer: impl Fn(NodeId) -> bool,
+) -> Result<(), Rejected> {
+    let (from, to, term) = (envelope.from, envelope.to, envelope.term);
+    if to != me {
+        return Err(Rejected::new(
+            Reason::WrongNode,
+            format!("message for node {to} reached node {me}"),
+        ));
+    }
+    if from == me {
+        return Err(Rejected::new(
+            Reason::FromSelf,
+            format!("node {me} does not send messages to itself"),
+        ));
+    }
+    if !is_peer(from) {
+        return Err(Rejected::new(
+            Reason::UnknownPeer,
+            format!("node {from} is not a peer of node {me}"),
+        ));
+    }
+    if term > MAX_PEER_TERM {
+        return Err(Rejected::new(
+            Reason::TermOutOfRange,
+            format!("term {term} is above the highest a peer may send ({MAX_PEER_TERM})"),
+        ));
+    }
+    match &envelope.message {
+        Message::AppendEntries(append) => check_append(term, append),
+        Message::RequestVote(vote) => check_vote(term, vote),
+        Message::AppendEntriesResponse(response) => check_append_response(term, response),
+        Message::RequestVoteResponse(_) | Message::TimeoutNow => Ok(()),
+    }
+}
+
+fn check_index(what: &str, index: LogIndex) -> Result<(), Rejected> {
+    if index > MAX_INDEX {
+        return Err(Rejected::new(
+            Reason::IndexOutOfRange,
+            format!("{what} {index} is above the highest log index ({MAX_INDEX})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Raft §5.3: an append carries the leader's entries right after `prev_log_index`. A leader appends only
+/// entries of its own term (§5.3, §5.4.2), so its log's terms never decrease and never pass its term.
+fn check_append(term: Term, append: &AppendEntries) -> Result<(), Rejected> {
+    let prev = append.prev_log_index;
+    check_index("prev_log_index", prev)?;
+    // `leader_commit` may lie past the entries sent: a follower far behind gets its entries in
+    // several appends, each with the leader's commit index (it takes min(leader_commit, last new)).
+    check_index("leader_commit", append.leader_commit)?;
+    if append.prev_log_term > term {
+        return Err(Rejected::new(
+            Reason::PrevLogInconsistent,
+            format!(
+                "prev_log_term {} is above the message's term {term}",
+                append.prev_log_term
+            ),
+        ));
+    }
+    if prev == LogIndex::ZERO && append.prev_log_term != Term(0) {
+        return Err(Rejected::new(
+            Reason::PrevLogInconsistent,
+            format!(
+                "prev_log_index 0 (before the log) has term 0, not {}",
+                append.prev_log_term
+            ),
+        ));
+    }
+    let count = append.entries.len() as u64;
+    if prev
+        .0
+        .checked_add(count)
+        .is_none_or(|last| last > MAX_INDEX.0)
+    {
+        return Err(Rejected::new(
+            Reason::IndexOutOfRange,
+            format!(
+                "{count} entries after index {prev} run past the highest log index ({MAX_INDEX})"
+            ),
+        ));
+    }
+    // Every entry has a term of at least 1 (term 0 is before the first election).
+    let mut floor = append.prev_log_term.max(Term(1));
+    for (offset, entry) in append.entries.iter().enumerate() {
+        let expected = LogIndex(prev.0 + 1 + offset as u64);
+        if entry.index != expected {
+            return Err(Rejected::new(
+                Reason::EntriesNotContiguous,
+                format!(
+                    "entry {offset} has index {} but follows index {}: entries start at \
+                     prev_log_index + 1 ({}) without gaps or repeats",
+                    entry.index,
+                    expected.prev(),
+                    prev.next()
+                ),
+            ));
+        }
+        if entry.term > term {
+            return Err(Rejected::new(
+                Reason::EntryTermAboveMessage,
+                format!(
+                    "entry {} has term {}, above the message's term {term}",
+                    entry.index, entry.term
+                ),
+            ));
+        }
+        if entry.term < floor {
+            return Err(Rejected::new(
+                Reason::EntryTermsDecrease,
+                format!(
+                    "entry {} has term {}, below the term {floor} before it",
+                    entry.index, entry.term
+                ),
+            ));
+        }
+        floor = entry.term;
+    }
+    Ok(())
+}
+
+/// Raft §5.2, §5.4.1: a candidate campaigns in a term above every term in its log (a PreVote names the
+/// term it would campaign in, thesis §9.6).
+fn check_vote(term: Term, vote: &RequestVote) -> Result<(), Rejected> {
+    check_index("last_log_index", vote.last_log_index)?;
+    if vote.last_log_term >= term {
+        return Err(Rejected::new(
+            Reason::LastLogInconsistent,
+            format!(
+                "last_log_term {} is not below the campaign's term {term}",
+                vote.last_log_term
+            ),
+        ));
+    }
+    if vote.last_log_index == LogIndex::ZERO && vote.last_log_term != Term(0) {
+        return Err(Rejected::new(
+            Reason::LastLogInconsistent,
+            format!(
+                "an empty log (last_log_index 0) has term 0, not {}",
+                vote.last_log_term
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_append_response(term: Term, response: &AppendEntriesResponse) -> Result<(), Rejected> {
+    check_index("index", response.index)?;
+    if let Some(hint) = response.conflict_index {
+        check_index("conflict_index", hint)?;
+    }
+    // The conflicting entry is in the responder's log, whose terms never pass its own term.
+    if let Some(conflict_term) = response.conflict_term.filter(|t| *t > term) {
+        return Err(Rejected::new(
+            Reason::ResponseInconsistent,
+            format!("conflict_term {conflict_term} is above the responder's term {term}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a `POST /v1/messages` body: text that is not blank; a `request_id` of 1 to
+/// [`MAX_REQUEST_ID_LEN`] bytes without control characters (it is echoed in logs, events and lists).
+/// The text's size is bounded by the body limit (`413`).
+pub fn check_submit(request: &SubmitRequest) -> Result<(), Rejected> {
+    if request.text.trim().is_empty() {
+        return Err(Rejected::new(Reason::EmptyText, "text must not be empty"));
+    }
+    if let Some(id) = &request.request_id {
+        if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN {
+            return Err(Rejected::new(
+                Reason::BadRequestId,
+                format!(
+                    "request_id must be 1 to {MAX_REQUEST_ID_LEN} bytes, got {}",
+                    id.len()
+                ),
+            ));
+        }
+        if let Some(at) = id.find(char::is_control) {
+            return Err(Rejected::new(
+                Reason::BadRequestId,
+                format!("request_id must not hold control characters (one at byte {at})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

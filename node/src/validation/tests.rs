@@ -1,0 +1,313 @@
+//! One test per rule: a message a correct sender makes passes, and the same message bent just past the
+//! rule is refused with the rule's reason. Extreme values (0, 1, the limits, i64::MAX, u64::MAX) are
+//! tried at every number a message carries.
+
+use super::*;
+use crate::raft::{Entry, Payload};
+use flotilla_shared::rpc::RequestVoteResponse;
+
+const ME: NodeId = NodeId(1);
+
+fn is_peer(id: NodeId) -> bool {
+    id == NodeId(2) || id == NodeId(3)
+}
+
+fn check(envelope: &Envelope) -> Result<(), Reason> {
+    check_envelope(envelope, ME, is_peer).map_err(|rejected| rejected.reason)
+}
+
+fn envelope(term: u64, message: Message) -> Envelope {
+    Envelope {
+        from: NodeId(2),
+        to: ME,
+        term: Term(term),
+        message,
+    }
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index: LogIndex(index),
+        term: Term(term),
+        payload: Payload::Noop,
+    }
+}
+
+fn append(term: u64, prev: (u64, u64), entries: &[(u64, u64)], commit: u64) -> Envelope {
+    envelope(
+        term,
+        Message::AppendEntries(AppendEntries {
+            prev_log_index: LogIndex(prev.0),
+            prev_log_term: Term(prev.1),
+            entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
+            leader_commit: LogIndex(commit),
+            read_ctx: 0,
+        }),
+    )
+}
+
+fn vote(term: u64, last: (u64, u64), pre_vote: bool) -> Envelope {
+    envelope(
+        term,
+        Message::RequestVote(RequestVote {
+            pre_vote,
+            last_log_index: LogIndex(last.0),
+            last_log_term: Term(last.1),
+            leadership_transfer: false,
+        }),
+    )
+}
+
+fn append_response(term: u64, index: u64, conflict: Option<(u64, u64)>) -> Envelope {
+    envelope(
+        term,
+        Message::AppendEntriesResponse(AppendEntriesResponse {
+            success: conflict.is_none(),
+            index: LogIndex(index),
+            conflict_index: conflict.map(|(i, _)| LogIndex(i)),
+            conflict_term: conflict.map(|(_, t)| Term(t)),
+            reason: None,
+            read_ctx: 0,
+        }),
+    )
+}
+
+const HUGE: [u64; 3] = [MAX_STORABLE + 1, u64::MAX - 1, u64::MAX];
+
+#[test]
+fn messages_a_correct_peer_sends_pass() {
+    let accepted = [
+        append(3, (0, 0), &[], 0),
+        append(3, (0, 0), &[(1, 1), (2, 1), (3, 3)], 2),
+        append(3, (4, 2), &[(5, 2), (6, 3)], 9),
+        append(7, (4, 2), &[], 4),
+        vote(5, (0, 0), false),
+        vote(5, (9, 4), true),
+        append_response(3, 7, None),
+        append_response(3, 7, Some((5, 3))),
+        envelope(4, Message::TimeoutNow),
+        envelope(
+            0,
+            Message::RequestVoteResponse(RequestVoteResponse {
+                pre_vote: true,
+                granted: false,
+                reason: Some("candidate log older".into()),
+            }),
+        ),
+        // The largest values that still fit.
+        append(
+            MAX_PEER_TERM.0,
+            (MAX_INDEX.0 - 1, 1),
+            &[(MAX_INDEX.0, MAX_PEER_TERM.0)],
+            MAX_INDEX.0,
+        ),
+        vote(MAX_PEER_TERM.0, (MAX_INDEX.0, MAX_PEER_TERM.0 - 1), false),
+    ];
+    for message in &accepted {
+        assert_eq!(check(message), Ok(()), "{message:?}");
+    }
+}
+
+#[test]
+fn senders_and_receivers_are_checked() {
+    let mut wrong_to = append(3, (0, 0), &[], 0);
+    wrong_to.to = NodeId(3);
+    assert_eq!(check(&wrong_to), Err(Reason::WrongNode));
+    let mut from_self = append(3, (0, 0), &[], 0);
+    from_self.from = ME;
+    assert_eq!(check(&from_self), Err(Reason::FromSelf));
+    for from in [0, 4, 255, u64::MAX] {
+        let mut unknown = envelope(3, Message::TimeoutNow);
+        unknown.from = NodeId(from);
+        assert_eq!(check(&unknown), Err(Reason::UnknownPeer), "from {from}");
+    }
+}
+
+/// SQLite holds i64: a term past that could never be stored, and one near it would leave no room for
+/// the next campaign. Refused, never clamped.
+#[test]
+fn terms_beyond_what_a_peer_may_send_are_refused() {
+    for term in [MAX_PEER_TERM.0 + 1, MAX_STORABLE - 1, MAX_STORABLE]
+        .into_iter()
+        .chain(HUGE)
+    {
+        assert_eq!(
+            check(&append(term, (0, 0), &[], 0)),
+            Err(Reason::TermOutOfRange),
+            "append term {term}"
+        );
+        assert_eq!(
+            check(&vote(term, (0, 0), false)),
+            Err(Reason::TermOutOfRange),
+            "vote term {term}"
+        );
+        assert_eq!(
+            check(&envelope(term, Message::TimeoutNow)),
+            Err(Reason::TermOutOfRange),
+            "timeout_now term {term}"
+        );
+    }
+}
+
+#[test]
+fn indexes_beyond_what_storage_holds_are_refused() {
+    for huge in HUGE {
+        assert_eq!(
+            check(&append(3, (huge, 1), &[], 0)),
+            Err(Reason::IndexOutOfRange)
+        );
+        assert_eq!(
+            check(&append(3, (1, 1), &[], huge)),
+            Err(Reason::IndexOutOfRange)
+        );
+        assert_eq!(
+            check(&vote(3, (huge, 1), false)),
+            Err(Reason::IndexOutOfRange)
+        );
+        assert_eq!(
+            check(&append_response(3, huge, None)),
+            Err(Reason::IndexOutOfRange)
+        );
+        assert_eq!(
+            check(&append_response(3, 4, Some((huge, 1)))),
+            Err(Reason::IndexOutOfRange)
+        );
+    }
+    // The last storable index may be named, but no entry may go past it.
+    assert_eq!(
+        check(&append(3, (MAX_INDEX.0, 1), &[], 0)),
+        Ok(()),
+        "a heartbeat at the last index"
+    );
+    assert_eq!(
+        check(&append(3, (MAX_INDEX.0, 1), &[(MAX_INDEX.0 + 1, 3)], 0)),
+        Err(Reason::IndexOutOfRange)
+    );
+    assert_eq!(
+        check(&append(3, (u64::MAX, 1), &[(0, 3)], 0)),
+        Err(Reason::IndexOutOfRange),
+        "prev_log_index + entries must not wrap"
+    );
+}
+
+/// Raft §5.3: entries follow prev_log_index one by one.
+#[test]
+fn entries_with_gaps_overlaps_or_reorders_are_refused_5_3() {
+    let refused: [&[(u64, u64)]; 6] = [
+        &[(7, 2)],                 // a gap after prev_log_index 2
+        &[(2, 2)],                 // overlapping prev_log_index
+        &[(3, 2), (5, 2)],         // a gap inside
+        &[(3, 2), (3, 2)],         // a duplicate
+        &[(4, 2), (3, 2)],         // reordered
+        &[(3, 2), (4, 2), (1, 3)], // back to index 1 with a higher term
+    ];
+    for entries in refused {
+        assert_eq!(
+            check(&append(3, (2, 1), entries, 0)),
+            Err(Reason::EntriesNotContiguous),
+            "{entries:?}"
+        );
+    }
+}
+
+/// Raft §5.3, §5.4.2: a leader's log holds entries of its own and earlier terms, in term order.
+#[test]
+fn entry_terms_above_the_message_or_decreasing_are_refused() {
+    assert_eq!(
+        check(&append(3, (0, 0), &[(1, 4)], 0)),
+        Err(Reason::EntryTermAboveMessage)
+    );
+    assert_eq!(
+        check(&append(3, (0, 0), &[(1, 1), (2, u64::MAX)], 0)),
+        Err(Reason::EntryTermAboveMessage)
+    );
+    assert_eq!(
+        check(&append(3, (0, 0), &[(1, 3), (2, 2)], 0)),
+        Err(Reason::EntryTermsDecrease)
+    );
+    assert_eq!(
+        check(&append(3, (4, 2), &[(5, 1)], 0)),
+        Err(Reason::EntryTermsDecrease),
+        "below prev_log_term"
+    );
+    assert_eq!(
+        check(&append(3, (0, 0), &[(1, 0)], 0)),
+        Err(Reason::EntryTermsDecrease),
+        "term 0 is before any election"
+    );
+}
+
+#[test]
+fn prev_log_term_must_fit_the_message() {
+    assert_eq!(
+        check(&append(3, (4, 4), &[], 0)),
+        Err(Reason::PrevLogInconsistent)
+    );
+    assert_eq!(
+        check(&append(3, (0, 1), &[], 0)),
+        Err(Reason::PrevLogInconsistent)
+    );
+}
+
+/// Raft §5.2: a candidate's term is above every term in its log.
+#[test]
+fn vote_requests_must_campaign_above_their_log_5_2() {
+    for pre_vote in [false, true] {
+        assert_eq!(
+            check(&vote(5, (9, 5), pre_vote)),
+            Err(Reason::LastLogInconsistent)
+        );
+        assert_eq!(
+            check(&vote(5, (9, u64::MAX), pre_vote)),
+            Err(Reason::LastLogInconsistent)
+        );
+        assert_eq!(
+            check(&vote(5, (0, 2), pre_vote)),
+            Err(Reason::LastLogInconsistent)
+        );
+    }
+}
+
+#[test]
+fn responses_must_fit_their_term() {
+    assert_eq!(
+        check(&append_response(3, 4, Some((2, 4)))),
+        Err(Reason::ResponseInconsistent)
+    );
+}
+
+#[test]
+fn submits_need_text_and_a_sane_request_id() {
+    let submit = |text: &str, request_id: Option<&str>| {
+        check_submit(&SubmitRequest {
+            text: text.into(),
+            request_id: request_id.map(Into::into),
+        })
+        .map_err(|rejected| rejected.reason)
+    };
+    assert_eq!(submit("hello", None), Ok(()));
+    assert_eq!(submit("line one\nline two", Some("client-7/42")), Ok(()));
+    assert_eq!(submit("héllo", Some("ünïcode-id")), Ok(()));
+    assert_eq!(submit("x", Some(&"r".repeat(MAX_REQUEST_ID_LEN))), Ok(()));
+    assert_eq!(submit("", None), Err(Reason::EmptyText));
+    assert_eq!(submit(" \n\t", None), Err(Reason::EmptyText));
+    assert_eq!(submit("x", Some("")), Err(Reason::BadRequestId));
+    assert_eq!(
+        submit("x", Some(&"r".repeat(MAX_REQUEST_ID_LEN + 1))),
+        Err(Reason::BadRequestId)
+    );
+    for id in ["a\0b", "a\nb", "tab\there", "\u{7f}", "bell\u{7}"] {
+        assert_eq!(submit("x", Some(id)), Err(Reason::BadRequestId), "{id:?}");
+    }
+}
+
+#[test]
+fn every_reason_has_its_own_code_and_slot() {
+    let mut codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    assert_eq!(codes.len(), Reason::ALL.len());
+    for (slot, reason) in Reason::ALL.iter().enumerate() {
+        assert_eq!(reason.slot(), slot, "{reason}");
+    }
+}
