@@ -180,7 +180,10 @@ impl NodeArgs {
                 return Err(format!("{flag} must be at least 1"));
             }
         }
-        let cluster_token = match (self.cluster_token.filter(|t| !t.is_empty()), &self.cluster_token_file) {
+        let cluster_token = match (
+            self.cluster_token.filter(|t| !t.is_empty()),
+            &self.cluster_token_file,
+        ) {
             (Some(token), _) => Some(token),
             (None, Some(path)) => Some(crate::guard::cluster_token_from_file(path)?),
             (None, None) => None,

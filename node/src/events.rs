@@ -115,7 +115,9 @@ impl EventHub {
         let mut state = self.lock();
         // Streams whose client went away count no more (publishing also prunes them, but only when
         // it next runs).
-        state.subscribers.retain(|subscriber| !subscriber.is_closed());
+        state
+            .subscribers
+            .retain(|subscriber| !subscriber.is_closed());
         if state.subscribers.len() >= max {
             return None;
         }

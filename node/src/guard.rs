@@ -86,7 +86,11 @@ pub fn cluster_token_from_file(path: &Path) -> Result<String, String> {
     match read_token(path) {
         Ok(Some(token)) => return Ok(token),
         Ok(None) => {}
-        Err(error) => return Err(format!("cannot read the cluster token file {show}: {error}")),
+        Err(error) => {
+            return Err(format!(
+                "cannot read the cluster token file {show}: {error}"
+            ))
+        }
     }
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -100,8 +104,8 @@ pub fn cluster_token_from_file(path: &Path) -> Result<String, String> {
         std::process::id(),
         &token[..8]
     ));
-    let written = write_private(&draft, &token)
-        .and_then(|()| match std::fs::hard_link(&draft, path) {
+    let written =
+        write_private(&draft, &token).and_then(|()| match std::fs::hard_link(&draft, path) {
             Ok(()) => Ok(()),
             // Another node was first: its token wins.
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -112,7 +116,9 @@ pub fn cluster_token_from_file(path: &Path) -> Result<String, String> {
     match read_token(path) {
         Ok(Some(token)) => Ok(token),
         Ok(None) => Err(format!("the cluster token file {show} is empty")),
-        Err(error) => Err(format!("cannot read the cluster token file {show}: {error}")),
+        Err(error) => Err(format!(
+            "cannot read the cluster token file {show}: {error}"
+        )),
     }
 }
 

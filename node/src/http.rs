@@ -131,7 +131,8 @@ where
     let segments: Vec<&str> = call.path.trim_matches('/').split('/').collect();
     let method = call.method.clone();
     match (method, segments.as_slice()) {
-        (Method::POST, ["v1", "messages"]) => match read_body(api, &call, body, api.max_body).await {
+        (Method::POST, ["v1", "messages"]) => match read_body(api, &call, body, api.max_body).await
+        {
             Ok(bytes) => submit(api, &call, bytes).await,
             Err(response) => response,
         },
@@ -227,7 +228,12 @@ fn storage_failed(failure: &StorageError) -> Response {
 
 /// Reads a whole body of at most `limit` bytes, which must arrive within `api.read_timeout`. A declared
 /// length over the limit is refused before anything is read.
-async fn read_body<S, B>(api: &Api, call: &Call, mut body: S, limit: usize) -> Result<Bytes, Response>
+async fn read_body<S, B>(
+    api: &Api,
+    call: &Call,
+    mut body: S,
+    limit: usize,
+) -> Result<Bytes, Response>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -255,8 +261,8 @@ where
         let next = match body.next().now_or_never() {
             Some(next) => next,
             None => {
-                let deadline = *deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + api.read_timeout);
+                let deadline =
+                    *deadline.get_or_insert_with(|| tokio::time::Instant::now() + api.read_timeout);
                 match tokio::time::timeout_at(deadline, body.next()).await {
                     Ok(next) => next,
                     Err(_) => {
@@ -359,7 +365,10 @@ impl LeaderHints {
             .chain([(id, advertise.to_string())]);
         let hints = urls
             .filter_map(|(node, url)| {
-                Some((node, HeaderValue::from_str(&advertise_hint(node, &url)).ok()?))
+                Some((
+                    node,
+                    HeaderValue::from_str(&advertise_hint(node, &url)).ok()?,
+                ))
             })
             .collect();
         Self(RwLock::new(hints))
@@ -718,8 +727,9 @@ async fn list_messages(api: &Api, call: &Call) -> Response {
         }
     };
     let reader = api.reader.clone();
+    // The window is [from, from+limit) as asked (index 0 holds no entry, but still counts in it).
+    let last = LogIndex(page.from.0.saturating_add(page.limit as u64 - 1)).min(read_point);
     let from = page.from.max(LogIndex(1));
-    let last = LogIndex(from.0.saturating_add(page.limit as u64 - 1)).min(read_point);
     let read = tokio::task::spawn_blocking(move || reader.messages(from, last, page.limit)).await;
     match read {
         Ok(Ok(entries)) => api.with_leader_header(

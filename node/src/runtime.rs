@@ -327,8 +327,10 @@ pub struct RuntimeParts<S: LogRead> {
 
 impl<S: LogRead> Runtime<S> {
     pub fn new(parts: RuntimeParts<S>) -> Result<Self, StorageError> {
-        let (writer, written) = spawn_writer(parts.store, parts.metrics.clone())
-            .map_err(|error| StorageError::Io(format!("cannot start the storage thread: {error}")))?;
+        let (writer, written) =
+            spawn_writer(parts.store, parts.metrics.clone()).map_err(|error| {
+                StorageError::Io(format!("cannot start the storage thread: {error}"))
+            })?;
         Ok(Self {
             raft: parts.raft,
             info: parts.info,
@@ -441,7 +443,6 @@ impl<S: LogRead> Runtime<S> {
                     Err(ProposeError::TransferInProgress { to }) => {
                         let _ = reply.send(ProposeOutcome::TransferInProgress { to });
                     }
-            
                 }
             }
             Request::Read { reply } => {
