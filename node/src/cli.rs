@@ -61,15 +61,33 @@ struct NodeArgs {
     /// Names the cluster; recorded in the database so a node never starts on another cluster's data.
     #[arg(long, env = "CLUSTER_ID", default_value = "flotilla")]
     cluster_id: String,
-    /// Shared secret every Raft RPC must carry; RPCs without it are refused.
+    /// Shared secret every Raft RPC must carry; RPCs without it are refused before their body is read.
     #[arg(long, env = "CLUSTER_TOKEN", hide_env_values = true)]
     cluster_token: Option<String>,
+    /// File holding the cluster token, used when --cluster-token is unset; the first node to start
+    /// creates it with a random token (give every node the same file, e.g. on a shared volume).
+    #[arg(long, env = "CLUSTER_TOKEN_FILE")]
+    cluster_token_file: Option<PathBuf>,
     /// Largest accepted client request body.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     max_body_bytes: usize,
     /// How long a client request may take before it is answered 504.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
     request_timeout_ms: u64,
+    /// Connections served at once; more are answered 503 and closed.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// A request's headers, and then its body, must each arrive within this; an idle connection is
+    /// closed after it.
+    #[arg(long, env = "READ_TIMEOUT_MS", default_value_t = 10_000)]
+    read_timeout_ms: u64,
+    /// Open /v1/events streams at once; more are answered 503.
+    #[arg(long, env = "MAX_EVENT_STREAMS", default_value_t = 64)]
+    max_event_streams: usize,
+    /// Entries a leader holds beyond what is committed or durable on its disk; beyond it, submits are
+    /// answered 503 overloaded without being appended.
+    #[arg(long, env = "MAX_UNCOMMITTED_ENTRIES", default_value_t = 4096)]
+    max_uncommitted_entries: u64,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -152,6 +170,24 @@ impl NodeArgs {
         if self.max_body_bytes == 0 {
             return Err("--max-body-bytes must be at least 1".into());
         }
+        for (flag, value) in [
+            ("--max-connections", self.max_connections as u64),
+            ("--read-timeout-ms", self.read_timeout_ms),
+            ("--max-event-streams", self.max_event_streams as u64),
+            ("--max-uncommitted-entries", self.max_uncommitted_entries),
+        ] {
+            if value == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
+        let cluster_token = match (
+            self.cluster_token.filter(|t| !t.is_empty()),
+            &self.cluster_token_file,
+        ) {
+            (Some(token), _) => Some(token),
+            (None, Some(path)) => Some(crate::guard::cluster_token_from_file(path)?),
+            (None, None) => None,
+        };
         Ok(NodeConfig {
             id,
             listen,
@@ -162,9 +198,15 @@ impl NodeArgs {
             election_timeout_ms,
             admin_token: self.admin_token.filter(|token| !token.is_empty()),
             cluster_id: self.cluster_id,
-            cluster_token: self.cluster_token.filter(|token| !token.is_empty()),
+            cluster_token,
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            limits: server::Limits {
+                max_connections: self.max_connections,
+                read_timeout: Duration::from_millis(self.read_timeout_ms),
+                max_event_streams: self.max_event_streams,
+                max_uncommitted_entries: self.max_uncommitted_entries,
+            },
         })
     }
 }

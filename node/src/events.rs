@@ -106,12 +106,26 @@ impl EventHub {
     /// Subscribes, first replaying up to `history` recent events; no event is missed or repeated
     /// between the replay and the live stream.
     pub fn subscribe(&self, history: usize) -> EventStream {
-        let (sender, receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
+        self.try_subscribe(history, usize::MAX)
+            .expect("an unbounded hub always takes a subscriber")
+    }
+
+    /// Subscribes like `subscribe` unless `max` subscribers are already listening.
+    pub fn try_subscribe(&self, history: usize, max: usize) -> Option<EventStream> {
         let mut state = self.lock();
+        // Streams whose client went away count no more (publishing also prunes them, but only when
+        // it next runs).
+        state
+            .subscribers
+            .retain(|subscriber| !subscriber.is_closed());
+        if state.subscribers.len() >= max {
+            return None;
+        }
+        let (sender, receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
         let skip = state.history.len().saturating_sub(history);
         let replay = state.history.iter().skip(skip).cloned().collect();
         state.subscribers.push(sender);
-        EventStream { replay, receiver }
+        Some(EventStream { replay, receiver })
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -174,6 +188,16 @@ mod tests {
         }
         assert_eq!(hub.subscriber_count(), 0);
         assert_eq!(hub.dropped_subscribers(), 1);
+    }
+
+    #[tokio::test]
+    async fn subscribers_beyond_the_cap_are_refused_until_one_leaves() {
+        let hub = EventHub::new(NodeId(1), Clock::new());
+        let first = hub.try_subscribe(0, 2).expect("first");
+        let _second = hub.try_subscribe(0, 2).expect("second");
+        assert!(hub.try_subscribe(0, 2).is_none());
+        drop(first);
+        assert!(hub.try_subscribe(0, 2).is_some());
     }
 
     #[test]

@@ -8,11 +8,14 @@
 #![allow(clippy::result_large_err)]
 
 use crate::events::EventHub;
+use crate::guard::{constant_time_eq, AllowedOrigins};
 use crate::metrics::Metrics;
 use crate::raft::{LogIndex, NodeId, Payload, ReadError, TransferError};
 use crate::runtime::{ProposeOutcome, Request};
 use crate::storage::StorageError;
-use crate::transport::{OrderGate, Partition, CLUSTER_TOKEN_HEADER, STREAM_HEADER};
+use crate::transport::{
+    OrderGate, Partition, ADVERTISE_HEADER, CLUSTER_TOKEN_HEADER, STREAM_HEADER,
+};
 use crate::validation::{self, Reason, Rejected};
 use bytes::{Buf, Bytes};
 use flotilla_shared::api::{
@@ -20,11 +23,11 @@ use flotilla_shared::api::{
     TimingRequest, TransferRequest, LEADER_HEADER,
 };
 use flotilla_shared::rpc::Envelope;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt as _, Stream, StreamExt};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -55,8 +58,10 @@ pub trait StateReader: Send + Sync + 'static {
 pub struct Api {
     pub id: NodeId,
     pub peers: BTreeMap<NodeId, String>,
-    /// `X-Raft-Leader` for each node (see `Api::leader_hints`).
-    pub leader_hints: BTreeMap<NodeId, HeaderValue>,
+    /// `X-Raft-Leader` for each node.
+    pub leader_hints: LeaderHints,
+    /// Requests naming another `Origin` are refused: they come from web pages.
+    pub origins: AllowedOrigins,
     pub inbox: mpsc::Sender<Request>,
     pub status: watch::Receiver<Arc<Status>>,
     pub events: EventHub,
@@ -68,6 +73,10 @@ pub struct Api {
     pub admin_token: Option<String>,
     pub cluster_token: Option<String>,
     pub max_body: usize,
+    /// How long a request body may take to arrive once the handler reads it.
+    pub read_timeout: Duration,
+    /// Most `/v1/events` streams open at once.
+    pub max_event_streams: usize,
     /// How long a client request may take before it is answered `504 timeout`.
     pub request_timeout: Duration,
     /// How long to wait for a leader before answering `503 no_leader`.
@@ -116,10 +125,14 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
+    if let Err(response) = check_origin(api, &call.headers) {
+        return response;
+    }
     let segments: Vec<&str> = call.path.trim_matches('/').split('/').collect();
     let method = call.method.clone();
     match (method, segments.as_slice()) {
-        (Method::POST, ["v1", "messages"]) => match read_body(body, api.max_body).await {
+        (Method::POST, ["v1", "messages"]) => match read_body(api, &call, body, api.max_body).await
+        {
             Ok(bytes) => submit(api, &call, bytes).await,
             Err(response) => response,
         },
@@ -139,7 +152,7 @@ where
             if let Err(response) = check_admin(api, &call.headers) {
                 return response;
             }
-            let body = match read_body(body, api.max_body).await {
+            let body = match read_body(api, &call, body, api.max_body).await {
                 Ok(bytes) => bytes,
                 Err(response) => return response,
             };
@@ -152,10 +165,19 @@ where
                 _ => not_found(&call),
             }
         }
-        (Method::POST, ["raft", name]) => match read_body(body, RAFT_BODY_LIMIT).await {
-            Ok(bytes) => raft_rpc(api, &call, name, &bytes).await,
-            Err(response) => response,
-        },
+        (Method::POST, ["raft", name]) => {
+            // Checked before a byte of the body is read: without the token, a large body costs nothing.
+            if let Err(response) = check_cluster_token(api, &call.headers) {
+                return response;
+            }
+            if let Some(hint) = call.headers.get(ADVERTISE_HEADER) {
+                api.leader_hints.learn(hint, &api.peers);
+            }
+            match read_body(api, &call, body, RAFT_BODY_LIMIT).await {
+                Ok(bytes) => raft_rpc(api, &call, name, &bytes).await,
+                Err(response) => response,
+            }
+        }
         (_, ["v1", "messages" | "status" | "events"] | ["metrics"] | ["raft", _]) => {
             method_not_allowed(&call)
         }
@@ -204,7 +226,14 @@ fn storage_failed(failure: &StorageError) -> Response {
     )
 }
 
-async fn read_body<S, B>(mut body: S, limit: usize) -> Result<Bytes, Response>
+/// Reads a whole body of at most `limit` bytes, which must arrive within `api.read_timeout`. A declared
+/// length over the limit is refused before anything is read.
+async fn read_body<S, B>(
+    api: &Api,
+    call: &Call,
+    mut body: S,
+    limit: usize,
+) -> Result<Bytes, Response>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -216,8 +245,40 @@ where
             format!("request body is over the limit of {limit} bytes"),
         )
     };
+    let declared = call
+        .headers
+        .get("content-length")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
     let mut collected = Vec::new();
-    while let Some(chunk) = body.next().await {
+    // The deadline's timer is set only if the body is not already here (small bodies arrive with
+    // their headers).
+    let mut deadline = None;
+    loop {
+        let next = match body.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                let deadline =
+                    *deadline.get_or_insert_with(|| tokio::time::Instant::now() + api.read_timeout);
+                match tokio::time::timeout_at(deadline, body.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        return Err(error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "request_timeout",
+                            format!(
+                                "the request body did not arrive within {} ms",
+                                api.read_timeout.as_millis()
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        let Some(chunk) = next else { break };
         let mut chunk = chunk.map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
@@ -238,6 +299,39 @@ where
     Ok(Bytes::from(collected))
 }
 
+/// Refuses requests from web pages: a browser names the page's origin in `Origin`, and the node serves
+/// no pages of its own (see `AllowedOrigins`).
+fn check_origin(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    match headers.get("origin") {
+        Some(origin) if !api.origins.allows(origin.as_bytes()) => Err(error(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "requests from web pages are refused: this node serves only its own clients and peers",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// With a cluster token set, Raft RPCs must carry it.
+fn check_cluster_token(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &api.cluster_token else {
+        return Ok(());
+    };
+    match headers.get(CLUSTER_TOKEN_HEADER) {
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing cluster token",
+        )),
+        Some(given) if !constant_time_eq(given.as_bytes(), expected.as_bytes()) => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "wrong cluster token",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| {
         error(
@@ -251,27 +345,83 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response
 // ---------------------------------------------------------------------------------------------
 // Leader discovery and forwarding
 
-impl Api {
-    /// The `X-Raft-Leader` value naming each node, `<id> <url>`: made once, not for every answer.
-    pub fn leader_hints(
-        id: NodeId,
-        advertise: &str,
-        peers: &BTreeMap<NodeId, String>,
-    ) -> BTreeMap<NodeId, HeaderValue> {
+/// `<id> <advertise-url>`: the `X-Raft-Leader` value naming a node, which peers also send each other.
+pub fn advertise_hint(id: NodeId, advertise: &str) -> String {
+    format!("{id} {advertise}")
+}
+
+/// Longest advertise hint a peer may send.
+const MAX_HINT_LEN: usize = 512;
+
+/// The `X-Raft-Leader` value naming each node. Peers' advertise URLs are learned from the hints their
+/// Raft RPCs carry; until one arrives, the peer address stands in.
+pub struct LeaderHints(RwLock<BTreeMap<NodeId, HeaderValue>>);
+
+impl LeaderHints {
+    pub fn new(id: NodeId, advertise: &str, peers: &BTreeMap<NodeId, String>) -> Self {
         let urls = peers
             .iter()
             .map(|(&peer, addr)| (peer, format!("http://{addr}")))
             .chain([(id, advertise.to_string())]);
-        urls.filter_map(|(node, url)| {
-            Some((node, HeaderValue::from_str(&format!("{node} {url}")).ok()?))
-        })
-        .collect()
+        let hints = urls
+            .filter_map(|(node, url)| {
+                Some((
+                    node,
+                    HeaderValue::from_str(&advertise_hint(node, &url)).ok()?,
+                ))
+            })
+            .collect();
+        Self(RwLock::new(hints))
     }
 
+    pub fn get(&self, node: NodeId) -> Option<HeaderValue> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .cloned()
+    }
+
+    /// Takes a peer's own `<id> <url>` from an authenticated Raft RPC. Only a known peer's, and only a
+    /// plain URL; the map is written only when the hint changed (no allocation otherwise).
+    pub fn learn(&self, hint: &HeaderValue, peers: &BTreeMap<NodeId, String>) {
+        let bytes = hint.as_bytes();
+        if bytes.len() > MAX_HINT_LEN {
+            return;
+        }
+        let Some(space) = bytes.iter().position(|&b| b == b' ') else {
+            return;
+        };
+        let (id, url) = (&bytes[..space], &bytes[space + 1..]);
+        let Some(id) = std::str::from_utf8(id)
+            .ok()
+            .and_then(|id| id.parse::<u64>().ok())
+            .map(NodeId)
+        else {
+            return;
+        };
+        let plain_url = (url.starts_with(b"http://") || url.starts_with(b"https://"))
+            && url.iter().all(|&b| b.is_ascii_graphic());
+        if !peers.contains_key(&id) || !plain_url {
+            return;
+        }
+        let known = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        if known.get(&id).is_some_and(|value| value == hint) {
+            return;
+        }
+        drop(known);
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, hint.clone());
+    }
+}
+
+impl Api {
     fn with_leader_header(&self, mut response: Response, leader: Option<NodeId>) -> Response {
         let hint = leader.or_else(|| self.status.borrow().leader_id);
-        if let Some(value) = hint.and_then(|leader| self.leader_hints.get(&leader)) {
-            response.headers_mut().insert(LEADER_HEADER, value.clone());
+        if let Some(value) = hint.and_then(|leader| self.leader_hints.get(leader)) {
+            response.headers_mut().insert(LEADER_HEADER, value);
         }
         response
     }
@@ -279,6 +429,8 @@ impl Api {
 
 enum Forwarded {
     Answer(Response),
+    /// The leader answered that it certainly did not append the request: safe to try again.
+    NotAppended,
     /// The leader could not be reached before anything was sent: safe to try again.
     Unreachable,
     /// The request may have reached the leader, but no answer came.
@@ -318,14 +470,25 @@ async fn forward(
         Ok(answer) => {
             let status = answer.status();
             let content_type = answer.headers().get("content-type").cloned();
+            // The leader names itself with its own advertise URL.
+            let leader_hint = answer.headers().get(LEADER_HEADER).cloned();
             match answer.bytes().await {
+                Ok(bytes) if status == StatusCode::SERVICE_UNAVAILABLE && not_appended(&bytes) => {
+                    Forwarded::NotAppended
+                }
                 Ok(bytes) => {
                     let mut response = Response::new(bytes.into());
                     *response.status_mut() = status;
                     if let Some(content_type) = content_type {
                         response.headers_mut().insert("content-type", content_type);
                     }
-                    Forwarded::Answer(api.with_leader_header(response, Some(leader)))
+                    match leader_hint {
+                        Some(hint) => {
+                            response.headers_mut().insert(LEADER_HEADER, hint);
+                            Forwarded::Answer(response)
+                        }
+                        None => Forwarded::Answer(api.with_leader_header(response, Some(leader))),
+                    }
                 }
                 Err(e) => Forwarded::Lost(e.to_string()),
             }
@@ -333,6 +496,15 @@ async fn forward(
         Err(e) if e.is_connect() => Forwarded::Unreachable,
         Err(e) => Forwarded::Lost(e.to_string()),
     }
+}
+
+/// Error codes a node answers only for a request it certainly did not append (contract: `503` means
+/// not appended). Any other answer is passed on, never retried: its write may be in the log.
+const NOT_APPENDED_CODES: [&str; 2] = ["no_leader", "shutting_down"];
+
+fn not_appended(body: &[u8]) -> bool {
+    serde_json::from_slice::<ErrorBody>(body)
+        .is_ok_and(|answer| NOT_APPENDED_CODES.contains(&answer.error.as_str()))
 }
 
 fn is_forwarded(call: &Call) -> bool {
@@ -348,6 +520,15 @@ fn no_leader(api: &Api) -> Response {
             api.id,
             api.leader_wait.as_millis()
         ),
+    )
+}
+
+/// Only for requests that certainly did not reach the log.
+fn stopping() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the node is stopping",
     )
 }
 
@@ -384,15 +565,16 @@ async fn submit(api: &Api, call: &Call, body: Bytes) -> Response {
             reply,
         };
         if api.inbox.send(proposal).await.is_err() {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the node is stopping",
-            );
+            return stopping();
         }
         let outcome = match tokio::time::timeout_at(deadline.into(), answer).await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is stopping"),
+            // The runtime let go of the waiter: it stopped, and the entry may be in the log.
+            Ok(Err(_)) => {
+                return timed_out(
+                    "the node stopped before the outcome was known (retry with the same request_id)",
+                )
+            }
             Err(_) => {
                 return timed_out(format!(
                     "not committed within {} ms; the outcome is unknown (retry with the same request_id)",
@@ -411,18 +593,28 @@ async fn submit(api: &Api, call: &Call, body: Bytes) -> Response {
                 return api.with_leader_header(json(StatusCode::CREATED, &body), Some(api.id));
             }
             ProposeOutcome::Duplicate { index, term } => return duplicate(api, index, term),
+            ProposeOutcome::Stopping => return stopping(),
+            ProposeOutcome::Overloaded { pending, limit } => {
+                return api.with_leader_header(
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        format!(
+                            "the leader holds {pending} entries not yet committed or on its disk \
+                             (limit {limit}); the message was not appended, retry later"
+                        ),
+                    ),
+                    Some(api.id),
+                )
+            }
             // Certainly not applied: trying again cannot apply it twice.
             ProposeOutcome::Overwritten => true,
             ProposeOutcome::TransferInProgress { .. } => false,
             ProposeOutcome::NotLeader { leader } => match leader.filter(|_| !is_forwarded(call)) {
                 Some(leader) if leader != api.id && !api.partition.contains(leader) => {
                     match forward(api, leader, call, Some(body.clone()), deadline).await {
-                        Forwarded::Answer(response)
-                            if response.status() != StatusCode::SERVICE_UNAVAILABLE =>
-                        {
-                            return response
-                        }
-                        Forwarded::Answer(_) | Forwarded::Unreachable => false,
+                        Forwarded::Answer(response) => return response,
+                        Forwarded::NotAppended | Forwarded::Unreachable => false,
                         Forwarded::Lost(why) => {
                             return timed_out(format!(
                                 "forwarded to leader {leader} but no answer came ({why}); the outcome is unknown"
@@ -523,8 +715,9 @@ async fn list_messages(api: &Api, call: &Call) -> Response {
         }
     };
     let reader = api.reader.clone();
+    // The window is [from, from+limit) as asked (index 0 holds no entry, but still counts in it).
+    let last = LogIndex(page.from.0.saturating_add(page.limit as u64 - 1)).min(read_point);
     let from = page.from.max(LogIndex(1));
-    let last = LogIndex(from.0.saturating_add(page.limit as u64 - 1)).min(read_point);
     let read = tokio::task::spawn_blocking(move || reader.messages(from, last, page.limit)).await;
     match read {
         Ok(Ok(entries)) => api.with_leader_header(
@@ -564,17 +757,13 @@ async fn linearizable_read_point(api: &Api, call: &Call) -> Result<LogIndex, Res
                     .filter(|&l| l != api.id && !is_forwarded(call) && !api.partition.contains(l))
                 {
                     match forward(api, leader, call, None, deadline).await {
-                        Forwarded::Answer(response)
-                            if response.status() != StatusCode::SERVICE_UNAVAILABLE =>
-                        {
-                            return Err(response)
-                        }
+                        Forwarded::Answer(response) => return Err(response),
                         Forwarded::Lost(why) => {
                             return Err(timed_out(format!(
                                 "read forwarded to leader {leader} got no answer: {why}"
                             )))
                         }
-                        _ => {}
+                        Forwarded::NotAppended | Forwarded::Unreachable => {}
                     }
                 }
             }
@@ -612,7 +801,17 @@ fn events(api: &Api, call: &Call) -> Response {
             }
         }
     }
-    let stream = api.events.subscribe(history).map(|event| {
+    let Some(stream) = api.events.try_subscribe(history, api.max_event_streams) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!(
+                "this node serves at most {} event streams at once (--max-event-streams)",
+                api.max_event_streams
+            ),
+        );
+    };
+    let stream = stream.map(|event| {
         Ok::<_, Infallible>(
             warp::sse::Event::default()
                 .id(event.seq.to_string())
@@ -654,10 +853,6 @@ fn check_admin(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
             "Authorization must be: Bearer <token>",
         )),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn ask<T>(
@@ -780,21 +975,6 @@ async fn set_timing(api: &Api, body: &[u8]) -> Response {
 // Raft RPC
 
 async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) -> Response {
-    if let Some(expected) = &api.cluster_token {
-        match call.headers.get(CLUSTER_TOKEN_HEADER) {
-            None => {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing cluster token",
-                )
-            }
-            Some(given) if !constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
-                return error(StatusCode::FORBIDDEN, "forbidden", "wrong cluster token")
-            }
-            Some(_) => {}
-        }
-    }
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
         Err(e) => {

@@ -4,12 +4,14 @@
 pub mod cli;
 pub mod clock;
 pub mod events;
+pub mod guard;
 pub mod health;
 pub mod http;
 pub mod keepalive;
 pub mod metrics;
 pub mod raft;
 pub mod runtime;
+pub mod serve;
 pub mod server;
 pub mod sim;
 pub mod storage;

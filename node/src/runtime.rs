@@ -20,7 +20,7 @@ use crate::storage::{ApplyOutcome, LogStore, StorageError, WriteBatch};
 use crate::transport::{Partition, Transport};
 use crate::validation::Rejected;
 use flotilla_shared::api::{PeerStatus, Status};
-use flotilla_shared::event::EventKind;
+use flotilla_shared::event::{EventKind, Role};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -57,6 +57,13 @@ pub enum ProposeOutcome {
     },
     /// The entry was appended but replaced by a new leader's: it was certainly not applied.
     Overwritten,
+    /// Not appended: the leader already holds `pending` entries not yet committed or durable.
+    Overloaded {
+        pending: u64,
+        limit: u64,
+    },
+    /// Not appended: the node is stopping.
+    Stopping,
 }
 
 /// Everything the rest of the node asks of the runtime.
@@ -303,6 +310,8 @@ pub struct Runtime<S: LogRead> {
     metrics: Arc<Metrics>,
     /// Applied as far as storage has committed: what readers of the state machine can see.
     stored_applied: LogIndex,
+    /// Most entries a leader holds beyond its commit index or its own durable index.
+    max_uncommitted: u64,
 }
 
 pub struct RuntimeParts<S: LogRead> {
@@ -318,12 +327,16 @@ pub struct RuntimeParts<S: LogRead> {
     pub metrics: Arc<Metrics>,
     /// The applied index found on disk at start.
     pub stored_applied: LogIndex,
+    pub max_uncommitted: u64,
 }
 
 impl<S: LogRead> Runtime<S> {
-    pub fn new(parts: RuntimeParts<S>) -> Self {
-        let (writer, written) = spawn_writer(parts.store, parts.metrics.clone());
-        Self {
+    pub fn new(parts: RuntimeParts<S>) -> Result<Self, StorageError> {
+        let (writer, written) =
+            spawn_writer(parts.store, parts.metrics.clone()).map_err(|error| {
+                StorageError::Io(format!("cannot start the storage thread: {error}"))
+            })?;
+        Ok(Self {
             raft: parts.raft,
             info: parts.info,
             clock: parts.clock,
@@ -340,7 +353,8 @@ impl<S: LogRead> Runtime<S> {
             status: parts.status,
             metrics: parts.metrics,
             stored_applied: parts.stored_applied,
-        }
+            max_uncommitted: parts.max_uncommitted,
+        })
     }
 
     /// Runs until `shutdown` fires or storage fails. A storage error ends the node.
@@ -354,9 +368,12 @@ impl<S: LogRead> Runtime<S> {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                Some(news) = self.written.recv() => match news {
-                    StorageNews::Decided(outcomes) => self.on_decided(outcomes),
-                    StorageNews::Written(done) => self.on_written(done)?,
+                news = self.written.recv() => match news {
+                    Some(StorageNews::Decided(outcomes)) => self.on_decided(outcomes),
+                    Some(StorageNews::Written(done)) => self.on_written(done)?,
+                    // Without its storage thread a leader would go on heartbeating while never
+                    // persisting again: stop, so that a supervisor restarts the node.
+                    None => return Err(storage_thread_died()),
                 },
                 Some(request) = self.inbox.recv() => {
                     self.handle(request);
@@ -372,6 +389,14 @@ impl<S: LogRead> Runtime<S> {
             self.drive()?;
         }
         self.events.publish(EventKind::ShuttingDown);
+        // Proposals never handed to the core are certainly not appended: say so. Waiters whose
+        // entries are in the log are dropped at the end, and their clients learn the outcome is unknown.
+        self.inbox.close();
+        while let Ok(request) = self.inbox.try_recv() {
+            if let Request::Propose { reply, .. } = request {
+                let _ = reply.send(ProposeOutcome::Stopping);
+            }
+        }
         // Let the queued writes finish so that their replies are not lost to an early exit.
         self.writer.queue.close();
         while let Some(news) = self.written.recv().await {
@@ -383,30 +408,48 @@ impl<S: LogRead> Runtime<S> {
         Ok(())
     }
 
+    /// The entries a leader holds that are not yet both committed and on its own disk, if over the
+    /// bound: a leader whose disk or followers stall must not take in entries without end.
+    fn over_uncommitted_bound(&self) -> Option<u64> {
+        if self.raft.role() != Role::Leader {
+            return None;
+        }
+        let floor = self.raft.commit().min(self.raft.durable());
+        let pending = self.raft.last_log().index.0.saturating_sub(floor.0);
+        (pending >= self.max_uncommitted).then_some(pending)
+    }
+
     fn handle(&mut self, request: Request) {
         match request {
             Request::Propose {
                 payload,
                 received,
                 reply,
-            } => match self.raft.propose(payload) {
-                Ok(Proposal {
-                    index,
-                    term,
-                    already_pending,
-                }) => self.waiters.entry(index).or_default().push(Waiter {
-                    term,
-                    already_pending,
-                    received,
-                    reply,
-                }),
-                Err(ProposeError::NotLeader { leader }) => {
-                    let _ = reply.send(ProposeOutcome::NotLeader { leader });
+            } => {
+                if let Some(pending) = self.over_uncommitted_bound() {
+                    let limit = self.max_uncommitted;
+                    let _ = reply.send(ProposeOutcome::Overloaded { pending, limit });
+                    return;
                 }
-                Err(ProposeError::TransferInProgress { to }) => {
-                    let _ = reply.send(ProposeOutcome::TransferInProgress { to });
+                match self.raft.propose(payload) {
+                    Ok(Proposal {
+                        index,
+                        term,
+                        already_pending,
+                    }) => self.waiters.entry(index).or_default().push(Waiter {
+                        term,
+                        already_pending,
+                        received,
+                        reply,
+                    }),
+                    Err(ProposeError::NotLeader { leader }) => {
+                        let _ = reply.send(ProposeOutcome::NotLeader { leader });
+                    }
+                    Err(ProposeError::TransferInProgress { to }) => {
+                        let _ = reply.send(ProposeOutcome::TransferInProgress { to });
+                    }
                 }
-            },
+            }
             Request::Read { reply } => {
                 let ctx = self.next_read_ctx;
                 self.next_read_ctx += 1;
@@ -704,12 +747,12 @@ fn status_from_core(
 fn spawn_writer(
     store: Box<dyn LogStore>,
     metrics: Arc<Metrics>,
-) -> (Writer, mpsc::UnboundedReceiver<StorageNews>) {
+) -> std::io::Result<(Writer, mpsc::UnboundedReceiver<StorageNews>)> {
     let queue = Arc::new(WriteQueue::default());
     let store = Arc::new(Mutex::new(store));
     let (jobs, thread_store) = (queue.clone(), store.clone());
     let (done, written) = mpsc::unbounded_channel();
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("flotilla-storage".into())
         .spawn(move || {
             while let Some(batch) = jobs.take() {
@@ -724,11 +767,12 @@ fn spawn_writer(
                     return;
                 }
             }
-        });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "could not start the storage thread");
-    }
-    (Writer { queue, store }, written)
+        })?;
+    Ok((Writer { queue, store }, written))
+}
+
+fn storage_thread_died() -> StorageError {
+    StorageError::Io("the storage thread stopped unexpectedly (it panicked)".into())
 }
 
 /// Writes `batch`, handing the outcomes of its applies to `decided` as soon as they are written.

@@ -2,10 +2,12 @@
 
 use crate::clock::Clock;
 use crate::events::EventHub;
-use crate::http::{Api, StateReader};
+use crate::guard::AllowedOrigins;
+use crate::http::{Api, LeaderHints, StateReader};
 use crate::metrics::Metrics;
 use crate::raft::{Config, LogId, LogIndex, NodeId, Raft, Restored, Term};
 use crate::runtime::{CoreLog, NodeInfo, Runtime, RuntimeParts};
+use crate::serve::ServeLimits;
 use crate::storage::sqlite::{SqliteReader, SqliteStore};
 use crate::storage::{LogStore, StorageError};
 use crate::transport::{OrderGate, Partition, Transport, TransportConfig};
@@ -35,6 +37,30 @@ pub struct NodeConfig {
     pub cluster_token: Option<String>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    pub limits: Limits,
+}
+
+/// Bounds on what clients and peers can make a node hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Headers, and then a body, must each arrive within this; idle connections close after it.
+    pub read_timeout: Duration,
+    pub max_event_streams: usize,
+    /// Entries a leader may hold beyond its commit index or its own durable index.
+    pub max_uncommitted_entries: u64,
+}
+
+impl Default for Limits {
+    /// The command line's defaults.
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            read_timeout: Duration::from_secs(10),
+            max_event_streams: 64,
+            max_uncommitted_entries: 4096,
+        }
+    }
 }
 
 /// Requests queued for the runtime before HTTP handlers wait (back-pressure instead of memory growth).
@@ -80,6 +106,14 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    if config.cluster_token.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.listen,
+            "NO CLUSTER TOKEN: this node listens beyond loopback and accepts Raft RPCs from anyone \
+             who can reach it, and such a request can rewrite its log. Set --cluster-token (or \
+             CLUSTER_TOKEN, or --cluster-token-file) to the same secret on every node."
+        );
+    }
 
     let client = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(30))
@@ -100,6 +134,7 @@ pub async fn run(
             id: config.id,
             peers: config.peers.clone(),
             cluster_token: config.cluster_token.clone(),
+            advertise: crate::http::advertise_hint(config.id, &config.advertise),
             max_inflight: raft_config.max_inflight_appends,
             request_timeout: Duration::from_millis(config.election_timeout_ms.1.max(500)),
         },
@@ -122,7 +157,8 @@ pub async fn run(
         status: status_tx,
         metrics: metrics.clone(),
         stored_applied: initial.applied,
-    });
+        max_uncommitted: config.limits.max_uncommitted_entries,
+    })?;
     let (stop_runtime, runtime_stopped) = watch::channel(false);
     let runtime_task = tokio::spawn(runtime.run(runtime_stopped));
 
@@ -130,7 +166,8 @@ pub async fn run(
     let api = Arc::new(Api {
         id: config.id,
         peers: config.peers.clone(),
-        leader_hints: Api::leader_hints(config.id, &config.advertise, &config.peers),
+        leader_hints: LeaderHints::new(config.id, &config.advertise, &config.peers),
+        origins: AllowedOrigins::new(&config.advertise, config.listen),
         inbox: inbox_tx,
         status: status_rx,
         events,
@@ -142,6 +179,8 @@ pub async fn run(
         admin_token: config.admin_token.clone(),
         cluster_token: config.cluster_token.clone(),
         max_body: config.max_body_bytes,
+        read_timeout: config.limits.read_timeout,
+        max_event_streams: config.limits.max_event_streams,
         request_timeout: config.request_timeout,
         leader_wait: Duration::from_millis(config.election_timeout_ms.1 * 4)
             .min(config.request_timeout),
@@ -150,12 +189,19 @@ pub async fn run(
 
     // Stop when asked, or when the runtime ends by itself (a storage failure).
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(crate::http::routes(api))
-        .incoming(listener)
-        .graceful(async move {
+    let serve_limits = ServeLimits {
+        max_connections: config.limits.max_connections,
+        read_timeout: config.limits.read_timeout,
+    };
+    let server = crate::serve::serve(
+        listener,
+        crate::http::routes(api),
+        serve_limits,
+        async move {
             let _ = http_stopped.await;
-        });
-    let server_task = tokio::spawn(server.run());
+        },
+    );
+    let server_task = tokio::spawn(server);
     let mut runtime_task = runtime_task;
     let runtime_result = tokio::select! {
         _ = shutdown => {

@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 pub const STREAM_HEADER: &str = "x-flotilla-stream";
 pub const CLUSTER_TOKEN_HEADER: &str = "x-flotilla-cluster-token";
+/// `<id> <advertise-url>` of the sending node, so that every node can name the leader's advertise URL
+/// in `X-Raft-Leader` (a header rather than a field of the envelope: older nodes ignore it).
+pub const ADVERTISE_HEADER: &str = "x-flotilla-advertise";
 /// Messages queued per peer; beyond this they are dropped (Raft tolerates loss) rather than buffered.
 const PEER_QUEUE: usize = 4_096;
 /// How long a receiver holds a request back waiting for an earlier one of the same stream.
@@ -57,6 +60,8 @@ pub struct TransportConfig {
     pub id: NodeId,
     pub peers: BTreeMap<NodeId, String>,
     pub cluster_token: Option<String>,
+    /// This node's `ADVERTISE_HEADER` value.
+    pub advertise: String,
     pub max_inflight: usize,
     pub request_timeout: Duration,
 }
@@ -95,6 +100,7 @@ impl Transport {
                     reachable: reachable.clone(),
                     in_flight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
                     cluster_token: config.cluster_token.clone(),
+                    advertise: config.advertise.clone(),
                     timeout: config.request_timeout,
                     incarnation,
                 };
@@ -140,6 +146,7 @@ struct PeerTask {
     reachable: Arc<AtomicBool>,
     in_flight: Arc<Semaphore>,
     cluster_token: Option<String>,
+    advertise: String,
     timeout: Duration,
     incarnation: u64,
 }
@@ -170,7 +177,13 @@ impl PeerTask {
     async fn deliver(&self, envelope: Envelope, seq: u64) {
         let path = format!("/raft/{}", envelope.message.name());
         let stream = format!("{}-{seq}", self.incarnation);
-        let mut headers = vec![(HeaderName::from_static(STREAM_HEADER), stream.as_str())];
+        let mut headers = vec![
+            (HeaderName::from_static(STREAM_HEADER), stream.as_str()),
+            (
+                HeaderName::from_static(ADVERTISE_HEADER),
+                self.advertise.as_str(),
+            ),
+        ];
         if let Some(token) = &self.cluster_token {
             headers.push((
                 HeaderName::from_static(CLUSTER_TOKEN_HEADER),

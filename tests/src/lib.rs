@@ -48,6 +48,8 @@ pub struct Options {
     pub admin_token: Option<String>,
     pub cluster_id: String,
     pub cluster_token: Option<String>,
+    /// When set, each node advertises `http://<host>:<its port>` (else its listen address).
+    pub advertise_host: Option<String>,
     /// More flags for every node (e.g. `--request-timeout-ms 2000`).
     pub extra_args: Vec<String>,
     /// `RUST_LOG` for the nodes.
@@ -65,6 +67,7 @@ impl Default for Options {
             admin_token: Some("e2e-admin-token".into()),
             cluster_id: "e2e".into(),
             cluster_token: Some("e2e-cluster-token".into()),
+            advertise_host: None,
             extra_args: Vec::new(),
             log_filter: "info".into(),
             ready_timeout: Duration::from_secs(20),
@@ -285,6 +288,11 @@ impl Cluster {
         }
         if let Some(token) = &options.cluster_token {
             command.arg("--cluster-token").arg(token);
+        }
+        if let Some(host) = &options.advertise_host {
+            command
+                .arg("--advertise")
+                .arg(format!("http://{host}:{}", node.port));
         }
         command
             .args(&options.extra_args)

@@ -64,6 +64,8 @@ pub struct LocalControl {
     nodes: BTreeMap<NodeId, LocalNode>,
     program: NodeProgram,
     admin_token: String,
+    /// Peers' shared secret, fresh for each start: nothing else on the machine can send Raft RPCs.
+    cluster_token: String,
     cluster_dir: PathBuf,
     timing: TimingRequest,
     cluster_id: String,
@@ -155,6 +157,7 @@ impl LocalControl {
             nodes,
             program: options.program,
             admin_token: random_token(),
+            cluster_token: random_token(),
             cluster_id: format!("flotilla-desktop-{}", options.nodes),
             cluster_dir,
             timing: options.timing,
@@ -210,6 +213,7 @@ impl LocalControl {
                 self.timing.election_timeout_ms[0], self.timing.election_timeout_ms[1]
             ))
             .env("ADMIN_TOKEN", &self.admin_token)
+            .env("CLUSTER_TOKEN", &self.cluster_token)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

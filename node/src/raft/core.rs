@@ -379,6 +379,11 @@ impl<S: LogRead> Raft<S> {
         self.log.applied
     }
 
+    /// Durable on this node's disk up to here.
+    pub fn durable(&self) -> LogIndex {
+        self.log.durable
+    }
+
     pub fn last_log(&self) -> LogId {
         self.log.last()
     }
