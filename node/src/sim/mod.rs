@@ -224,4 +224,6 @@ pub fn run(opts: SimOptions) -> Result<SimStats, SimFailure> {
 }
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;
