@@ -4,7 +4,8 @@
 //! flotilla-sim --seed 1234 --nodes 5 [--verbose] [OPTIONS]           replay one run
 //! flotilla-sim sweep --seeds 0..100000 --nodes 3,5 [OPTIONS]          many runs, with progress
 //!
-//! OPTIONS: --planted-bug commit-by-count|vote-ignoring-log   --profile mixed|figure8
+//! OPTIONS: --planted-bug commit-by-count|vote-ignoring-log|trust-envelopes
+//!          --profile mixed|figure8|mangled
 //!          --chaos-ms N   --calm-ms N   (phase lengths; a failure's replay command names them)
 //! ```
 
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 const USAGE: &str = "usage:\n  flotilla-sim --seed N --nodes N [--verbose] [OPTIONS]\n  \
                      flotilla-sim sweep --seeds A..B --nodes 3,5 [OPTIONS]\n\
-                     options: --planted-bug commit-by-count|vote-ignoring-log  --profile mixed|figure8  \
+                     options: --planted-bug commit-by-count|vote-ignoring-log|trust-envelopes  --profile mixed|figure8|mangled  \
                      --chaos-ms N  --calm-ms N";
 
 fn main() -> ExitCode {
@@ -88,13 +89,13 @@ fn parse_and_run(args: &[String]) -> Result<ExitCode, String> {
     let planted_bug = match value(args, "--planted-bug")? {
         None => None,
         Some(name) => Some(parse_planted_bug(name).ok_or_else(|| {
-            format!("unknown planted bug {name:?} (commit-by-count, vote-ignoring-log)")
+            format!("unknown planted bug {name:?} (commit-by-count, vote-ignoring-log, trust-envelopes)")
         })?),
     };
     let profile = match value(args, "--profile")? {
         None => FaultProfile::default(),
         Some(name) => FaultProfile::parse(name)
-            .ok_or_else(|| format!("unknown profile {name:?} (mixed, figure8)"))?,
+            .ok_or_else(|| format!("unknown profile {name:?} (mixed, figure8, mangled)"))?,
     };
     let chaos_ms = value(args, "--chaos-ms")?
         .map(|v| parse_u64(v, "--chaos-ms"))
@@ -163,12 +164,15 @@ fn sweep(
     std::panic::set_hook(Box::new(|_| {}));
     let started = Instant::now();
     let (mut runs, mut failures) = (0u64, 0u64);
-    let mut applied = 0u64;
+    let (mut applied, mut mangled) = (0u64, 0u64);
     for seed in lo..hi {
         for &nodes in sizes {
             runs += 1;
             match run(options(seed, nodes)) {
-                Ok(stats) => applied += stats.applied,
+                Ok(stats) => {
+                    applied += stats.applied;
+                    mangled += stats.mangled_delivered;
+                }
                 Err(failure) => {
                     failures += 1;
                     println!("FAILED {failure}");
@@ -176,8 +180,14 @@ fn sweep(
             }
         }
         if (seed - lo + 1).is_multiple_of(500) || seed + 1 == hi {
+            // A run that accepts a mangled message fails, so every one counted here was refused.
+            let refused = if mangled > 0 {
+                format!(", {mangled} mangled messages refused")
+            } else {
+                String::new()
+            };
             println!(
-                "seeds {lo}..{}: {runs} runs, {failures} failed, {applied} entries applied, {:.1} s",
+                "seeds {lo}..{}: {runs} runs, {failures} failed, {applied} entries applied{refused}, {:.1} s",
                 seed + 1,
                 started.elapsed().as_secs_f64()
             );

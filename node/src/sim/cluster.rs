@@ -74,6 +74,9 @@ pub struct Cluster {
     clients_paused: bool,
     /// Something touched a core during this millisecond: its output must be processed and checked.
     active: bool,
+    /// The first mangled message a receiver accepted; reported at the end of the run, so that the
+    /// safety checks get the chance to show what accepting it broke.
+    mangled_accepted: Option<(u64, String)>,
 }
 
 impl Cluster {
@@ -88,12 +91,21 @@ impl Cluster {
             fault_every_ms = rng.range_inclusive(60, 200);
             command_every_ms = rng.range_inclusive(50, 250);
         }
-        let chaos_faults = NetworkFaults {
+        let mut chaos_faults = NetworkFaults {
             loss_per_mille: rng.range_inclusive(0, 150),
             duplicate_per_mille: rng.range_inclusive(0, 50),
             delay_ms: (1, rng.range_inclusive(2, 60)),
+            mangle_per_mille: 0,
+            replay_per_mille: 0,
         };
         let ids: Vec<NodeId> = (1..=opts.nodes as u64).map(NodeId).collect();
+        // The mangled profile draws from its own generator: the other profiles' runs stay as they were.
+        let mangling_seed = opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6d61_6e67_6c65;
+        if opts.profile == FaultProfile::Mangled {
+            let mut own = SplitMix64::new(mangling_seed);
+            chaos_faults.mangle_per_mille = own.range_inclusive(20, 120);
+            chaos_faults.replay_per_mille = own.range_inclusive(10, 60);
+        }
         let mut cluster = Self {
             rng,
             now_ms: 0,
@@ -111,8 +123,12 @@ impl Cluster {
             clients_paused: false,
             active: true,
             ids: ids.clone(),
+            mangled_accepted: None,
             opts,
         };
+        if opts.profile == FaultProfile::Mangled {
+            cluster.net.mangling(mangling_seed ^ 1, ids.clone());
+        }
         for id in ids {
             let disk: Disk = Rc::new(RefCell::new(MemoryStore::new()));
             cluster.nodes.push(SimNode {
@@ -211,7 +227,7 @@ impl Cluster {
             if self.now_ms == chaos_end {
                 self.heal_all();
             }
-            self.deliver_messages();
+            self.deliver_messages()?;
             self.complete_writes()?;
             if self.now_ms.is_multiple_of(TICK_MS) {
                 self.active = true;
@@ -253,6 +269,14 @@ impl Cluster {
         }
         self.stats.final_commit = self.history.max_commit().0;
         self.stats.messages = self.net.sent;
+        self.stats.replayed = self.net.replayed;
+        if let Some((at_ms, detail)) = self.mangled_accepted.take() {
+            self.now_ms = at_ms;
+            return Err(self.fail(
+                "malformed messages are refused (boundary validation)",
+                detail,
+            ));
+        }
         Ok(self.stats)
     }
 
@@ -273,22 +297,66 @@ impl Cluster {
         self.trace(NodeId(0), "faults healed".into());
     }
 
-    fn deliver_messages(&mut self) {
-        while let Some(envelope) = self.net.next_due(self.now_ms) {
-            let to = envelope.to;
-            if let Some(node) = self.nodes.get_mut((to.0.wrapping_sub(1)) as usize) {
-                if let Some(core) = node.core.as_mut() {
-                    if self.opts.verbose {
-                        println!(
-                            "{:>7} ms  n{to}  <- n{} {:?}",
-                            self.now_ms, envelope.from, envelope.message
-                        );
+    fn deliver_messages(&mut self) -> Result<(), SimFailure> {
+        while let Some(delivery) = self.net.next_due(self.now_ms) {
+            let to = delivery.route.1;
+            let Some(core) = self
+                .nodes
+                .get_mut((to.0.wrapping_sub(1)) as usize)
+                .and_then(|node| node.core.as_mut())
+            else {
+                continue;
+            };
+            let envelope = delivery.envelope;
+            if self.opts.verbose {
+                let bent = if delivery.mangled { " (mangled)" } else { "" };
+                println!(
+                    "{:>7} ms  n{to}  <- n{}{bent} {:?}",
+                    self.now_ms, envelope.from, envelope
+                );
+            }
+            self.active = true;
+            // What a refusal must leave as it was: everything the node shows, and its uncommitted log.
+            let observe = |core: &Raft<Disk>| {
+                let status = core.status();
+                let tail = core.log_entries(status.commit.next(), status.last.index);
+                (status, tail)
+            };
+            let before = delivery.mangled.then(|| observe(core));
+            let shown = if delivery.mangled {
+                format!("{envelope:?}")
+            } else {
+                String::new()
+            };
+            let refused = core.try_step(envelope).err();
+            if refused.is_some() {
+                self.stats.refused += 1;
+            }
+            let Some(before) = before else {
+                continue;
+            };
+            self.stats.mangled_delivered += 1;
+            match refused {
+                Some(refused) => {
+                    let after = observe(core);
+                    if after != before {
+                        return Err(self.fail(
+                            "a refused message changes nothing",
+                            format!(
+                                "n{to} refused {shown} ({refused}) but its state moved from {before:?} to {after:?}"
+                            ),
+                        ));
                     }
-                    core.step(envelope);
-                    self.active = true;
+                }
+                None => {
+                    let at = self.now_ms;
+                    self.mangled_accepted.get_or_insert_with(|| {
+                        (at, format!("n{to} accepted the mangled message {shown}"))
+                    });
                 }
             }
         }
+        Ok(())
     }
 
     fn complete_writes(&mut self) -> Result<(), SimFailure> {

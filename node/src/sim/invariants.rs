@@ -2,7 +2,7 @@
 //! its own function. They only read the cores and what the simulated disks applied.
 
 use super::cluster::{Disk, SimNode};
-use crate::raft::{Entry, LogId, LogIndex, NodeId, Payload, Raft, Role, Term};
+use crate::raft::{Entry, LogId, LogIndex, LogRead, NodeId, Payload, Raft, Role, Term};
 use std::collections::{BTreeMap, HashMap};
 
 /// What the checks remember between steps.
@@ -148,29 +148,39 @@ impl History {
 /// Safety rest on): a committed entry never changes anywhere.
 pub fn check_committed_prefix_5_4(nodes: &[SimNode], history: &mut History) -> Check {
     for (node, core) in live(nodes) {
-        let commit = core.commit();
-        let from = history.verified(node.id);
-        if commit <= from {
-            continue;
-        }
-        for entry in core.log_entries(from.next(), commit) {
-            let position = (entry.index.0 - 1) as usize;
-            match history.committed.get(position) {
-                Some((known, _)) if *known != entry => {
-                    return Err(format!(
-                        "node {} committed entry {} as {:?} but it was committed as {:?}",
-                        node.id, entry.index, entry, known
-                    ));
-                }
-                Some(_) => {}
-                None if position == history.committed.len() => {
-                    history.committed.push((entry, core.term()))
-                }
-                None => return Err(format!("hole in the committed log at {}", entry.index)),
-            }
-        }
-        history.verified_commit.insert(node.id, commit);
+        check_node_committed_prefix_5_4(node.id, core, history)?;
     }
+    Ok(())
+}
+
+/// [`check_committed_prefix_5_4`] for one node, whatever its storage.
+pub fn check_node_committed_prefix_5_4<S: LogRead>(
+    node: NodeId,
+    core: &Raft<S>,
+    history: &mut History,
+) -> Check {
+    let commit = core.commit();
+    let from = history.verified(node);
+    if commit <= from {
+        return Ok(());
+    }
+    for entry in core.log_entries(from.next(), commit) {
+        let position = (entry.index.0 - 1) as usize;
+        match history.committed.get(position) {
+            Some((known, _)) if *known != entry => {
+                return Err(format!(
+                    "node {node} committed entry {} as {:?} but it was committed as {:?}",
+                    entry.index, entry, known
+                ));
+            }
+            Some(_) => {}
+            None if position == history.committed.len() => {
+                history.committed.push((entry, core.term()))
+            }
+            None => return Err(format!("hole in the committed log at {}", entry.index)),
+        }
+    }
+    history.verified_commit.insert(node, commit);
     Ok(())
 }
 

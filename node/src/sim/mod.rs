@@ -12,6 +12,7 @@
 //! within a bound.
 
 mod cluster;
+pub mod hostile;
 pub mod invariants;
 pub mod network;
 
@@ -28,6 +29,10 @@ pub enum FaultProfile {
     /// command, so the entry reaches at most a minority; cut-off leaders lose their term, crash and come
     /// back, so terms advance over logs that end in different uncommitted entries at the same index.
     Figure8,
+    /// Mixed faults, and a message stream that is damaged but not Byzantine: messages corrupted in
+    /// transit so that their receiver can tell (see [`hostile::mangle`]), replayed long after they were
+    /// sent, duplicated and reordered. Every mangled message must be refused and change nothing.
+    Mangled,
 }
 
 impl FaultProfile {
@@ -35,13 +40,18 @@ impl FaultProfile {
         match self {
             FaultProfile::Mixed => "mixed",
             FaultProfile::Figure8 => "figure8",
+            FaultProfile::Mangled => "mangled",
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        [FaultProfile::Mixed, FaultProfile::Figure8]
-            .into_iter()
-            .find(|p| p.name() == name)
+        [
+            FaultProfile::Mixed,
+            FaultProfile::Figure8,
+            FaultProfile::Mangled,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
     }
 }
 
@@ -84,6 +94,14 @@ impl SimOptions {
 }
 
 impl SimOptions {
+    /// The mangled message stream ([`FaultProfile::Mangled`]) with the CI range's phase lengths.
+    pub fn mangled(seed: u64, nodes: usize) -> Self {
+        Self {
+            profile: FaultProfile::Mangled,
+            ..Self::ci(seed, nodes)
+        }
+    }
+
     /// The Figure 8 schedule ([`FaultProfile::Figure8`]) with a longer chaotic phase: the sequence
     /// it hunts for takes several terms.
     pub fn figure8(seed: u64, nodes: usize) -> Self {
@@ -106,6 +124,12 @@ pub struct SimStats {
     pub crashes: u64,
     pub messages: u64,
     pub final_commit: u64,
+    /// Messages a core refused (mangled or not).
+    pub refused: u64,
+    /// Mangled messages that reached a live node; each must be refused.
+    pub mangled_delivered: u64,
+    /// Old messages sent again.
+    pub replayed: u64,
 }
 
 /// A broken property, with what is needed to replay it.
@@ -199,5 +223,7 @@ pub fn run(opts: SimOptions) -> Result<SimStats, SimFailure> {
     })
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

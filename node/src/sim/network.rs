@@ -1,9 +1,12 @@
-//! The simulated network: random delay (hence reordering), loss, duplication and per-direction cuts.
+//! The simulated network: random delay (hence reordering), loss, duplication and per-direction cuts;
+//! with the `mangled` profile also corruption a receiver can tell (see [`super::hostile::mangle`]) and
+//! replays of messages sent long before.
 
+use super::hostile;
 use crate::raft::rng::SplitMix64;
 use crate::raft::{Envelope, NodeId};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 
 /// How the network misbehaves, in parts per thousand and milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +14,10 @@ pub struct NetworkFaults {
     pub loss_per_mille: u64,
     pub duplicate_per_mille: u64,
     pub delay_ms: (u64, u64),
+    /// Messages corrupted in transit so that their receiver must refuse them (needs [`Network::mangling`]).
+    pub mangle_per_mille: u64,
+    /// Sends that also deliver again, up to `REPLAY_DELAY_MS` later, a message sent earlier.
+    pub replay_per_mille: u64,
 }
 
 impl NetworkFaults {
@@ -18,7 +25,30 @@ impl NetworkFaults {
         loss_per_mille: 0,
         duplicate_per_mille: 0,
         delay_ms: (1, 10),
+        mangle_per_mille: 0,
+        replay_per_mille: 0,
     };
+}
+
+/// How late a replayed message may arrive.
+const REPLAY_DELAY_MS: (u64, u64) = (20, 800);
+/// Sent messages kept for replays.
+const REPLAY_MEMORY: usize = 256;
+
+/// A message on the wire, and where it really goes: a mangled envelope may name another receiver.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub route: (NodeId, NodeId),
+    pub envelope: Envelope,
+    /// Corrupted in transit: its receiver must refuse it.
+    pub mangled: bool,
+}
+
+/// The `mangled` profile's own randomness (so the other profiles draw exactly as before) and memory.
+struct Mangling {
+    rng: SplitMix64,
+    members: Vec<NodeId>,
+    recent: VecDeque<Envelope>,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,7 +60,7 @@ struct InFlight {
 
 /// Envelopes ordered only by the fields above them: the sequence number makes every key unique.
 #[derive(Debug, PartialEq, Eq)]
-struct EnvelopeOrd(Envelope);
+struct EnvelopeOrd(Delivery);
 
 impl PartialOrd for EnvelopeOrd {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -52,6 +82,9 @@ pub struct Network {
     pub faults: NetworkFaults,
     pub sent: u64,
     pub dropped: u64,
+    pub mangled: u64,
+    pub replayed: u64,
+    mangling: Option<Mangling>,
 }
 
 impl Network {
@@ -63,7 +96,19 @@ impl Network {
             faults,
             sent: 0,
             dropped: 0,
+            mangled: 0,
+            replayed: 0,
+            mangling: None,
         }
+    }
+
+    /// Lets `mangle_per_mille` and `replay_per_mille` act, drawing from their own `seed`.
+    pub fn mangling(&mut self, seed: u64, members: Vec<NodeId>) {
+        self.mangling = Some(Mangling {
+            rng: SplitMix64::new(seed),
+            members,
+            recent: VecDeque::new(),
+        });
     }
 
     pub fn send(&mut self, rng: &mut SplitMix64, now_ms: u64, envelope: Envelope) {
@@ -79,21 +124,68 @@ impl Network {
         } else {
             1
         };
+        let route = (envelope.from, envelope.to);
         for _ in 0..copies {
             let (lo, hi) = self.faults.delay_ms;
             let deliver_at_ms = now_ms + rng.range_inclusive(lo, hi);
-            self.next_seq += 1;
-            let envelope = envelope.clone();
-            self.in_flight.push(Reverse(InFlight {
-                deliver_at_ms,
-                seq: self.next_seq,
-                envelope: EnvelopeOrd(envelope),
-            }));
+            let (envelope, mangled) = self.maybe_mangle(&envelope);
+            self.push(deliver_at_ms, route, envelope, mangled);
         }
+        self.maybe_replay(now_ms, envelope);
+    }
+
+    fn push(
+        &mut self,
+        deliver_at_ms: u64,
+        route: (NodeId, NodeId),
+        envelope: Envelope,
+        mangled: bool,
+    ) {
+        self.next_seq += 1;
+        self.in_flight.push(Reverse(InFlight {
+            deliver_at_ms,
+            seq: self.next_seq,
+            envelope: EnvelopeOrd(Delivery {
+                route,
+                envelope,
+                mangled,
+            }),
+        }));
+    }
+
+    fn maybe_mangle(&mut self, envelope: &Envelope) -> (Envelope, bool) {
+        let per_mille = self.faults.mangle_per_mille;
+        if let Some(m) = self.mangling.as_mut().filter(|_| per_mille > 0) {
+            if m.rng.chance(per_mille, 1000) {
+                self.mangled += 1;
+                return (hostile::mangle(envelope, &mut m.rng, &m.members), true);
+            }
+        }
+        (envelope.clone(), false)
+    }
+
+    /// Remembers `envelope`, and now and then sends one remembered before again, late.
+    fn maybe_replay(&mut self, now_ms: u64, envelope: Envelope) {
+        let per_mille = self.faults.replay_per_mille;
+        let Some(m) = self.mangling.as_mut().filter(|_| per_mille > 0) else {
+            return;
+        };
+        if m.recent.len() == REPLAY_MEMORY {
+            m.recent.pop_front();
+        }
+        m.recent.push_back(envelope);
+        if !m.rng.chance(per_mille, 1000) {
+            return;
+        }
+        let at = m.rng.range_inclusive(0, m.recent.len() as u64 - 1) as usize;
+        let old = m.recent[at].clone();
+        let deliver_at_ms = now_ms + m.rng.range_inclusive(REPLAY_DELAY_MS.0, REPLAY_DELAY_MS.1);
+        self.replayed += 1;
+        self.push(deliver_at_ms, (old.from, old.to), old, false);
     }
 
     /// The next message due at or before `now_ms`. A link cut while the message was in flight drops it.
-    pub fn next_due(&mut self, now_ms: u64) -> Option<Envelope> {
+    pub fn next_due(&mut self, now_ms: u64) -> Option<Delivery> {
         loop {
             let due = self
                 .in_flight
@@ -103,12 +195,12 @@ impl Network {
                 return None;
             }
             let Reverse(message) = self.in_flight.pop()?;
-            let envelope = message.envelope.0;
-            if self.cut.contains(&(envelope.from, envelope.to)) {
+            let delivery = message.envelope.0;
+            if self.cut.contains(&delivery.route) {
                 self.dropped += 1;
                 continue;
             }
-            return Some(envelope);
+            return Some(delivery);
         }
     }
 
