@@ -842,6 +842,114 @@ mod tests {
         assert_eq!(storage.join().unwrap(), [noop(3), noop(4)]);
     }
 
+    /// A store whose writes panic, as a bug or a failing disk library might.
+    struct PanickingStore(crate::storage::memory::SharedMemoryStore);
+
+    impl LogStore for PanickingStore {
+        fn initial_state(&self) -> Result<crate::storage::InitialState, StorageError> {
+            self.0.initial_state()
+        }
+        fn write(&mut self, _: WriteBatch<'_>) -> Result<Vec<ApplyOutcome>, StorageError> {
+            panic!("the disk library fell over");
+        }
+        fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
+            LogStore::term(&self.0, index)
+        }
+        fn entries(
+            &self,
+            lo: LogIndex,
+            hi: LogIndex,
+            max: usize,
+        ) -> Result<Vec<Entry>, StorageError> {
+            LogStore::entries(&self.0, lo, hi, max)
+        }
+        fn messages(
+            &self,
+            from: LogIndex,
+            up_to: LogIndex,
+            limit: usize,
+        ) -> Result<Vec<flotilla_shared::api::MessageEntry>, StorageError> {
+            self.0.messages(from, up_to, limit)
+        }
+        fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
+            self.0.find_request(request_id)
+        }
+    }
+
+    /// A dead storage thread ends the runtime with an error (the node exits and is restarted), rather
+    /// than leaving a leader that heartbeats but never persists again.
+    #[tokio::test]
+    async fn a_storage_thread_that_panics_stops_the_runtime_with_an_error() {
+        let id = NodeId(1);
+        let disk = crate::storage::memory::SharedMemoryStore::default();
+        let clock = Clock::new();
+        let raft = Raft::new(
+            crate::raft::Config::new(id, vec![id]),
+            disk.clone(),
+            crate::raft::Restored::default(),
+            clock.now_ms(),
+        )
+        .unwrap();
+        let (inbox_tx, inbox) = mpsc::channel(16);
+        let metrics = Arc::new(Metrics::default());
+        let partition = Arc::new(Partition::default());
+        let transport = Transport::start(
+            crate::transport::TransportConfig {
+                id,
+                peers: BTreeMap::new(),
+                cluster_token: None,
+                advertise: String::new(),
+                max_inflight: 1,
+                request_timeout: Duration::from_secs(1),
+            },
+            inbox_tx.clone(),
+            partition.clone(),
+            metrics.clone(),
+        );
+        let (status, _status_rx) = watch::channel(Arc::new(Status {
+            id,
+            role: Role::Follower,
+            term: Term(0),
+            voted_for: None,
+            leader_id: None,
+            commit_index: LogIndex(0),
+            last_applied: LogIndex(0),
+            last_log_index: LogIndex(0),
+            last_log_term: Term(0),
+            persisted_index: LogIndex(0),
+            peers: Vec::new(),
+            isolated_from: Vec::new(),
+            heartbeat_ms: 50,
+            election_timeout_ms: [150, 300],
+        }));
+        let runtime = Runtime::new(RuntimeParts {
+            raft,
+            info: NodeInfo {
+                id,
+                peers: BTreeMap::new(),
+            },
+            clock,
+            inbox,
+            store: Box::new(PanickingStore(disk)),
+            transport,
+            partition,
+            events: EventHub::new(id, clock),
+            status,
+            metrics,
+            stored_applied: LogIndex(0),
+            max_uncommitted: 16,
+        })
+        .unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        // The lone voter campaigns, and its first write (its vote) kills the storage thread.
+        let ended = tokio::time::timeout(Duration::from_secs(10), runtime.run(stopped))
+            .await
+            .expect("the runtime noticed the dead storage thread");
+        let error = ended.expect_err("the runtime ends with an error");
+        assert!(error.to_string().contains("storage thread"), "{error}");
+        drop(inbox_tx);
+    }
+
     /// The runtime writes a batch itself only while the storage thread sleeps with nothing queued.
     #[test]
     fn a_batch_is_written_here_only_while_the_storage_thread_is_idle() {
