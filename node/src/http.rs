@@ -1060,3 +1060,48 @@ async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) -> Response {
         _ => StatusCode::NO_CONTENT.into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_advertise_urls_replace_their_addresses_in_leader_hints() {
+        let peers = BTreeMap::from([(NodeId(2), "node2:5000".to_string())]);
+        let hints = LeaderHints::new(NodeId(1), "http://127.0.0.1:6500", &peers);
+        let hint = |id| {
+            hints
+                .get(NodeId(id))
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(hint(1).as_deref(), Some("1 http://127.0.0.1:6500"));
+        assert_eq!(hint(2).as_deref(), Some("2 http://node2:5000"));
+
+        hints.learn(&HeaderValue::from_static("2 http://127.0.0.1:6501"), &peers);
+        assert_eq!(hint(2).as_deref(), Some("2 http://127.0.0.1:6501"));
+        // Unknown nodes, this node itself, and anything but a plain URL are ignored.
+        for bad in [
+            "3 http://127.0.0.1:6502",
+            "1 http://evil.example",
+            "2 javascript:alert(1)",
+            "2 http://a b",
+            "x http://127.0.0.1:1",
+            "2",
+        ] {
+            hints.learn(&HeaderValue::from_str(bad).unwrap(), &peers);
+        }
+        assert_eq!(hint(1).as_deref(), Some("1 http://127.0.0.1:6500"));
+        assert_eq!(hint(2).as_deref(), Some("2 http://127.0.0.1:6501"));
+        assert_eq!(hint(3), None);
+    }
+
+    #[test]
+    fn only_answers_that_say_not_appended_are_retried() {
+        let body = |code: &str| format!(r#"{{"error":"{code}","message":"m"}}"#).into_bytes();
+        assert!(not_appended(&body("no_leader")));
+        assert!(not_appended(&body("shutting_down")));
+        assert!(!not_appended(&body("overloaded")));
+        assert!(!not_appended(&body("timeout")));
+        assert!(!not_appended(b"not json"));
+    }
+}

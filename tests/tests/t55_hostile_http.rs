@@ -368,6 +368,17 @@ async fn slow_and_surplus_connections_and_streams_are_cut_off_and_clients_recove
             );
         }
 
+        // A body that stops halfway is answered 408 after the same deadline.
+        let head = format!(
+            "POST /v1/messages HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             content-length: 100\r\n\r\n{{\"text\":\""
+        );
+        let answer = answer_to_head(&addr, &head).await?;
+        ensure!(
+            answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"),
+            "a body that never finished: {answer}"
+        );
+
         // Connections beyond the cap are answered 503 at once; the ones within it are served.
         let mut held = Vec::new();
         for _ in 0..60 {
