@@ -116,7 +116,9 @@ pub async fn run(
     }
 
     let client = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(30))
+        // Let go of idle connections before peers (with the same settings) close them: a forward sent
+        // on a connection the leader is just closing would end in 504, its fate unknown.
+        .pool_idle_timeout((config.limits.read_timeout / 2).min(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .build()
         .context("cannot build the HTTP client")?;
