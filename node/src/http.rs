@@ -29,7 +29,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
@@ -247,7 +247,7 @@ where
     };
     let declared = call
         .headers
-        .get("content-length")
+        .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
@@ -302,7 +302,7 @@ where
 /// Refuses requests from web pages: a browser names the page's origin in `Origin`, and the node serves
 /// no pages of its own (see `AllowedOrigins`).
 fn check_origin(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
-    match headers.get("origin") {
+    match headers.get(header::ORIGIN) {
         Some(origin) if !api.origins.allows(origin.as_bytes()) => Err(error(
             StatusCode::FORBIDDEN,
             "cross_origin",
