@@ -489,7 +489,7 @@ async fn a_stalled_leader_refuses_what_it_cannot_hold_and_a_stopping_one_answers
         // Slow elections everywhere, so that nobody takes over while the leader is cut off; then the
         // leader drops all Raft traffic: it can append but never commit.
         for id in cluster.ids() {
-            cluster.client(id).set_timing(50, [10_000, 12_000]).await?;
+            cluster.client(id).set_timing(50, [30_000, 36_000]).await?;
         }
         cluster.client(leader).partition(&followers).await?;
 
