@@ -126,7 +126,7 @@ where
     B: Buf,
 {
     if let Err(response) = check_origin(api, &call.headers) {
-        return response;
+        return body_left_unread(&call, response);
     }
     let segments: Vec<&str> = call.path.trim_matches('/').split('/').collect();
     let method = call.method.clone();
@@ -150,7 +150,7 @@ where
         }
         (method, ["v1", "admin", ..]) => {
             if let Err(response) = check_admin(api, &call.headers) {
-                return response;
+                return body_left_unread(&call, response);
             }
             let body = match read_body(api, &call, body, api.max_body).await {
                 Ok(bytes) => bytes,
@@ -168,7 +168,7 @@ where
         (Method::POST, ["raft", name]) => {
             // Checked before a byte of the body is read: without the token, a large body costs nothing.
             if let Err(response) = check_cluster_token(api, &call.headers) {
-                return response;
+                return body_left_unread(&call, response);
             }
             if let Some(hint) = call.headers.get(ADVERTISE_HEADER) {
                 api.leader_hints.learn(hint, &api.peers);
@@ -228,7 +228,17 @@ fn storage_failed(failure: &StorageError) -> Response {
 
 /// Reads a whole body of at most `limit` bytes, which must arrive within `api.read_timeout`. A declared
 /// length over the limit is refused before anything is read.
-async fn read_body<S, B>(
+async fn read_body<S, B>(api: &Api, call: &Call, body: S, limit: usize) -> Result<Bytes, Response>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    read_whole_body(api, call, body, limit)
+        .await
+        .map_err(|response| body_left_unread(call, response))
+}
+
+async fn read_whole_body<S, B>(
     api: &Api,
     call: &Call,
     mut body: S,
@@ -297,6 +307,23 @@ where
         }
     }
     Ok(Bytes::from(collected))
+}
+
+/// An answer given before the request's body was read ends the connection: what is left of the body
+/// would otherwise be read as the next request. Saying so lets the client open a new connection
+/// instead of sending its next request on one that is closing.
+fn body_left_unread(call: &Call, mut response: Response) -> Response {
+    let has_body = call.headers.contains_key(header::TRANSFER_ENCODING)
+        || call
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    if has_body {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Refuses requests from web pages: a browser names the page's origin in `Origin`, and the node serves
