@@ -75,7 +75,8 @@ struct NodeArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
     request_timeout_ms: u64,
     /// Connections served at once; more are answered 503 and closed.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    /// The default stays well below the usual open-file limit of 1024.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512)]
     max_connections: usize,
     /// A request's headers, and then its body, must each arrive within this; an idle connection is
     /// closed after it.
