@@ -426,8 +426,9 @@ async fn slow_and_surplus_connections_and_streams_are_cut_off_and_clients_recove
         // Event streams: two at once; a third is answered 503 JSON until one closes.
         let events_url = format!("{}/v1/events", cluster.url(leader));
         let http = reqwest::Client::new();
+        let opened = Instant::now();
         let first = http.get(&events_url).send().await?;
-        let second = http.get(&events_url).send().await?;
+        let mut second = http.get(&events_url).send().await?;
         ensure!(
             first.status() == StatusCode::OK && second.status() == StatusCode::OK,
             "the first two streams: {} {}",
@@ -457,6 +458,15 @@ async fn slow_and_surplus_connections_and_streams_are_cut_off_and_clients_recove
             (answer.status() == StatusCode::OK).then_some(answer)
         })
         .await?;
+        // A stream outlives the read deadline: it only ever applies to requests being read.
+        while opened.elapsed() < Duration::from_millis(2500) {
+            let chunk = tokio::time::timeout(Duration::from_secs(2), second.chunk()).await;
+            ensure!(
+                matches!(chunk, Ok(Ok(Some(_)))),
+                "an event stream ended after {:?}: {chunk:?}",
+                opened.elapsed()
+            );
+        }
         drop((second, reopened));
 
         cluster_still_serves(&mut cluster, "connection-attacks").await
