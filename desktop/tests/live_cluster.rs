@@ -55,6 +55,24 @@ fn wait_for(
     }
 }
 
+/// The status line of a `POST /raft/request_vote` carrying no cluster token.
+fn raft_rpc_without_token(base_url: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let addr = base_url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let request = format!(
+        "POST /raft/request_vote HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: 2\r\nconnection: close\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
 fn all_up(model: &ClusterModel) -> bool {
     model.live.nodes.values().all(|node| node.is_up())
 }
@@ -93,6 +111,15 @@ fn model_follows_a_real_cluster_through_a_leader_kill() {
         .leader()
         .map(|leader| (leader.id, leader.term))
         .expect("leader");
+    // The nodes the desktop starts take Raft RPCs only with the cluster token it made for them.
+    for endpoint in &endpoints {
+        let answer = raft_rpc_without_token(&endpoint.base_url);
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "{}: a Raft RPC without the cluster token got {answer:?}",
+            endpoint.base_url
+        );
+    }
     // The election was seen as it happened: vote requests travelled.
     assert!(model.live.events_applied > 0);
     assert!(model.timeline.iter().any(|(_, record)| matches!(

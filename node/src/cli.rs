@@ -75,7 +75,8 @@ struct NodeArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
     request_timeout_ms: u64,
     /// Connections served at once; more are answered 503 and closed.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    /// The default stays well below the usual open-file limit of 1024.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512)]
     max_connections: usize,
     /// A request's headers, and then its body, must each arrive within this; an idle connection is
     /// closed after it.
@@ -167,6 +168,13 @@ impl NodeArgs {
             };
             format!("http://{host}:{}", listen.port())
         });
+        // Peers send it in a header with every Raft RPC, and clients are pointed at it.
+        let plain_url = advertise.starts_with("http://") || advertise.starts_with("https://");
+        if !plain_url || !advertise.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "--advertise must be an http:// URL without spaces, got {advertise:?}"
+            ));
+        }
         if self.max_body_bytes == 0 {
             return Err("--max-body-bytes must be at least 1".into());
         }
@@ -336,6 +344,21 @@ mod tests {
         assert_eq!(parse_timeout_range("150-300"), Ok((150, 300)));
         assert!(parse_timeout_range("150").is_err());
         assert!(parse_timeout_range("a-b").is_err());
+    }
+
+    #[test]
+    fn a_bad_advertise_url_is_reported() {
+        let config = |advertise: &str| {
+            Cli::try_parse_from(["flotilla-node", "--id", "1", "--advertise", advertise])
+                .unwrap()
+                .node
+                .into_config()
+        };
+        assert!(config("http://127.0.0.1:6500").is_ok());
+        assert!(config("127.0.0.1:6500")
+            .unwrap_err()
+            .contains("--advertise"));
+        assert!(config("http://a b").unwrap_err().contains("--advertise"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
@@ -126,7 +126,7 @@ where
     B: Buf,
 {
     if let Err(response) = check_origin(api, &call.headers) {
-        return response;
+        return body_left_unread(&call, response);
     }
     let segments: Vec<&str> = call.path.trim_matches('/').split('/').collect();
     let method = call.method.clone();
@@ -150,7 +150,7 @@ where
         }
         (method, ["v1", "admin", ..]) => {
             if let Err(response) = check_admin(api, &call.headers) {
-                return response;
+                return body_left_unread(&call, response);
             }
             let body = match read_body(api, &call, body, api.max_body).await {
                 Ok(bytes) => bytes,
@@ -168,7 +168,7 @@ where
         (Method::POST, ["raft", name]) => {
             // Checked before a byte of the body is read: without the token, a large body costs nothing.
             if let Err(response) = check_cluster_token(api, &call.headers) {
-                return response;
+                return body_left_unread(&call, response);
             }
             if let Some(hint) = call.headers.get(ADVERTISE_HEADER) {
                 api.leader_hints.learn(hint, &api.peers);
@@ -228,7 +228,17 @@ fn storage_failed(failure: &StorageError) -> Response {
 
 /// Reads a whole body of at most `limit` bytes, which must arrive within `api.read_timeout`. A declared
 /// length over the limit is refused before anything is read.
-async fn read_body<S, B>(
+async fn read_body<S, B>(api: &Api, call: &Call, body: S, limit: usize) -> Result<Bytes, Response>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    read_whole_body(api, call, body, limit)
+        .await
+        .map_err(|response| body_left_unread(call, response))
+}
+
+async fn read_whole_body<S, B>(
     api: &Api,
     call: &Call,
     mut body: S,
@@ -247,7 +257,7 @@ where
     };
     let declared = call
         .headers
-        .get("content-length")
+        .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
@@ -299,10 +309,27 @@ where
     Ok(Bytes::from(collected))
 }
 
+/// An answer given before the request's body was read ends the connection: what is left of the body
+/// would otherwise be read as the next request. Saying so lets the client open a new connection
+/// instead of sending its next request on one that is closing.
+fn body_left_unread(call: &Call, mut response: Response) -> Response {
+    let has_body = call.headers.contains_key(header::TRANSFER_ENCODING)
+        || call
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    if has_body {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// Refuses requests from web pages: a browser names the page's origin in `Origin`, and the node serves
 /// no pages of its own (see `AllowedOrigins`).
 fn check_origin(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
-    match headers.get("origin") {
+    match headers.get(header::ORIGIN) {
         Some(origin) if !api.origins.allows(origin.as_bytes()) => Err(error(
             StatusCode::FORBIDDEN,
             "cross_origin",
@@ -1054,4 +1081,49 @@ fn rejection(rejected: &Rejected) -> Response {
         StatusCode::CONFLICT
     };
     error(status, rejected.reason.code(), rejected.detail.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_advertise_urls_replace_their_addresses_in_leader_hints() {
+        let peers = BTreeMap::from([(NodeId(2), "node2:5000".to_string())]);
+        let hints = LeaderHints::new(NodeId(1), "http://127.0.0.1:6500", &peers);
+        let hint = |id| {
+            hints
+                .get(NodeId(id))
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(hint(1).as_deref(), Some("1 http://127.0.0.1:6500"));
+        assert_eq!(hint(2).as_deref(), Some("2 http://node2:5000"));
+
+        hints.learn(&HeaderValue::from_static("2 http://127.0.0.1:6501"), &peers);
+        assert_eq!(hint(2).as_deref(), Some("2 http://127.0.0.1:6501"));
+        // Unknown nodes, this node itself, and anything but a plain URL are ignored.
+        for bad in [
+            "3 http://127.0.0.1:6502",
+            "1 http://evil.example",
+            "2 javascript:alert(1)",
+            "2 http://a b",
+            "x http://127.0.0.1:1",
+            "2",
+        ] {
+            hints.learn(&HeaderValue::from_str(bad).unwrap(), &peers);
+        }
+        assert_eq!(hint(1).as_deref(), Some("1 http://127.0.0.1:6500"));
+        assert_eq!(hint(2).as_deref(), Some("2 http://127.0.0.1:6501"));
+        assert_eq!(hint(3), None);
+    }
+
+    #[test]
+    fn only_answers_that_say_not_appended_are_retried() {
+        let body = |code: &str| format!(r#"{{"error":"{code}","message":"m"}}"#).into_bytes();
+        assert!(not_appended(&body("no_leader")));
+        assert!(not_appended(&body("shutting_down")));
+        assert!(!not_appended(&body("overloaded")));
+        assert!(!not_appended(&body("timeout")));
+        assert!(!not_appended(b"not json"));
+    }
 }

@@ -3,6 +3,7 @@
 //! closed); a request's headers must arrive within `read_timeout` of the connection being ready for
 //! them, which also closes connections left idle that long (slowloris and forgotten keep-alives alike).
 
+use crate::server::Limits;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -16,12 +17,6 @@ use tokio::sync::Semaphore;
 use warp::reply::Response;
 use warp::Filter;
 
-#[derive(Clone, Copy, Debug)]
-pub struct ServeLimits {
-    pub max_connections: usize,
-    pub read_timeout: Duration,
-}
-
 /// Connections over the cap being answered `503` at once; beyond this they are closed unanswered, so
 /// that a flood costs neither tasks nor file descriptors.
 const MAX_REFUSING: usize = 64;
@@ -29,8 +24,8 @@ const MAX_REFUSING: usize = 64;
 const REFUSE_WAIT: Duration = Duration::from_millis(500);
 /// How long to pause accepting after an error such as running out of file descriptors.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-/// Least time between two log lines about refused connections.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Least time between two log lines about refused or failed connections.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 const OVER_CAPACITY: &str = concat!(
     "HTTP/1.1 503 Service Unavailable\r\n",
@@ -46,14 +41,15 @@ const OVER_CAPACITY: &str = concat!(
 pub async fn serve<F>(
     listener: TcpListener,
     filter: F,
-    limits: ServeLimits,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) where
     F: Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
-    let refused = RefusalLog::default();
+    let refused = Throttle::default();
+    let accept_failed = Throttle::default();
     let graceful = GracefulShutdown::new();
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
@@ -70,13 +66,25 @@ pub async fn serve<F>(
             Err(error) if is_connection_error(&error) => continue,
             Err(error) => {
                 // Most likely out of file descriptors: give connections a moment to close.
-                tracing::error!(%error, "cannot accept connections");
+                if let Some(failures) = accept_failed.due() {
+                    tracing::error!(
+                        %error,
+                        failures,
+                        "cannot accept connections (is --max-connections above the open file limit?)"
+                    );
+                }
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refused.note(limits.max_connections);
+            if let Some(refused) = refused.due() {
+                tracing::warn!(
+                    refused,
+                    max_connections = limits.max_connections,
+                    "connection limit reached: refusing new connections (--max-connections)"
+                );
+            }
             if let Ok(permit) = refusing.clone().try_acquire_owned() {
                 tokio::spawn(async move {
                     refuse(stream).await;
@@ -122,35 +130,43 @@ fn is_connection_error(error: &std::io::Error) -> bool {
     )
 }
 
-/// Logs refused connections at most every `REFUSAL_LOG_EVERY`, with the count since the last line.
+/// Counts repeated occurrences of something worth a log line, and says when one is due: the first
+/// time, then at most every `LOG_EVERY`, with the count since the last line.
 #[derive(Default)]
-struct RefusalLog {
+struct Throttle {
     since_last: AtomicU64,
     last: std::sync::Mutex<Option<Instant>>,
 }
 
-impl RefusalLog {
-    fn note(&self, cap: usize) {
+impl Throttle {
+    fn due(&self) -> Option<u64> {
         let count = self.since_last.fetch_add(1, Ordering::Relaxed) + 1;
         let mut last = self
             .last
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
-            *last = Some(Instant::now());
-            self.since_last.store(0, Ordering::Relaxed);
-            tracing::warn!(
-                refused = count,
-                max_connections = cap,
-                "connection limit reached: refusing new connections (--max-connections)"
-            );
+        if last.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            return None;
         }
+        *last = Some(Instant::now());
+        self.since_last.store(0, Ordering::Relaxed);
+        Some(count)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttled_log_line_is_due_first_then_not_again_at_once() {
+        let throttle = Throttle::default();
+        assert_eq!(throttle.due(), Some(1));
+        assert_eq!(throttle.due(), None);
+        assert_eq!(throttle.due(), None);
+        *throttle.last.lock().unwrap() = Some(Instant::now() - LOG_EVERY);
+        assert_eq!(throttle.due(), Some(3));
+    }
 
     #[test]
     fn the_over_capacity_answer_is_well_formed_json() {

@@ -7,7 +7,6 @@ use crate::http::{Api, LeaderHints, StateReader};
 use crate::metrics::Metrics;
 use crate::raft::{Config, LogId, LogIndex, NodeId, Raft, Restored, Term};
 use crate::runtime::{CoreLog, NodeInfo, Runtime, RuntimeParts};
-use crate::serve::ServeLimits;
 use crate::storage::sqlite::{SqliteReader, SqliteStore};
 use crate::storage::{LogStore, StorageError};
 use crate::transport::{OrderGate, Partition, Transport, TransportConfig};
@@ -49,18 +48,6 @@ pub struct Limits {
     pub max_event_streams: usize,
     /// Entries a leader may hold beyond its commit index or its own durable index.
     pub max_uncommitted_entries: u64,
-}
-
-impl Default for Limits {
-    /// The command line's defaults.
-    fn default() -> Self {
-        Self {
-            max_connections: 1024,
-            read_timeout: Duration::from_secs(10),
-            max_event_streams: 64,
-            max_uncommitted_entries: 4096,
-        }
-    }
 }
 
 /// Requests queued for the runtime before HTTP handlers wait (back-pressure instead of memory growth).
@@ -116,7 +103,9 @@ pub async fn run(
     }
 
     let client = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(30))
+        // Let go of idle connections before peers (with the same settings) close them: a forward sent
+        // on a connection the leader is just closing would end in 504, its fate unknown.
+        .pool_idle_timeout((config.limits.read_timeout / 2).min(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .build()
         .context("cannot build the HTTP client")?;
@@ -189,14 +178,10 @@ pub async fn run(
 
     // Stop when asked, or when the runtime ends by itself (a storage failure).
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve_limits = ServeLimits {
-        max_connections: config.limits.max_connections,
-        read_timeout: config.limits.read_timeout,
-    };
     let server = crate::serve::serve(
         listener,
         crate::http::routes(api),
-        serve_limits,
+        config.limits,
         async move {
             let _ = http_stopped.await;
         },

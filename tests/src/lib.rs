@@ -687,7 +687,8 @@ impl Api {
     pub fn new(admin_token: Option<String>) -> Result<Self> {
         let http = reqwest::Client::builder()
             .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(10))
+            // Below the nodes' read timeout (10 s by default), after which they close idle connections.
+            .pool_idle_timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))
             .build()
