@@ -462,12 +462,7 @@ async fn run(
     session.close(control.as_mut()).await;
 }
 
-fn process_action(
-    ui: &UiSender,
-    node: NodeId,
-    action: ProcessAction,
-    result: anyhow::Result<()>,
-) {
+fn process_action(ui: &UiSender, node: NodeId, action: ProcessAction, result: anyhow::Result<()>) {
     let verb = action.verb();
     match result {
         Ok(()) => {
