@@ -8,6 +8,8 @@ set -eu
 APP=${1:-target/release/flotilla}
 OUT=${OUT:-assets/docker-after-kill.png}
 PROJECT=flotilla-screenshot
+# The top bar names the containers, which pushes the message field right.
+SUBMIT_X=785
 DISPLAY_NUMBER=:78
 WORK=$(mktemp -d)
 export DISPLAY=$DISPLAY_NUMBER

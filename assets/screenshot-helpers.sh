@@ -15,9 +15,9 @@ leader() {
     done
 }
 
-# Types a message into the top bar's field and submits it.
+# Types a message into the top bar's field (at x = SUBMIT_X, default 620) and submits it.
 submit() {
-    xdotool mousemove 620 12 click 1
+    xdotool mousemove "${SUBMIT_X:-620}" 12 click 1
     xdotool type --delay 20 "$1"
     xdotool key Return
 }
