@@ -2,7 +2,8 @@
 # Docker engine for the Docker end-to-end tests. Source this file, then call `start_dockerd` (installs
 # Debian's docker.io and docker-compose when missing, starts a private dockerd in the background and
 # waits until it answers), `prepare_base_images` (local stand-ins for the base images docker/Dockerfile
-# names, when they cannot be pulled) and, at the end, `stop_dockerd` (stops that dockerd by its PID).
+# names, when they cannot be pulled), `start_image_build`/`wait_image_build` (the image, built while
+# the workspace compiles) and, at the end, `stop_dockerd` (stops that dockerd by its PID).
 #
 # The daemon stays off the host's network setup: overlay2 storage, no default bridge, no iptables
 # rules, no forwarding. Compose's own user-defined bridge network, service-name DNS and 127.0.0.1 port
@@ -77,9 +78,37 @@ prepare_base_images() {
   fi
 }
 
+# Builds the unmodified docker/Dockerfile in the background while the workspace compiles, so the
+# Docker test's own `docker build` finds every layer cached. `wait_image_build` waits for it; a failure
+# is only reported here: the test builds again and fails with the build's output.
+FLOTILLA_IMAGE_BUILD_PID=""
+start_image_build() {
+  [ -n "${DOCKER_HOST:-}" ] || return 0
+  echo "docker.sh: building docker/Dockerfile in the background ($FLOTILLA_DOCKERD_DIR/image-build.log)"
+  docker build --network host -f docker/Dockerfile -t flotilla-node:latest . \
+    >"$FLOTILLA_DOCKERD_DIR/image-build.log" 2>&1 &
+  FLOTILLA_IMAGE_BUILD_PID=$!
+  FLOTILLA_IMAGE_BUILD_STARTED=$SECONDS
+}
+
+wait_image_build() {
+  [ -n "$FLOTILLA_IMAGE_BUILD_PID" ] || return 0
+  if wait "$FLOTILLA_IMAGE_BUILD_PID"; then
+    echo "docker.sh: image built ($((SECONDS - FLOTILLA_IMAGE_BUILD_STARTED)) s since it started)"
+  else
+    echo "docker.sh: the image build failed; its last lines:" >&2
+    tail -n 20 "$FLOTILLA_DOCKERD_DIR/image-build.log" >&2
+  fi
+  FLOTILLA_IMAGE_BUILD_PID=""
+}
+
 # Stops the dockerd started above (SIGTERM, then SIGKILL after 20 s) and removes its folder.
 stop_dockerd() {
   local pid="${FLOTILLA_DOCKERD_PID:-}"
+  if [ -n "${FLOTILLA_IMAGE_BUILD_PID:-}" ]; then
+    kill "$FLOTILLA_IMAGE_BUILD_PID" 2>/dev/null || true
+    FLOTILLA_IMAGE_BUILD_PID=""
+  fi
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     # Containers the tests left behind go first, so their mounts are gone before the folder is removed.
     docker ps -aq 2>/dev/null | xargs -r docker rm -f >/dev/null 2>&1 || true

@@ -20,30 +20,19 @@ APP_PID=$!
 trap 'kill $APP_PID $XVFB 2>/dev/null; rm -rf "$WORK"' EXIT
 sleep 8
 
+# shellcheck source=assets/screenshot-helpers.sh
+. "$(dirname "$0")/screenshot-helpers.sh"
+
 # Where the ring draws node N in a 1280x800 window (5 nodes).
 node_xy() {
     case $1 in
     1) echo 445 120 ;; 2) echo 550 197 ;; 3) echo 510 320 ;; 4) echo 380 322 ;; 5) echo 340 197 ;;
     esac
 }
-leader() {
-    for n in 1 2 3 4 5; do
-        if curl -s --max-time 1 "http://127.0.0.1:$((PORT + n - 1))/v1/status" | grep -q '"role":"leader"'; then
-            echo "$n"
-            return
-        fi
-    done
-}
-submit() {
-    xdotool mousemove 620 12 click 1
-    xdotool type --delay 20 "$1"
-    xdotool key Return
-}
-
 xdotool windowfocus "$(xdotool search --name Flotilla | head -n1)"
 for i in 1 2 3 4 5 6 7 8 9 10 11 12; do submit "order $i"; sleep 0.8; done
 
-OLD=$(leader)
+OLD=$(leader "$PORT" 5)
 CUT=$((OLD % 5 + 1))
 # shellcheck disable=SC2046
 xdotool mousemove $(node_xy "$CUT") click 1

@@ -4,8 +4,8 @@
 use crate::backend::{unix_ms, BackendHandle, BackendThread, Command, Tempo, Update};
 use crate::model::{ClusterModel, ViewMode};
 use crate::ui::{self, palette, EventFilter, Intent, TopBarState};
-use flotilla_shared::NodeId;
 use egui::RichText;
+use flotilla_shared::NodeId;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 

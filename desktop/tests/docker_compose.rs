@@ -93,7 +93,14 @@ fn build_image(cli: &DockerCli) -> Result<()> {
     let log = std::fs::File::create(&log_path)?;
     let started = Instant::now();
     let status = Command::new(std::env::var_os("DOCKER").unwrap_or_else(|| "docker".into()))
-        .args(["build", "--network", "host", "-f", "docker/Dockerfile", "-t"])
+        .args([
+            "build",
+            "--network",
+            "host",
+            "-f",
+            "docker/Dockerfile",
+            "-t",
+        ])
         .arg(IMAGE)
         .arg(".")
         .current_dir(repository())
@@ -211,9 +218,10 @@ fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> Opti
 fn agreed_leader(app: &App) -> Option<NodeId> {
     let live = &app.state().model.live;
     let leader = live.leader()?;
-    let all_agree = live.nodes.values().all(|node| {
-        node.is_up() && node.term == leader.term && node.leader_id == Some(leader.id)
-    });
+    let all_agree = live
+        .nodes
+        .values()
+        .all(|node| node.is_up() && node.term == leader.term && node.leader_id == Some(leader.id));
     all_agree.then_some(leader.id)
 }
 
@@ -391,10 +399,11 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
         survivors_agree.then_some((new.id, new.term.0))
     });
     let failover_s = kill_started.elapsed().as_secs_f64();
-    app.get_by_label(&format!(
-        "leader: node {} · term {}",
-        new_leader.0, new_leader.1
-    ));
+    // The drawn view follows the live state a moment behind.
+    let summary = format!("leader: node {} · term {}", new_leader.0, new_leader.1);
+    wait_for(&mut app, "the top bar to name the new leader", |app| {
+        app.query_by_label(&summary).map(drop)
+    });
     submit(&mut app, "after the kill");
     wait_for(&mut app, "a submit to the new leader", |app| {
         app.state()
@@ -489,13 +498,15 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
         (app.state().bar.description.contains("Docker containers") && agreed_leader(app).is_some())
             .then_some(())
     });
-    assert!(app.query_by_label(WATCH_DOCKER).is_none(), "offer withdrawn");
+    assert!(
+        app.query_by_label(WATCH_DOCKER).is_none(),
+        "offer withdrawn"
+    );
     for node in &local_nodes {
-        let answer = http.runtime.block_on(
-            http.client
-                .get(format!("{}/v1/status", node.base_url))
-                .send(),
-        );
+        let url = format!("{}/v1/status", node.base_url);
+        let answer = http
+            .runtime
+            .block_on(async { http.client.get(url).send().await });
         assert!(answer.is_err(), "local node {} still runs", node.id);
     }
     drop(app);

@@ -1,5 +1,5 @@
 //! The Dockerfile's dependency layer is built from `docker/skeleton.sh`'s output (every manifest, and a
-//! stand-in for every Rust source). Cargo must accept that skeleton whatever targets the manifests
+//! stand-in for every target's file). Cargo must accept that skeleton whatever targets the manifests
 //! declare, or `docker compose up --build` breaks; this checks it without a Docker engine.
 
 use std::collections::BTreeSet;

@@ -511,6 +511,8 @@ impl<S: LogRead> Runtime<S> {
                         heartbeat_ms,
                         election_timeout_ms: [election_timeout_ms.0, election_timeout_ms.1],
                     });
+                    // The status shows the timing at once, not at the next write.
+                    self.publish_status();
                 }
                 let _ = reply.send(result);
             }

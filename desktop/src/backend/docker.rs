@@ -964,10 +964,7 @@ impl DockerControl {
 
     /// The container that runs `node`.
     pub fn container_name(&self, node: NodeId) -> Option<&str> {
-        self.actions
-            .nodes
-            .get(&node)
-            .map(|node| node.name.as_str())
+        self.actions.nodes.get(&node).map(|node| node.name.as_str())
     }
 
     fn stop_poller(&mut self) {
@@ -1182,10 +1179,8 @@ impl Waiting {
             .name("flotilla-docker-wait".into())
             .spawn(looker)
         {
-            state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .reason = format!("cannot start looking for the containers: {error}");
+            state.lock().unwrap_or_else(PoisonError::into_inner).reason =
+                format!("cannot start looking for the containers: {error}");
         }
         Self { state, stop }
     }

@@ -264,7 +264,11 @@ fn without_docker_the_window_waits_and_says_why() {
     assert!(control.replacement().is_none(), "nothing to attach to");
     let error = control.kill(NodeId(1)).unwrap_err();
     assert!(error.to_string().contains("docker compose up"), "{error}");
-    assert_eq!(running_cluster(&options), None, "no Docker, nothing to offer");
+    assert_eq!(
+        running_cluster(&options),
+        None,
+        "no Docker, nothing to offer"
+    );
 }
 
 #[test]

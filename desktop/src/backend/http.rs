@@ -379,23 +379,6 @@ pub async fn set_timing_when_up(client: &Client, timing: TimingRequest, ui: &UiS
     set_timing(client, timing, ui).await;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sse_data_lines_parse_and_other_lines_are_skipped() {
-        let line =
-            br#"data: {"node":2,"seq":9,"at_ms":5,"kind":"commit_advanced","commit_index":4}"#;
-        let event = parse_data_line(line).expect("a data line");
-        assert_eq!(event.node, NodeId(2));
-        assert_eq!(event.seq, 9);
-        assert!(parse_data_line(b"id: 9").is_none());
-        assert!(parse_data_line(b": keep-alive").is_none());
-        assert!(parse_data_line(b"data: {not json").is_none());
-    }
-}
-
 /// How long [`timing_when_up`] waits for nodes that do not answer yet.
 const FOUND_TIMING_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -462,5 +445,22 @@ pub async fn restore_timing(client: &Client, found: &BTreeMap<NodeId, TimingRequ
         if let Ok(Err(error)) = call.await {
             tracing::warn!("could not put back the timing found: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_data_lines_parse_and_other_lines_are_skipped() {
+        let line =
+            br#"data: {"node":2,"seq":9,"at_ms":5,"kind":"commit_advanced","commit_index":4}"#;
+        let event = parse_data_line(line).expect("a data line");
+        assert_eq!(event.node, NodeId(2));
+        assert_eq!(event.seq, 9);
+        assert!(parse_data_line(b"id: 9").is_none());
+        assert!(parse_data_line(b": keep-alive").is_none());
+        assert!(parse_data_line(b"data: {not json").is_none());
     }
 }

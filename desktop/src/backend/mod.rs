@@ -284,6 +284,9 @@ pub fn start_with(
                 }
             };
             runtime.block_on(run(control, tempo, docker_offer, command_rx, ui));
+            // A `docker` call still running on a blocking thread (each has its own timeout) must not
+            // hold up the window's exit.
+            runtime.shutdown_timeout(Duration::from_secs(1));
         })?;
     Ok(BackendHandle {
         commands: command_tx,
@@ -462,12 +465,7 @@ async fn run(
     session.close(control.as_mut()).await;
 }
 
-fn process_action(
-    ui: &UiSender,
-    node: NodeId,
-    action: ProcessAction,
-    result: anyhow::Result<()>,
-) {
+fn process_action(ui: &UiSender, node: NodeId, action: ProcessAction, result: anyhow::Result<()>) {
     let verb = action.verb();
     match result {
         Ok(()) => {

@@ -1,0 +1,67 @@
+//! The window's Docker states without a Docker engine: waiting for `docker compose up` (through the real
+//! backend, with a `docker` program that does not exist) and the offer to watch the compose cluster.
+//! With an engine, `docker_compose.rs` drives both against real containers.
+
+use egui_kittest::kittest::Queryable as _;
+use egui_kittest::Harness;
+use flotilla::app::{FlotillaApp, WATCH_DOCKER};
+use flotilla::backend::docker::{self, DockerCli, DockerOptions, WAITING_HEADING};
+use flotilla::backend::{self, Command, Tempo};
+use flotilla_shared::NodeId;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[test]
+fn without_docker_the_window_waits_for_compose_up_and_says_why() {
+    let options = DockerOptions {
+        nodes: 3,
+        admin_token: None,
+        cli: DockerCli::new("/nonexistent/flotilla-test/docker"),
+        cluster: docker::DEFAULT_CLUSTER.into(),
+    };
+    let tempo = Tempo::DEFAULT;
+    let handle =
+        backend::start(docker::connect(&options), tempo, Arc::new(|| {})).expect("backend starts");
+    assert!(handle.nodes.is_empty());
+    let mut app = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(
+            |ui, app: &mut FlotillaApp| app.frame_ui(ui),
+            FlotillaApp::new(handle, tempo),
+        );
+    let started = Instant::now();
+    while app.query_by_label(WAITING_HEADING).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no waiting state"
+        );
+        app.state_mut().drain_updates(Duration::from_millis(50));
+        app.run_steps(1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let waiting = app.state().waiting.clone().unwrap_or_default();
+    assert!(waiting.contains("was not found"), "{waiting}");
+    let reason = waiting.lines().nth(1).expect("a reason under the heading");
+    app.get_by_label(reason);
+    assert!(app.state().model.live.nodes.is_empty());
+}
+
+#[test]
+fn the_offer_watches_the_compose_cluster_on_a_click_or_goes_away() {
+    let (sender, mut commands) = tokio::sync::mpsc::unbounded_channel();
+    let mut window = FlotillaApp::detached(&[NodeId(1), NodeId(2), NodeId(3)], sender, true);
+    window.offer = Some("The Docker compose cluster is running (3 containers: ...).".into());
+    let mut app = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut FlotillaApp| app.frame_ui(ui), window);
+    app.run_steps(2);
+    app.get_by_label("The Docker compose cluster is running (3 containers: ...).");
+    app.get_by_label(WATCH_DOCKER).click();
+    app.run_steps(2);
+    assert_eq!(commands.try_recv().ok(), Some(Command::WatchDocker));
+    assert!(commands.try_recv().is_err(), "exactly one command");
+    app.get_by_label("Dismiss").click();
+    app.run_steps(2);
+    assert!(app.query_by_label(WATCH_DOCKER).is_none());
+    assert!(app.state().offer.is_none());
+}
