@@ -10,6 +10,11 @@
 //! After every simulated millisecond the Raft safety properties are checked (see [`invariants`]); after
 //! the faults heal, liveness is checked: a leader is agreed on, and commands made while calm apply
 //! within a bound.
+//!
+//! Owns the simulated network, disks, clients and the safety and liveness checks. It drives the Raft
+//! core and a storage implementation through their public API, and may not touch sockets, the wall
+//! clock or the HTTP server. It is built only for tests and with the `sim` feature (which
+//! `flotilla-sim` requires), so the node binary carries none of it.
 
 mod cluster;
 pub mod hostile;
