@@ -4,11 +4,9 @@
 //! returns. To simulate a crash, keep a clone of the store taken after the last completed write: that
 //! clone is exactly what a real disk would hold.
 //!
-//! Sharing one store between the writer and the core's [`LogRead`]:
-//! - single-threaded (the deterministic simulator): `Rc<RefCell<MemoryStore>>` implements `LogRead`;
-//!   write through `borrow_mut()` between core calls;
-//! - across threads: [`SharedMemoryStore`] (an `Arc<Mutex<_>>`) implements both `LogStore` and
-//!   `LogRead`; its clones share one store.
+//! Sharing one store between the writer and the core's [`LogRead`] (the deterministic simulator,
+//! single-threaded): `Rc<RefCell<MemoryStore>>` implements `LogRead`; write through `borrow_mut()`
+//! between core calls.
 
 use super::{
     apply_outcome, plan_write, take_within_bytes, ApplyOutcome, InitialState, LogStore,
@@ -20,7 +18,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, PoisonError};
 
 /// A whole node's durable state, in memory. `Clone` copies it (a snapshot of "the disk").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -197,72 +194,5 @@ impl LogRead for Rc<RefCell<MemoryStore>> {
 
     fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: usize) -> Vec<Entry> {
         self.borrow().entries_in(lo, hi, max_bytes)
-    }
-}
-
-/// One [`MemoryStore`] shared across threads: clones write and read the same store.
-#[derive(Clone, Debug, Default)]
-pub struct SharedMemoryStore(Arc<Mutex<MemoryStore>>);
-
-impl SharedMemoryStore {
-    pub fn new(store: MemoryStore) -> Self {
-        Self(Arc::new(Mutex::new(store)))
-    }
-
-    /// A copy of what is on "disk" now (what survives a crash at this moment).
-    pub fn snapshot(&self) -> MemoryStore {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryStore> {
-        // A panic while holding the lock cannot leave a half-done write: `write` checks everything
-        // before it changes anything.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl LogStore for SharedMemoryStore {
-    fn initial_state(&self) -> Result<InitialState, StorageError> {
-        self.lock().initial_state()
-    }
-
-    fn write(&mut self, batch: WriteBatch<'_>) -> Result<Vec<ApplyOutcome>, StorageError> {
-        self.lock().write(batch)
-    }
-
-    fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
-        Ok(self.lock().term_at(index))
-    }
-
-    fn entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        max_bytes: usize,
-    ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.lock().entries_in(lo, hi, max_bytes))
-    }
-
-    fn messages(
-        &self,
-        from: LogIndex,
-        up_to: LogIndex,
-        limit: usize,
-    ) -> Result<Vec<MessageEntry>, StorageError> {
-        self.lock().messages(from, up_to, limit)
-    }
-
-    fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
-        self.lock().find_request(request_id)
-    }
-}
-
-impl LogRead for SharedMemoryStore {
-    fn term(&self, index: LogIndex) -> Option<Term> {
-        self.lock().term_at(index)
-    }
-
-    fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: usize) -> Vec<Entry> {
-        self.lock().entries_in(lo, hi, max_bytes)
     }
 }
