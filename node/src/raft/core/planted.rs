@@ -6,14 +6,17 @@ use super::*;
 
 /// A bug that can be switched on in tests and the simulator only, to show that the checks catch it.
 #[cfg(any(test, feature = "sim"))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PlantedBug {
     /// Commit an entry of an earlier term by counting replicas (what Raft §5.4.2, Figure 8, forbids),
     /// and so skip the new leader's no-op.
+    #[value(name = "commit-by-count")]
     CommitPreviousTermByCount,
     /// Grant votes without comparing logs (what Raft §5.4.1 forbids).
+    #[value(name = "vote-ignoring-log")]
     VoteIgnoringLog,
     /// Step every message without the checks of [`crate::validation`]: trust whatever a peer sends.
+    #[value(name = "trust-envelopes")]
     TrustEnvelopes,
 }
 
