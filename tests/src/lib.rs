@@ -13,8 +13,6 @@
 //!
 //! Waiting is always on a condition with a deadline ([`wait_until`]), never a bare sleep.
 
-pub mod http1;
-
 mod api;
 mod cluster;
 mod process;

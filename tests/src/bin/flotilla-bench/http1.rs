@@ -1,4 +1,5 @@
 //! One keep-alive HTTP/1.1 connection, driven by the task that uses it: `flotilla-bench`'s load clients.
+//! Bench-only: the node and the tests speak HTTP through their own clients (hyper, reqwest).
 //!
 //! The benchmark's clients share two cores with the cluster they measure, so every microsecond a client
 //! spends per request is taken from the nodes. hyper's client runs each connection as a task of its own
@@ -18,6 +19,28 @@ const MAX_HEADERS: usize = 32;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Likewise a whole answer (a page of 1,000 messages is ~200 KiB).
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// The `host:port` of `http://host:port[/path]` (plain HTTP only: the load clients speak nothing else).
+pub fn authority_of(url: &str) -> Result<&str> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!("{url}: only plain http:// URLs are supported");
+    };
+    Ok(rest.split('/').next().unwrap_or(rest))
+}
+
+/// The `host:port` of each URL: load clients connect to it directly.
+pub fn authorities(urls: &[String]) -> Result<Vec<String>> {
+    urls.iter()
+        .map(|url| Ok(authority_of(url)?.to_string()))
+        .collect()
+}
+
+/// The path and query of `http://host:port/path?query`.
+pub fn url_path(url: &str) -> Result<&str> {
+    let authority = authority_of(url)?;
+    Ok(&url["http://".len() + authority.len()..])
+        .map(|path| if path.is_empty() { "/" } else { path })
+}
 
 /// A connection to `authority` (`host:port`), opened on first use and again after any failure.
 pub struct Http1Connection {
@@ -222,6 +245,18 @@ fn dechunk(mut data: &[u8], body: &mut Vec<u8>) -> Result<Option<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_split_into_authority_and_path() {
+        assert_eq!(
+            authority_of("http://127.0.0.1:7001/v1").unwrap(),
+            "127.0.0.1:7001"
+        );
+        assert_eq!(authority_of("http://h:1").unwrap(), "h:1");
+        assert!(authority_of("https://h:1").is_err());
+        assert_eq!(url_path("http://h:1/v3/kv/put").unwrap(), "/v3/kv/put");
+        assert_eq!(url_path("http://h:1").unwrap(), "/");
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::net::TcpListener;
