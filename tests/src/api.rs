@@ -15,8 +15,6 @@ pub const MAX_PAGE: usize = 1000;
 /// hundred messages take several pages and paging itself is exercised.
 pub const PAGE: usize = 100;
 
-// ---- HTTP client ----
-
 /// The HTTP API of any node, by URL. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Api {

@@ -9,8 +9,6 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-// ---- processes and files ----
-
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Signal {
     Term,

@@ -3,8 +3,6 @@
 use anyhow::{bail, Result};
 use std::time::{Duration, Instant};
 
-// ---- waiting ----
-
 /// Polls `condition` every 20 ms until it yields `Some`, or fails after `timeout` naming `what`.
 pub async fn wait_until<T>(
     timeout: Duration,

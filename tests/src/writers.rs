@@ -119,8 +119,6 @@ pub fn count_by_request_id(messages: &[MessageEntry]) -> BTreeMap<String, usize>
     counts
 }
 
-// ---- background writers ----
-
 /// One acknowledged write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ack {

@@ -4,9 +4,7 @@ use crate::http1::Http1Connection;
 use crate::target::{LoadTarget, Mark, RunIds, Written, REQUEST_TIMEOUT};
 use anyhow::{bail, Result};
 use flotilla_shared::api::{MessagesPage, Status, SubmitRequest, SubmitResponse};
-use flotilla_shared::event::Role;
-use flotilla_shared::NodeId;
-use flotilla_tests::{Api, MAX_PAGE};
+use flotilla_tests::{agreed_leader, Api, MAX_PAGE};
 use reqwest::{Method, StatusCode};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,9 +20,10 @@ impl LoadTarget for Flotilla {
         &self.endpoints
     }
 
+    /// The leader every answering node names (the harness's [`agreed_leader`]).
     async fn leader_url(&self) -> Option<String> {
-        let mut by_id = BTreeMap::new();
-        let mut leader = None;
+        let mut statuses = BTreeMap::new();
+        let mut urls = BTreeMap::new();
         for url in &self.endpoints {
             let Ok(reply) = self
                 .api
@@ -42,12 +41,10 @@ impl LoadTarget for Flotilla {
             let Ok(status) = reply.json::<Status>() else {
                 continue;
             };
-            if status.role == Role::Leader {
-                leader = Some(status.id);
-            }
-            by_id.insert(status.id, url.clone());
+            urls.insert(status.id, url.clone());
+            statuses.insert(status.id, status);
         }
-        leader.and_then(|id: NodeId| by_id.get(&id).cloned())
+        agreed_leader(&statuses).and_then(|id| urls.remove(&id))
     }
 
     async fn write(

@@ -4,9 +4,10 @@
 
 use crate::http1::Http1Connection;
 use anyhow::{bail, Result};
+use flotilla_tests::wait_until;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Size of every benchmark message's text, in bytes.
 pub const MESSAGE_BYTES: usize = 100;
@@ -55,28 +56,24 @@ pub trait LoadTarget: Send + Sync + 'static {
 
 /// The URLs clients send to: the leader, or the followers with `via_followers`.
 pub async fn targets(target: &impl LoadTarget, via_followers: bool) -> Result<Vec<String>> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(leader) = target.leader_url().await {
-            if !via_followers {
-                return Ok(vec![leader]);
-            }
-            let followers: Vec<String> = target
-                .endpoints()
-                .iter()
-                .filter(|url| **url != leader)
-                .cloned()
-                .collect();
-            if followers.is_empty() {
-                bail!("--via-followers needs more than one endpoint");
-            }
-            return Ok(followers);
-        }
-        if Instant::now() > deadline {
-            bail!("no leader among {:?} within 20 s", target.endpoints());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let what = format!("a leader among {:?}", target.endpoints());
+    let leader = wait_until(Duration::from_secs(20), &what, async || {
+        target.leader_url().await
+    })
+    .await?;
+    if !via_followers {
+        return Ok(vec![leader]);
     }
+    let followers: Vec<String> = target
+        .endpoints()
+        .iter()
+        .filter(|url| **url != leader)
+        .cloned()
+        .collect();
+    if followers.is_empty() {
+        bail!("--via-followers needs more than one endpoint");
+    }
+    Ok(followers)
 }
 
 /// Reads back everything the run wrote (linearizably, from the leader) and checks it against the
