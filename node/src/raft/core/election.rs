@@ -195,27 +195,11 @@ impl<S: LogRead> Raft<S> {
             leader_id: Some(self.id),
         });
         // Retries of commands still uncommitted in the inherited log find them instead of appending again.
-        let commit = self.log.commit;
-        let pending: Vec<(String, LogId)> = self
+        let inherited = self
             .log
-            .entries(commit.next(), last, usize::MAX, usize::MAX)
-            .into_iter()
-            .filter_map(|e| match e.payload {
-                Payload::Message {
-                    request_id: Some(id),
-                    ..
-                } => Some((
-                    id,
-                    LogId {
-                        index: e.index,
-                        term: e.term,
-                    },
-                )),
-                _ => None,
-            })
-            .collect();
+            .entries(self.log.commit.next(), last, usize::MAX, usize::MAX);
         if let RoleState::Leader(leader) = &mut self.role {
-            leader.pending_requests.extend(pending);
+            leader.remember_pending(inherited);
         }
         if self.commits_by_count() {
             // The planted bug's premise: entries of earlier terms commit by count, so no no-op.

@@ -59,6 +59,44 @@ impl LeaderState {
         }
     }
 
+    /// Remembers the request ids of uncommitted `entries`, so that a retry finds its entry.
+    pub(super) fn remember_pending(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            if let Payload::Message {
+                request_id: Some(id),
+                ..
+            } = entry.payload
+            {
+                let at = LogId {
+                    index: entry.index,
+                    term: entry.term,
+                };
+                self.pending_requests.insert(id, at);
+            }
+        }
+    }
+
+    /// Commit moved to `index` (`of_this_term`: the entry there is of the leader's term). Request ids
+    /// committed are no longer pending; on the term's first commit, the reads that waited for it take
+    /// that index, and a read round is due if there are followers to ask.
+    pub(super) fn committed(&mut self, index: LogIndex, of_this_term: bool, has_peers: bool) {
+        self.pending_requests.retain(|_, id| id.index > index);
+        if !of_this_term || self.committed_in_term {
+            return;
+        }
+        self.committed_in_term = true;
+        let round = self.read_round + 1;
+        let mut waited = false;
+        for read in self.reads.iter_mut().filter(|r| r.index.is_none()) {
+            read.index = Some(index);
+            read.round = round;
+            waited = true;
+        }
+        if waited && has_peers {
+            self.read_round_due = true;
+        }
+    }
+
     /// Whether `ready()` has appends or a read round to send.
     pub(super) fn has_appends_to_send(&self, last: LogIndex, max_inflight: usize) -> bool {
         self.read_round_due

@@ -386,28 +386,9 @@ impl<S: LogRead> Raft<S> {
         self.events.push(EventKind::CommitAdvanced {
             commit_index: candidate,
         });
-        let read_round = if let RoleState::Leader(leader) = &mut self.role {
-            leader.pending_requests.retain(|_, id| id.index > candidate);
-            if term_ok && !leader.committed_in_term {
-                leader.committed_in_term = true;
-                // Reads that waited for this term's first commit take the commit index now.
-                let mut any = false;
-                for read in leader.reads.iter_mut().filter(|r| r.index.is_none()) {
-                    read.index = Some(candidate);
-                    read.round = leader.read_round + 1;
-                    any = true;
-                }
-                any
-            } else {
-                false
-            }
-        } else {
-            false
-        };
-        if read_round && !self.peers.is_empty() {
-            if let RoleState::Leader(leader) = &mut self.role {
-                leader.read_round_due = true;
-            }
+        let has_peers = !self.peers.is_empty();
+        if let RoleState::Leader(leader) = &mut self.role {
+            leader.committed(candidate, term_ok, has_peers);
         }
         true
     }
