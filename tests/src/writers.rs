@@ -50,6 +50,22 @@ impl RetryingClient {
         self
     }
 
+    /// [`RetryingClient::submit`], kept as the [`Ack`] that [`check_acked_exactly_once`] checks.
+    pub async fn submit_acked(
+        &mut self,
+        text: String,
+        request_id: String,
+        timeout: Duration,
+    ) -> Result<Ack> {
+        let ack = self.submit(&text, &request_id, timeout).await?;
+        Ok(Ack {
+            request_id,
+            text,
+            index: ack.response.index,
+            attempts: ack.attempts,
+        })
+    }
+
     /// Submits until acknowledged or `timeout` passes. Errors other than "try again" end at once.
     pub async fn submit(
         &mut self,
@@ -157,16 +173,13 @@ impl Writers {
                     while !stop.load(Ordering::Relaxed) {
                         let request_id = format!("{prefix}-{n}");
                         let text = format!("message {n} from {prefix}");
-                        let ack = client.submit(&text, &request_id, per_write_timeout).await?;
+                        let ack = client
+                            .submit_acked(text, request_id, per_write_timeout)
+                            .await?;
                         acked
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .push(Ack {
-                                request_id,
-                                text,
-                                index: ack.response.index,
-                                attempts: ack.attempts,
-                            });
+                            .push(ack);
                         n += 1;
                     }
                     Ok(())
