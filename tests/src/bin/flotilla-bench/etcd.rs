@@ -17,7 +17,7 @@ impl Etcd {
     async fn post_json(&self, url: &str, body: &Value) -> Result<Value> {
         post_json_on(
             &mut Http1Connection::new(authority_of(url)?),
-            url_path(url)?,
+            &url_path(url)?,
             body,
         )
         .await
