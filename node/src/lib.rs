@@ -13,6 +13,7 @@ pub mod raft;
 pub mod runtime;
 pub mod serve;
 pub mod server;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;
 pub mod transport;

@@ -163,13 +163,7 @@ async fn five_nodes_tolerate_two_dead() {
         for n in 1..=20 {
             let id = format!("five-{n}");
             let text = format!("with two dead {n}");
-            let ack = client.submit(&text, &id, WRITE_TIMEOUT).await?;
-            acked.push(flotilla_tests::Ack {
-                request_id: id,
-                text,
-                index: ack.response.index,
-                attempts: ack.attempts,
-            });
+            acked.push(client.submit_acked(text, id, WRITE_TIMEOUT).await?);
         }
         // Linearizable reads from every survivor see all of it.
         for &id in &survivors {

@@ -25,13 +25,7 @@ async fn minority_partition_cannot_commit_and_heals() {
         let write = async |client: &mut RetryingClient, n: u64| -> Result<Ack> {
             let request_id = format!("part-{n}");
             let text = format!("partition test {n}");
-            let ack = client.submit(&text, &request_id, WRITE_TIMEOUT).await?;
-            Ok(Ack {
-                request_id,
-                text,
-                index: ack.response.index,
-                attempts: ack.attempts,
-            })
+            client.submit_acked(text, request_id, WRITE_TIMEOUT).await
         };
         for n in 0..5 {
             acked.push(write(&mut client, n).await?);

@@ -283,13 +283,7 @@ async fn hostile_rpcs_are_refused_and_the_cluster_lives_on() {
         let write = async |client: &mut RetryingClient, n: u64| -> Result<Ack> {
             let request_id = format!("hostile-{n}");
             let text = format!("a client's message {n}");
-            let ack = client.submit(&text, &request_id, WRITE_TIMEOUT).await?;
-            Ok(Ack {
-                request_id,
-                text,
-                index: ack.response.index,
-                attempts: ack.attempts,
-            })
+            client.submit_acked(text, request_id, WRITE_TIMEOUT).await
         };
         cluster.wait_for_leader(LEADER_TIMEOUT).await?;
         for n in 0..3 {

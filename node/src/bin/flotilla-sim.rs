@@ -9,146 +9,138 @@
 //!          --chaos-ms N   --calm-ms N   (phase lengths; a failure's replay command names them)
 //! ```
 
-use flotilla_node::sim::{parse_planted_bug, run, FaultProfile, SimOptions};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use flotilla_node::raft::PlantedBug;
+use flotilla_node::sim::{run, FaultProfile, SimOptions};
+use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Instant;
 
-const USAGE: &str = "usage:\n  flotilla-sim --seed N --nodes N [--verbose] [OPTIONS]\n  \
-                     flotilla-sim sweep --seeds A..B --nodes 3,5 [OPTIONS]\n\
-                     options: --planted-bug commit-by-count|vote-ignoring-log|trust-envelopes  --profile mixed|figure8|mangled  \
-                     --chaos-ms N  --calm-ms N";
-
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse_and_run(&args) {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("error: {message}\n{USAGE}");
-            ExitCode::from(2)
-        }
-    }
+/// The deterministic Raft simulator: one seed replays one run exactly.
+#[derive(Parser)]
+#[command(
+    name = "flotilla-sim",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    sweep: Option<Sweep>,
+    #[command(flatten)]
+    one: OneRun,
 }
 
-fn value<'a>(args: &'a [String], flag: &str) -> Result<Option<&'a str>, String> {
-    match args.iter().position(|a| a == flag) {
-        None => Ok(None),
-        Some(at) => args
-            .get(at + 1)
-            .map(|v| Some(v.as_str()))
-            .ok_or_else(|| format!("{flag} needs a value")),
-    }
+/// Replays one run (the default).
+#[derive(Args)]
+struct OneRun {
+    #[arg(long, required = true)]
+    seed: Option<u64>,
+    #[arg(long, default_value = "3", value_parser = cluster_size)]
+    nodes: usize,
+    /// Print every message delivered, every event and every fault.
+    #[arg(long)]
+    verbose: bool,
+    #[command(flatten)]
+    options: RunOptions,
 }
 
-fn parse_u64(text: &str, what: &str) -> Result<u64, String> {
-    text.trim()
-        .parse()
-        .map_err(|_| format!("{what} must be a number, got {text:?}"))
+#[derive(Subcommand)]
+enum Sweep {
+    /// Many runs, with progress.
+    Sweep {
+        #[arg(long, default_value = "0..1000", value_parser = seed_range)]
+        seeds: Range<u64>,
+        #[arg(long, default_value = "3,5", value_delimiter = ',', value_parser = cluster_size)]
+        nodes: Vec<usize>,
+        #[command(flatten)]
+        options: RunOptions,
+    },
 }
 
-fn parse_nodes(text: &str) -> Result<Vec<usize>, String> {
-    text.split(',')
-        .map(|n| {
-            let n = parse_u64(n, "--nodes")? as usize;
-            if (1..=9).contains(&n) {
-                Ok(n)
-            } else {
-                Err(format!("--nodes must be between 1 and 9, got {n}"))
-            }
-        })
-        .collect()
+/// Everything but the seed and the cluster size, applied to every run.
+#[derive(Args, Clone, Copy)]
+struct RunOptions {
+    #[arg(long)]
+    planted_bug: Option<PlantedBug>,
+    #[arg(long, default_value = "mixed")]
+    profile: FaultProfile,
+    /// Length of the chaotic phase, in simulated milliseconds.
+    #[arg(long)]
+    chaos_ms: Option<u64>,
+    /// Length of the calm phase that checks liveness, in simulated milliseconds.
+    #[arg(long)]
+    calm_ms: Option<u64>,
 }
 
-fn parse_and_run(args: &[String]) -> Result<ExitCode, String> {
-    let known = [
-        "sweep",
-        "--seed",
-        "--seeds",
-        "--nodes",
-        "--verbose",
-        "--planted-bug",
-        "--profile",
-        "--chaos-ms",
-        "--calm-ms",
-    ];
-    for (i, arg) in args.iter().enumerate() {
-        let is_value = i > 0
-            && matches!(
-                args[i - 1].as_str(),
-                "--seed"
-                    | "--seeds"
-                    | "--nodes"
-                    | "--planted-bug"
-                    | "--profile"
-                    | "--chaos-ms"
-                    | "--calm-ms"
-            );
-        if !is_value && !known.contains(&arg.as_str()) {
-            return Err(format!("unknown argument {arg:?}"));
-        }
-    }
-    let planted_bug = match value(args, "--planted-bug")? {
-        None => None,
-        Some(name) => Some(parse_planted_bug(name).ok_or_else(|| {
-            format!("unknown planted bug {name:?} (commit-by-count, vote-ignoring-log, trust-envelopes)")
-        })?),
-    };
-    let profile = match value(args, "--profile")? {
-        None => FaultProfile::default(),
-        Some(name) => FaultProfile::parse(name)
-            .ok_or_else(|| format!("unknown profile {name:?} (mixed, figure8, mangled)"))?,
-    };
-    let chaos_ms = value(args, "--chaos-ms")?
-        .map(|v| parse_u64(v, "--chaos-ms"))
-        .transpose()?;
-    let calm_ms = value(args, "--calm-ms")?
-        .map(|v| parse_u64(v, "--calm-ms"))
-        .transpose()?;
-    // Everything but the seed and the cluster size, applied to every run.
-    let options = move |seed: u64, nodes: usize| {
+impl RunOptions {
+    fn for_run(self, seed: u64, nodes: usize) -> SimOptions {
         let defaults = SimOptions::new(seed, nodes);
         SimOptions {
-            planted_bug,
-            profile,
-            chaos_ms: chaos_ms.unwrap_or(defaults.chaos_ms),
-            calm_ms: calm_ms.unwrap_or(defaults.calm_ms),
+            planted_bug: self.planted_bug,
+            profile: self.profile,
+            chaos_ms: self.chaos_ms.unwrap_or(defaults.chaos_ms),
+            calm_ms: self.calm_ms.unwrap_or(defaults.calm_ms),
             ..defaults
         }
-    };
-    if args.first().map(String::as_str) == Some("sweep") {
-        let seeds = value(args, "--seeds")?.unwrap_or("0..1000");
-        let (lo, hi) = seeds
-            .split_once("..")
-            .ok_or_else(|| format!("--seeds must look like 0..1000, got {seeds:?}"))?;
-        let (lo, hi) = (
-            parse_u64(lo, "--seeds start")?,
-            parse_u64(hi, "--seeds end")?,
-        );
-        if hi <= lo {
-            return Err(format!("empty seed range {lo}..{hi}"));
-        }
-        let sizes = parse_nodes(value(args, "--nodes")?.unwrap_or("3,5"))?;
-        return Ok(sweep(lo, hi, &sizes, options));
     }
-    let seed = parse_u64(
-        value(args, "--seed")?.ok_or("--seed is required")?,
-        "--seed",
-    )?;
-    let nodes = parse_nodes(value(args, "--nodes")?.unwrap_or("3"))?;
-    let [nodes] = nodes[..] else {
-        return Err("one run takes one --nodes value".into());
+}
+
+fn cluster_size(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("must be a number, got {text:?}"))?;
+    if (1..=9).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be between 1 and 9, got {n}"))
+    }
+}
+
+fn seed_range(text: &str) -> Result<Range<u64>, String> {
+    let shape = || format!("must look like 0..1000, got {text:?}");
+    let (lo, hi) = text.split_once("..").ok_or_else(shape)?;
+    let lo: u64 = lo.trim().parse().map_err(|_| shape())?;
+    let hi: u64 = hi.trim().parse().map_err(|_| shape())?;
+    if hi <= lo {
+        return Err(format!("empty seed range {lo}..{hi}"));
+    }
+    Ok(lo..hi)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Sweep::Sweep {
+        seeds,
+        nodes,
+        options,
+    }) = cli.sweep
+    {
+        return sweep(seeds.start, seeds.end, &nodes, |seed, nodes| {
+            options.for_run(seed, nodes)
+        });
+    }
+    let one = cli.one;
+    let nodes = one.nodes;
+    let Some(seed) = one.seed else {
+        // Required by the parser already; kept an error rather than a panic all the same.
+        Cli::command()
+            .error(ErrorKind::MissingRequiredArgument, "--seed is required")
+            .exit()
     };
     let opts = SimOptions {
-        verbose: args.iter().any(|a| a == "--verbose"),
-        ..options(seed, nodes)
+        verbose: one.verbose,
+        ..one.options.for_run(seed, nodes)
     };
     match run(opts) {
         Ok(stats) => {
             println!("seed {seed} ({nodes} nodes) passed: {stats:?}");
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Err(failure) => {
             println!("FAILED {failure}");
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
     }
 }

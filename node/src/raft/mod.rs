@@ -1,6 +1,9 @@
 //! The Raft core: deterministic and free of I/O.
 //!
-//! No tokio, sockets, SQLite, wall clock or ambient randomness in here. The caller drives it:
+//! Owns the Raft protocol: roles, terms, votes, the in-memory log and its commit and apply points,
+//! per-follower progress, reads and leadership transfer. It may not touch tokio, sockets, SQLite, the
+//! wall clock or ambient randomness, nor any other module of the node but `validation` (the checks every
+//! message passes): the caller drives it:
 //!
 //! - inputs: [`Raft::tick`] (time is a number of milliseconds), [`Raft::step`] (a message from a peer),
 //!   [`Raft::propose`], [`Raft::read_index`], [`Raft::transfer_leadership`], [`Raft::persisted`]
@@ -111,7 +114,9 @@ mod testing;
 mod tests;
 
 pub use self::config::{Config, ConfigError};
-pub use self::core::{PlantedBug, Raft};
+#[cfg(any(test, feature = "sim"))]
+pub use self::core::PlantedBug;
+pub use self::core::Raft;
 
 /// A proposal was not accepted; nothing was appended.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

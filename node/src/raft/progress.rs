@@ -74,6 +74,17 @@ impl Progress {
     pub fn inflight_full(&self, max: usize) -> bool {
         self.inflight.len() >= max
     }
+
+    /// Whether an append carrying entries up to `last` may go out now: in Probe one at a time, in
+    /// Replicate while fewer than `max_inflight` are unanswered.
+    pub fn may_send_append(&self, last: LogIndex, max_inflight: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => !self.probe_sent && self.match_index < last,
+            ProgressState::Replicate => {
+                self.next_index <= last && !self.inflight_full(max_inflight)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,11 @@
 //! After every simulated millisecond the Raft safety properties are checked (see [`invariants`]); after
 //! the faults heal, liveness is checked: a leader is agreed on, and commands made while calm apply
 //! within a bound.
+//!
+//! Owns the simulated network, disks, clients and the safety and liveness checks. It drives the Raft
+//! core and a storage implementation through their public API, and may not touch sockets, the wall
+//! clock or the HTTP server. It is built only for tests and with the `sim` feature (which
+//! `flotilla-sim` requires), so the node binary carries none of it.
 
 mod cluster;
 pub mod hostile;
@@ -20,39 +25,22 @@ use crate::raft::PlantedBug;
 use std::fmt;
 
 /// Which faults a run injects while chaotic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum FaultProfile {
     /// Every kind of fault: crashes, isolation, one-way cuts, splits, transfers, unreachable reports.
     #[default]
+    #[value(name = "mixed")]
     Mixed,
     /// The schedule of Raft's Figure 8 (§5.4.2): a leader is often cut off right after accepting a
     /// command, so the entry reaches at most a minority; cut-off leaders lose their term, crash and come
     /// back, so terms advance over logs that end in different uncommitted entries at the same index.
+    #[value(name = "figure8")]
     Figure8,
     /// Mixed faults, and a message stream that is damaged but not Byzantine: messages corrupted in
     /// transit so that their receiver can tell (see [`hostile::mangle`]), replayed long after they were
     /// sent, duplicated and reordered. Every mangled message must be refused and change nothing.
+    #[value(name = "mangled")]
     Mangled,
-}
-
-impl FaultProfile {
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultProfile::Mixed => "mixed",
-            FaultProfile::Figure8 => "figure8",
-            FaultProfile::Mangled => "mangled",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        [
-            FaultProfile::Mixed,
-            FaultProfile::Figure8,
-            FaultProfile::Mangled,
-        ]
-        .into_iter()
-        .find(|p| p.name() == name)
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,7 +138,7 @@ impl SimFailure {
         let o = &self.options;
         let defaults = SimOptions::new(o.seed, o.nodes);
         let mut command = format!(
-            "cargo run -p flotilla-node --bin flotilla-sim -- --seed {} --nodes {}",
+            "cargo run -p flotilla-node --features sim --bin flotilla-sim -- --seed {} --nodes {}",
             o.seed, o.nodes
         );
         if o.chaos_ms != defaults.chaos_ms {
@@ -160,32 +148,20 @@ impl SimFailure {
             command += &format!(" --calm-ms {}", o.calm_ms);
         }
         if o.profile != defaults.profile {
-            command += &format!(" --profile {}", o.profile.name());
+            command += &format!(" --profile {}", cli_name(o.profile));
         }
         if let Some(bug) = o.planted_bug {
-            command += &format!(" --planted-bug {}", planted_bug_name(bug));
+            command += &format!(" --planted-bug {}", cli_name(bug));
         }
         command + " --verbose"
     }
 }
 
-/// The planted bugs' names on the `flotilla-sim` command line.
-pub fn planted_bug_name(bug: PlantedBug) -> &'static str {
-    match bug {
-        PlantedBug::CommitPreviousTermByCount => "commit-by-count",
-        PlantedBug::VoteIgnoringLog => "vote-ignoring-log",
-        PlantedBug::TrustEnvelopes => "trust-envelopes",
-    }
-}
-
-pub fn parse_planted_bug(name: &str) -> Option<PlantedBug> {
-    [
-        PlantedBug::CommitPreviousTermByCount,
-        PlantedBug::VoteIgnoringLog,
-        PlantedBug::TrustEnvelopes,
-    ]
-    .into_iter()
-    .find(|bug| planted_bug_name(*bug) == name)
+/// How `value` is spelled on the `flotilla-sim` command line.
+pub fn cli_name(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 impl fmt::Display for SimFailure {

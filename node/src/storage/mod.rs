@@ -2,6 +2,10 @@
 //!
 //! [`LogStore`] is what the runtime writes through; `memory` and `sqlite` implement it, and one
 //! conformance suite (`conformance`) runs against both.
+//!
+//! Owns the on-disk format and every durability guarantee listed on [`LogStore`]. It may not touch the
+//! Raft core's state, tokio, the network or the HTTP API: callers (the runtime's storage thread, the
+//! HTTP readers, the simulator) hand it batches and ask it questions.
 
 use crate::raft::{Entry, HardState, LogId, LogIndex, Term};
 use flotilla_shared::api::MessageEntry;
@@ -16,8 +20,15 @@ mod conformance;
 /// A storage failure. Fatal to the node: the runtime stops rather than run on a disk it cannot trust.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The disk or the file system refused something, said in one line naming the file.
     #[error("{0}")]
     Io(String),
+    /// SQLite failed (the file itself is not damaged).
+    #[error(transparent)]
+    Sqlite(Box<Failed<rusqlite::Error>>),
+    /// A file-system call failed.
+    #[error(transparent)]
+    File(Box<Failed<std::io::Error>>),
     /// The data belongs to another node or cluster, or is not Flotilla's: never reset silently.
     #[error("{0}")]
     Mismatch(String),
@@ -27,6 +38,27 @@ pub enum StorageError {
     /// term going backwards): a bug in the caller. Nothing of the batch was written.
     #[error("invalid write: {0}")]
     Invalid(String),
+}
+
+/// What failed: `doing` something with `file`, and the error underneath. Boxed in [`StorageError`] so
+/// that results carrying one stay small.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {doing}: {source}")]
+pub struct Failed<E: std::error::Error + 'static> {
+    pub file: String,
+    pub doing: String,
+    #[source]
+    pub source: E,
+}
+
+impl<E: std::error::Error + 'static> Failed<E> {
+    pub fn new(file: impl ToString, doing: impl ToString, source: E) -> Box<Self> {
+        Box::new(Self {
+            file: file.to_string(),
+            doing: doing.to_string(),
+            source,
+        })
+    }
 }
 
 /// What a node finds on disk when it starts.

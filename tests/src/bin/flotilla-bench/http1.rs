@@ -1,4 +1,5 @@
 //! One keep-alive HTTP/1.1 connection, driven by the task that uses it: `flotilla-bench`'s load clients.
+//! Bench-only: the node and the tests speak HTTP through their own clients (hyper, reqwest).
 //!
 //! The benchmark's clients share two cores with the cluster they measure, so every microsecond a client
 //! spends per request is taken from the nodes. hyper's client runs each connection as a task of its own
@@ -7,6 +8,7 @@
 //! must carry a `Content-Length` or be chunked (both seen from warp and etcd's gateway).
 
 use anyhow::{bail, Context as _, Result};
+use reqwest::Url;
 use std::io::Write as _;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -18,6 +20,39 @@ const MAX_HEADERS: usize = 32;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Likewise a whole answer (a page of 1,000 messages is ~200 KiB).
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Parses a plain `http://` URL: the load clients speak nothing else.
+fn parse_http(url: &str) -> Result<Url> {
+    let parsed = Url::parse(url).with_context(|| format!("{url}: not a URL"))?;
+    if parsed.scheme() != "http" {
+        bail!("{url}: only plain http:// URLs are supported");
+    }
+    Ok(parsed)
+}
+
+/// The `host:port` of `http://host:port[/path]`.
+pub fn authority_of(url: &str) -> Result<String> {
+    let parsed = parse_http(url)?;
+    let host = parsed
+        .host_str()
+        .with_context(|| format!("{url}: no host"))?;
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    Ok(format!("{host}:{port}"))
+}
+
+/// The `host:port` of each URL: load clients connect to it directly.
+pub fn authorities(urls: &[String]) -> Result<Vec<String>> {
+    urls.iter().map(|url| authority_of(url)).collect()
+}
+
+/// The path and query of `http://host:port/path?query`.
+pub fn url_path(url: &str) -> Result<String> {
+    let parsed = parse_http(url)?;
+    Ok(match parsed.query() {
+        Some(query) => format!("{}?{query}", parsed.path()),
+        None => parsed.path().to_string(),
+    })
+}
 
 /// A connection to `authority` (`host:port`), opened on first use and again after any failure.
 pub struct Http1Connection {
@@ -222,6 +257,24 @@ fn dechunk(mut data: &[u8], body: &mut Vec<u8>) -> Result<Option<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_split_into_authority_and_path() {
+        assert_eq!(
+            authority_of("http://127.0.0.1:7001/v1").unwrap(),
+            "127.0.0.1:7001"
+        );
+        assert_eq!(authority_of("http://h:1").unwrap(), "h:1");
+        assert_eq!(authority_of("http://h").unwrap(), "h:80");
+        assert!(authority_of("https://h:1").is_err());
+        assert!(authority_of("127.0.0.1:7001").is_err());
+        assert_eq!(url_path("http://h:1/v3/kv/put").unwrap(), "/v3/kv/put");
+        assert_eq!(
+            url_path("http://h:1/a?from=1&limit=2").unwrap(),
+            "/a?from=1&limit=2"
+        );
+        assert_eq!(url_path("http://h:1").unwrap(), "/");
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::net::TcpListener;
