@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod raft;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod sim;
 pub mod storage;
 pub mod transport;
