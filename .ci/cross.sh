@@ -45,23 +45,25 @@ build_windows() {
   cargo build -p flotilla -p flotilla-node --target "$WINDOWS"
 }
 
-# Runs Windows programs under Wine, in a prefix of its own that is removed afterwards.
-wine_env() {
+# Runs Windows programs under Wine, in a prefix of its own (removed at exit).
+setup_wine() {
+  step "Wine prefix"
   export WINEPREFIX="$CROSS_WINE_PREFIX" WINEDEBUG=-all
   export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
+  wine cmd /c exit >/dev/null 2>&1 || true # creates the prefix
+  # Rust's standard library needs bcryptprimitives.dll (Windows 10+), which Wine 8 lacks.
+  x86_64-w64-mingw32-gcc -O2 -shared -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
+    .ci/wine/bcryptprimitives.c -ladvapi32
 }
 
 test_windows_under_wine() {
   step "Windows tests under Wine"
-  wine_env
-  wine cmd /c exit >/dev/null 2>&1 || true # creates the prefix
   cargo test --target "$WINDOWS" -p flotilla-node --lib shutdown::
   cargo test --target "$WINDOWS" -p flotilla --test local_processes
 }
 
 smoke_test_windows_node() {
   step "Windows node smoke test under Wine"
-  wine_env
   local dir port=17990 pid status
   dir=$(mktemp -d)
   local exe
@@ -116,8 +118,9 @@ main() {
   build_windows
   CROSS_WINE_PREFIX=$(mktemp -d)
   trap 'wineserver -k >/dev/null 2>&1 || true; rm -rf "$CROSS_WINE_PREFIX"' EXIT
-  test_windows_under_wine
+  setup_wine
   smoke_test_windows_node
+  test_windows_under_wine
   step "done"
 }
 
