@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The desktop and the node on macOS and Windows, proved on every CI run from this Linux machine:
-# - macOS (aarch64-apple-darwin): `cargo check` of the whole workspace, all targets. C code (bundled
-#   SQLite, mimalloc) is compiled by zig's clang; nothing is linked (no Apple linker or SDK here).
-# - Windows (x86_64-pc-windows-gnu): the app and the node are built and linked with mingw-w64, then
-#   run under Wine: the desktop's and the node's own tests for the platform code, and a node smoke test
+# - macOS (aarch64-apple-darwin): `cargo clippy` (a `cargo check` plus lints) of the whole workspace,
+#   all targets. C code (bundled SQLite, mimalloc) is compiled by zig's clang; nothing is linked (no
+#   Apple linker or SDK here).
+# - Windows (x86_64-pc-windows-gnu): the app and the node are linted, built and linked with mingw-w64,
+#   then run under Wine: the desktop's and the node's own tests for the platform code, and a node smoke test
 #   (start it, GET /v1/status, stop it through its parent pipe).
 # Also checks that every crate's stated minimum Rust is true (.ci/rust_version.py).
 set -euo pipefail
@@ -33,16 +34,17 @@ check_rust_version() {
 }
 
 check_macos() {
-  step "cargo check --target $MACOS"
+  step "cargo clippy --target $MACOS"
   CC_aarch64_apple_darwin="$PWD/.ci/zig-cc-macos" \
     CXX_aarch64_apple_darwin="$PWD/.ci/zig-cc-macos" \
     AR_aarch64_apple_darwin="$PWD/.ci/zig-ar" \
-    cargo check --workspace --all-targets --target "$MACOS"
+    cargo clippy --workspace --all-targets --target "$MACOS" -- -D warnings
 }
 
 build_windows() {
   step "cargo build --target $WINDOWS"
   cargo build -p flotilla -p flotilla-node --target "$WINDOWS"
+  cargo clippy -p flotilla -p flotilla-node --all-targets --target "$WINDOWS" -- -D warnings
 }
 
 # Runs Windows programs under Wine, in a prefix of its own (removed at exit).
