@@ -60,8 +60,9 @@ setup_wine() {
 
 test_windows_under_wine() {
   step "Windows tests under Wine"
-  cargo test --target "$WINDOWS" -p flotilla-node --lib shutdown::
-  cargo test --target "$WINDOWS" -p flotilla --test local_processes
+  # Bounded: a Wine that hangs must fail the run, not stall it.
+  timeout 900 cargo test --target "$WINDOWS" -p flotilla-node --lib shutdown::
+  timeout 900 cargo test --target "$WINDOWS" -p flotilla --test local_processes
 }
 
 smoke_test_windows_node() {
