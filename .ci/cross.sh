@@ -4,8 +4,8 @@
 #   all targets. C code (bundled SQLite, mimalloc) is compiled by zig's clang; nothing is linked (no
 #   Apple linker or SDK here).
 # - Windows (x86_64-pc-windows-gnu): the app and the node are linted, built and linked with mingw-w64,
-#   then run under Wine: the desktop's and the node's own tests for the platform code, and a node smoke test
-#   (start it, GET /v1/status, stop it through its parent pipe).
+#   then run under Wine: a node smoke test (start it, GET /v1/status, stop it through its parent pipe),
+#   the node's unit tests, and the desktop's unit, UI and process tests.
 # Also checks that every crate's stated minimum Rust is true (.ci/rust_version.py).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -61,8 +61,9 @@ setup_wine() {
 test_windows_under_wine() {
   step "Windows tests under Wine"
   # Bounded: a Wine that hangs must fail the run, not stall it.
-  timeout 900 cargo test --target "$WINDOWS" -p flotilla-node --lib shutdown::
-  timeout 900 cargo test --target "$WINDOWS" -p flotilla --test local_processes
+  timeout 900 cargo test --target "$WINDOWS" -p flotilla-node --lib
+  # The desktop's own tests that need neither cargo nor Docker inside Wine.
+  timeout 900 cargo test --target "$WINDOWS" -p flotilla --lib --test ui --test local_processes
 }
 
 smoke_test_windows_node() {
