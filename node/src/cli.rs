@@ -74,7 +74,8 @@ struct NodeArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Stop when standard input reaches end-of-file: the desktop holds the other end of that pipe, so
-    /// its nodes end with it however it ends.
+    /// its nodes end with it however it ends. No env var: an inherited one would stop a node at once
+    /// wherever its input is not such a pipe.
     #[arg(long, hide = true)]
     exit_with_parent: bool,
 }
