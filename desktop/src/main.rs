@@ -19,7 +19,9 @@ struct Args {
     /// Nodes in the local cluster: 3 or 5.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Where the local nodes keep their data (default: $XDG_DATA_HOME/flotilla or ~/.local/share/flotilla).
+    /// Where the local nodes keep their data (default: the platform's data folder: ~/.local/share/flotilla
+    /// or $XDG_DATA_HOME/flotilla on Linux, ~/Library/Application Support/Flotilla on macOS,
+    /// %APPDATA%\Flotilla on Windows).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Remove the local cluster's data and start over.

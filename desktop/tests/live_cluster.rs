@@ -27,7 +27,7 @@ fn node_binary() -> PathBuf {
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building flotilla-node failed");
-    let binary = profile_dir.join("flotilla-node");
+    let binary = profile_dir.join(format!("flotilla-node{}", std::env::consts::EXE_SUFFIX));
     assert!(binary.exists(), "{} missing", binary.display());
     binary
 }

@@ -1,4 +1,5 @@
-//! `flotilla-node`'s command line: flags (each also read from an env var), logging, signals.
+//! `flotilla-node`'s command line: flags (each also read from an env var) and logging; `shutdown`
+//! decides when it stops.
 
 use crate::server::{self, NodeConfig};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -91,6 +92,11 @@ struct NodeArgs {
     max_uncommitted_entries: u64,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Stop when standard input reaches end-of-file: the desktop holds the other end of that pipe, so
+    /// its nodes end with it however it ends. No env var: an inherited one would stop a node at once
+    /// wherever its input is not such a pipe.
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -251,6 +257,7 @@ pub fn run_from_args(args: Vec<OsString>) -> ExitCode {
         return crate::health::check(&url);
     }
     let log_format = cli.node.log_format;
+    let exit_with_parent = cli.node.exit_with_parent;
     let config = match cli.node.into_config() {
         Ok(config) => config,
         Err(message) => {
@@ -274,36 +281,19 @@ pub fn run_from_args(args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config, shutdown_signal())) {
+    let shutdown = match crate::shutdown::requested(exit_with_parent) {
+        Ok(shutdown) => shutdown,
+        Err(error) => {
+            eprintln!("flotilla-node: error: cannot watch the parent process: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config, shutdown)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flotilla-node: error: {error:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }
 

@@ -18,7 +18,8 @@ pub fn check(url: &str) -> ExitCode {
     }
 }
 
-fn probe(url: &str) -> Result<(), String> {
+/// Ok when the node at `url` answers `/v1/status` with 200 within two seconds; else why not.
+pub fn probe(url: &str) -> Result<(), String> {
     let authority = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("only http:// URLs are supported, got {url:?}"))?

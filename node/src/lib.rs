@@ -13,6 +13,7 @@ pub mod raft;
 pub mod runtime;
 pub mod serve;
 pub mod server;
+pub mod shutdown;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;

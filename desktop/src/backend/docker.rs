@@ -147,6 +147,13 @@ pub enum CliError {
     },
 }
 
+/// How a user starts the Docker engine on this platform.
+const START_DOCKER: &str = if cfg!(any(target_os = "macos", windows)) {
+    "open Docker Desktop"
+} else {
+    "e.g. `sudo systemctl start docker`"
+};
+
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -157,8 +164,8 @@ impl std::fmt::Display for CliError {
             ),
             CliError::NoDaemon { detail } => write!(
                 f,
-                "the Docker daemon is not reachable ({detail}): start it (e.g. `sudo systemctl start \
-                 docker`), or set DOCKER_HOST to its socket"
+                "the Docker daemon is not reachable ({detail}): start it ({START_DOCKER}), or set \
+                 DOCKER_HOST to its socket"
             ),
             CliError::TimedOut { command, after } => write!(
                 f,

@@ -216,6 +216,8 @@ fn an_unreachable_daemon_is_reported() {
     }
 }
 
+// Runs `sleep` and `sh`, which Windows does not have.
+#[cfg(unix)]
 #[test]
 fn slow_commands_time_out_and_are_killed() {
     let started = Instant::now();
@@ -232,6 +234,8 @@ fn slow_commands_time_out_and_are_killed() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+// Runs `sleep` and `sh`, which Windows does not have.
+#[cfg(unix)]
 #[test]
 fn output_and_exit_status_come_back() {
     let finished = run_with_timeout(

@@ -1,5 +1,6 @@
 //! The default cluster: node processes on 127.0.0.1 started by the desktop itself.
 
+use super::process::{NodeGroup, NodeProcess};
 use super::{ClusterControl, NodeEndpoint};
 use anyhow::{bail, Context as _};
 use flotilla_shared::api::TimingRequest;
@@ -9,7 +10,7 @@ use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 /// The first port tried, as in the Docker setup.
 pub const FIRST_PORT: u16 = 6500;
@@ -43,13 +44,19 @@ pub struct LocalOptions {
     pub first_port: u16,
 }
 
-/// The default data folder: `$XDG_DATA_HOME/flotilla`, else `~/.local/share/flotilla`.
+/// The app's folder in the platform's data folder: lower case by the XDG convention, capitalised as
+/// macOS and Windows show application folders.
+const DATA_FOLDER: &str = if cfg!(any(target_os = "macos", windows)) {
+    "Flotilla"
+} else {
+    "flotilla"
+};
+
+/// The default data folder: `$XDG_DATA_HOME/flotilla` or `~/.local/share/flotilla` on Linux,
+/// `~/Library/Application Support/Flotilla` on macOS, `%APPDATA%\Flotilla` on Windows.
 pub fn default_data_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(dir).join("flotilla");
-    }
-    match std::env::var_os("HOME") {
-        Some(home) => PathBuf::from(home).join(".local/share/flotilla"),
+    match dirs::data_dir() {
+        Some(dir) => dir.join(DATA_FOLDER),
         None => PathBuf::from("flotilla-data"),
     }
 }
@@ -57,11 +64,12 @@ pub fn default_data_root() -> PathBuf {
 struct LocalNode {
     port: u16,
     data_dir: PathBuf,
-    child: Option<Child>,
+    process: Option<NodeProcess>,
 }
 
 pub struct LocalControl {
     nodes: BTreeMap<NodeId, LocalNode>,
+    group: NodeGroup,
     program: NodeProgram,
     admin_token: String,
     /// Peers' shared secret, fresh for each start: nothing else on the machine can send Raft RPCs.
@@ -89,41 +97,11 @@ fn free_ports(first: u16, count: usize) -> anyhow::Result<Vec<u16>> {
 /// A fresh admin token per app run, so nothing else on the machine can drive these nodes.
 fn random_token() -> String {
     let mut bytes = [0u8; 16];
-    let from_os = fs::File::open("/dev/urandom")
-        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes));
-    if from_os.is_err() {
+    if getrandom::fill(&mut bytes).is_err() {
         let nanos = super::unix_ms() ^ u64::from(std::process::id()) << 32;
         bytes[..8].copy_from_slice(&nanos.to_le_bytes());
     }
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// Makes the child die when the thread that spawned it ends, even if the app crashes or is killed.
-// Raw `prctl` and `kill` are the only way to ask for this; the calls touch no Rust memory.
-#[allow(unsafe_code)]
-fn spawn_tied_to_parent(command: &mut Command) -> std::io::Result<Child> {
-    use std::os::unix::process::CommandExt as _;
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command.spawn()
-}
-
-/// Sends `signal` to the process `pid`.
-// `kill(2)` has no safe wrapper in std; it only takes two integers.
-#[allow(unsafe_code)]
-fn send_signal(pid: u32, signal: libc::c_int) -> anyhow::Result<()> {
-    let pid = libc::pid_t::try_from(pid).context("process id out of range")?;
-    let result = unsafe { libc::kill(pid, signal) };
-    if result != 0 {
-        return Err(std::io::Error::last_os_error()).context("signal not delivered");
-    }
-    Ok(())
 }
 
 impl LocalControl {
@@ -148,13 +126,14 @@ impl LocalControl {
                 let node = LocalNode {
                     port: *port,
                     data_dir: cluster_dir.join(format!("node-{}", id.0)),
-                    child: None,
+                    process: None,
                 };
                 (id, node)
             })
             .collect();
         let mut control = Self {
             nodes,
+            group: NodeGroup::new().context("cannot prepare process control")?,
             program: options.program,
             admin_token: random_token(),
             cluster_token: random_token(),
@@ -214,26 +193,28 @@ impl LocalControl {
             ))
             .env("ADMIN_TOKEN", &self.admin_token)
             .env("CLUSTER_TOKEN", &self.cluster_token)
-            .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = spawn_tied_to_parent(&mut command)
+        // The group adds the standard input and flag that end the node with the app.
+        let process = self
+            .group
+            .spawn(&mut command)
             .with_context(|| format!("cannot start {}", self.program.program.display()))?;
         if let Some(node) = self.nodes.get_mut(&id) {
-            node.child = Some(child);
+            node.process = Some(process);
         }
         Ok(())
     }
 
-    fn running_pid(&mut self, id: NodeId) -> anyhow::Result<u32> {
+    fn running(&mut self, id: NodeId) -> anyhow::Result<&mut NodeProcess> {
         let node = self.nodes.get_mut(&id).context("no such node")?;
-        let Some(child) = node.child.as_mut() else {
+        let Some(process) = node.process.as_mut() else {
             bail!("node {id} is not running");
         };
-        if child.try_wait().ok().flatten().is_some() {
+        if !process.is_running() {
             bail!("node {id} is not running");
         }
-        Ok(child.id())
+        Ok(process)
     }
 }
 
@@ -261,30 +242,32 @@ impl ClusterControl for LocalControl {
     }
 
     fn kill(&mut self, id: NodeId) -> anyhow::Result<()> {
-        self.running_pid(id)?;
-        let node = self.nodes.get_mut(&id).context("no such node")?;
-        if let Some(mut child) = node.child.take() {
-            child.kill().context("SIGKILL failed")?;
-            child.wait().ok();
+        self.running(id)?
+            .kill()
+            .context("the process could not be killed")?;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.process = None;
         }
         Ok(())
     }
 
     fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
-        if self.running_pid(id).is_ok() {
+        if self.running(id).is_ok() {
             bail!("node {id} is still running: kill it first");
         }
         self.spawn(id)
     }
 
     fn pause(&mut self, id: NodeId) -> anyhow::Result<()> {
-        let pid = self.running_pid(id)?;
-        send_signal(pid, libc::SIGSTOP)
+        self.running(id)?
+            .pause()
+            .context("the process could not be paused")
     }
 
     fn resume(&mut self, id: NodeId) -> anyhow::Result<()> {
-        let pid = self.running_pid(id)?;
-        send_signal(pid, libc::SIGCONT)
+        self.running(id)?
+            .resume()
+            .context("the process could not be resumed")
     }
 
     fn set_timing(&mut self, timing: &TimingRequest) {
@@ -294,11 +277,13 @@ impl ClusterControl for LocalControl {
     fn exited(&mut self) -> Vec<NodeId> {
         let mut exited = Vec::new();
         for (id, node) in &mut self.nodes {
-            if let Some(child) = node.child.as_mut() {
-                if child.try_wait().ok().flatten().is_some() {
-                    node.child = None;
-                    exited.push(*id);
-                }
+            if node
+                .process
+                .as_mut()
+                .is_some_and(|process| !process.is_running())
+            {
+                node.process = None;
+                exited.push(*id);
             }
         }
         exited
@@ -306,9 +291,8 @@ impl ClusterControl for LocalControl {
 
     fn shutdown(&mut self) {
         for node in self.nodes.values_mut() {
-            if let Some(mut child) = node.child.take() {
-                child.kill().ok();
-                child.wait().ok();
+            if let Some(mut process) = node.process.take() {
+                process.kill().ok();
             }
         }
     }

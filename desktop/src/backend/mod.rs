@@ -6,6 +6,7 @@ pub mod attach;
 pub mod docker;
 mod http;
 pub mod local;
+mod process;
 
 use crate::model::{ProcessState, Record};
 use flotilla_shared::api::{Status, TimingRequest};
@@ -268,8 +269,8 @@ pub fn start_with(
         sender: update_tx,
         waker,
     };
-    // Child processes die with the thread that spawned them (PR_SET_PDEATHSIG), so every spawn
-    // happens on this one long-lived thread.
+    // On Linux a restarted node dies with the thread that spawned it (PR_SET_PDEATHSIG), so every
+    // restart happens on this one long-lived thread.
     let thread = std::thread::Builder::new()
         .name("flotilla-backend".into())
         .spawn(move || {
