@@ -3,6 +3,7 @@
 use super::process::{NodeGroup, NodeProcess};
 use super::{ClusterControl, NodeEndpoint};
 use anyhow::{bail, Context as _};
+use flotilla_node::guard::random_token;
 use flotilla_shared::api::TimingRequest;
 use flotilla_shared::NodeId;
 use std::collections::BTreeMap;
@@ -94,16 +95,6 @@ fn free_ports(first: u16, count: usize) -> anyhow::Result<Vec<u16>> {
     Ok(ports)
 }
 
-/// A fresh admin token per app run, so nothing else on the machine can drive these nodes.
-fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = super::unix_ms() ^ u64::from(std::process::id()) << 32;
-        bytes[..8].copy_from_slice(&nanos.to_le_bytes());
-    }
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 impl LocalControl {
     /// Prepares the data folders, picks ports and starts every node.
     pub fn start(options: LocalOptions) -> anyhow::Result<Self> {
@@ -135,8 +126,8 @@ impl LocalControl {
             nodes,
             group: NodeGroup::new().context("cannot prepare process control")?,
             program: options.program,
-            admin_token: random_token(),
-            cluster_token: random_token(),
+            admin_token: random_token().map_err(anyhow::Error::msg)?,
+            cluster_token: random_token().map_err(anyhow::Error::msg)?,
             cluster_id: format!("flotilla-desktop-{}", options.nodes),
             cluster_dir,
             timing: options.timing,
