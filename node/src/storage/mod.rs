@@ -110,7 +110,7 @@ pub trait LogStore: Send {
     /// answering their clients waits for no fsync. Each part is all-or-nothing; should a crash fall
     /// between them, the applies stand on their own (their entries are durable) and nothing was acted
     /// on for the rest.
-    fn write_deciding_early(
+    fn write_applies_first(
         &mut self,
         batch: WriteBatch<'_>,
         decided: &mut dyn FnMut(&[ApplyOutcome]),

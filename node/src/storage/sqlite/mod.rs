@@ -4,7 +4,7 @@
 //! other connections ([`SqliteReader`]) see the last committed transaction while the writer works.
 //! Each [`WriteBatch`] is one transaction, so one fsync, however many entries it carries; a batch that
 //! only applies committed entries is written without its own fsync (`set_sync_for` says why), and
-//! `write_deciding_early` may commit a batch's applies first, in a transaction of their own.
+//! `write_applies_first` may commit a batch's applies first, in a transaction of their own.
 //!
 //! Tables:
 //! - `meta`: one row: format version, node id, cluster id, creation time. A file recording another

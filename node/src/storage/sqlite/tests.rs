@@ -86,7 +86,7 @@ fn applies_are_visible_and_decided_before_the_new_entries_are_written() {
     };
     let mut decided = None;
     let outcomes = store
-        .write_deciding_early(
+        .write_applies_first(
             WriteBatch {
                 entries: &[message(3)],
                 apply: &entries,

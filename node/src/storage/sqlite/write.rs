@@ -246,7 +246,7 @@ impl LogStore for SqliteStore {
         !self.needs_fsync(batch)
     }
 
-    fn write_deciding_early(
+    fn write_applies_first(
         &mut self,
         batch: WriteBatch<'_>,
         decided: &mut dyn FnMut(&[ApplyOutcome]),

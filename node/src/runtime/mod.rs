@@ -1,0 +1,570 @@
+//! The runtime: the one task that owns the Raft core and carries out its output (no `Mutex<Raft>`),
+//! and its storage writer ([`writer`]).
+//!
+//! Owns the core, the clients waiting on it, and the order in which its output is carried out. It may
+//! not write storage except through the writer, nor build HTTP answers: requests come in on its inbox
+//! and leave as channel replies, and the transport carries its messages.
+//!
+//! Each round: take the core's `Ready`, send its messages at once, and queue its hard state, entries and
+//! committed entries for the storage thread. The storage thread writes one batch at a time (one
+//! transaction, one fsync); whatever accumulates meanwhile becomes the next batch (group commit). When a
+//! batch is durable the held-back replies go out, the core learns what is persisted, and the clients whose
+//! entries were applied get their answers. The leader's own write runs in parallel with replication
+//! (Raft thesis §10.2.1): its appends leave before its fsync. A small write that needs no fsync (the
+//! leader applying a few committed entries) is done on this task when the storage thread is idle.
+
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use crate::clock::Clock;
+use crate::events::EventHub;
+use crate::metrics::Metrics;
+use crate::raft::{
+    CoreStatus, Entry, Envelope, LogId, LogIndex, LogRead, Message, NodeId, Payload, Proposal,
+    ProposeError, Raft, ReadError, Term, TransferError,
+};
+use crate::storage::sqlite::SqliteReader;
+use crate::storage::{ApplyOutcome, LogStore, StorageError};
+use crate::transport::{Partition, Transport};
+use crate::validation::Rejected;
+use flotilla_shared::api::{PeerStatus, Status};
+use flotilla_shared::event::{EventKind, Role};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use writer::{
+    storage_thread_died, ApplyOutcomes, Batch, WriteDone, WriteHere, Writer, WriterReport,
+};
+
+/// How often the core's clock advances. Timeouts are tens of milliseconds, so 5 ms is fine-grained enough.
+const TICK: Duration = Duration::from_millis(5);
+/// Requests handled per wake-up before the round's output is produced (keeps batches large under load
+/// and latency low when idle).
+const INBOX_BUDGET: usize = 4_096;
+
+/// What a client's proposal came to.
+#[derive(Debug)]
+pub enum ProposeOutcome {
+    /// Committed and applied as a new entry.
+    Committed {
+        index: LogIndex,
+        term: Term,
+    },
+    /// The `request_id` had been applied before, at `index`.
+    Duplicate {
+        index: LogIndex,
+        term: Term,
+    },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    TransferInProgress {
+        to: NodeId,
+    },
+    /// The entry was appended but replaced by a new leader's: it was certainly not applied.
+    Overwritten,
+    /// Not appended: the leader already holds `pending` entries not yet committed or durable.
+    Overloaded {
+        pending: u64,
+        limit: u64,
+    },
+    /// Not appended: the node is stopping.
+    Stopping,
+}
+
+/// Everything the rest of the node asks of the runtime.
+pub enum Request {
+    Propose {
+        payload: Payload,
+        received: Instant,
+        reply: oneshot::Sender<ProposeOutcome>,
+    },
+    /// A linearizable read: answers with the read index once applied up to it.
+    Read {
+        reply: oneshot::Sender<Result<LogIndex, ReadError>>,
+    },
+    /// A Raft message from a peer. `reply` receives the core's verdict: its response once durable (a
+    /// vote or append answer), `None` for a message that has none, or why the message was refused.
+    Step {
+        envelope: Envelope,
+        reply: Option<oneshot::Sender<StepVerdict>>,
+    },
+    Transfer {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), TransferError>>,
+    },
+    SetTiming {
+        heartbeat_ms: u64,
+        election_timeout_ms: (u64, u64),
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    SetPartition {
+        isolate_from: BTreeSet<NodeId>,
+        reply: oneshot::Sender<()>,
+    },
+    Unreachable(NodeId),
+}
+
+/// What became of a stepped Raft message (see [`Request::Step`]).
+pub type StepVerdict = Result<Option<Envelope>, Rejected>;
+
+/// The core's read access to the durable log, through its own SQLite connection. A read error is
+/// fatal: the node stops rather than run on a disk it cannot trust.
+pub struct CoreLog(pub SqliteReader);
+
+impl LogRead for CoreLog {
+    fn term(&self, index: LogIndex) -> Option<Term> {
+        self.0
+            .term(index)
+            .unwrap_or_else(|error| fatal_storage_error(&error))
+    }
+
+    fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: usize) -> Vec<Entry> {
+        self.0
+            .entries(lo, hi, max_bytes)
+            .unwrap_or_else(|error| fatal_storage_error(&error))
+    }
+}
+
+fn fatal_storage_error(error: &StorageError) -> ! {
+    tracing::error!(%error, "storage read failed; stopping the node");
+    eprintln!("flotilla-node: storage read failed: {error}");
+    std::process::exit(74)
+}
+
+/// A client waiting for the entry at some index to be applied.
+struct Waiter {
+    term: Term,
+    already_pending: bool,
+    received: Instant,
+    reply: oneshot::Sender<ProposeOutcome>,
+}
+
+/// Static facts for `/v1/status`.
+#[derive(Clone)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub peers: BTreeMap<NodeId, String>,
+}
+
+pub struct Runtime<S: LogRead> {
+    raft: Raft<S>,
+    info: NodeInfo,
+    clock: Clock,
+    inbox: mpsc::Receiver<Request>,
+    writer: Writer,
+    written: mpsc::UnboundedReceiver<WriterReport>,
+    waiters: BTreeMap<LogIndex, Vec<Waiter>>,
+    reads: HashMap<u64, oneshot::Sender<Result<LogIndex, ReadError>>>,
+    next_read_ctx: u64,
+    /// Per peer, HTTP requests waiting for the core's reply, in the order they were stepped.
+    pending_replies: HashMap<NodeId, VecDeque<oneshot::Sender<StepVerdict>>>,
+    transport: Transport,
+    partition: Arc<Partition>,
+    events: EventHub,
+    status: watch::Sender<Arc<Status>>,
+    metrics: Arc<Metrics>,
+    /// Applied as far as storage has committed: what readers of the state machine can see.
+    stored_applied: LogIndex,
+    /// Most entries a leader holds beyond its commit index or its own durable index.
+    max_uncommitted: u64,
+}
+
+pub struct RuntimeParts<S: LogRead> {
+    pub raft: Raft<S>,
+    pub info: NodeInfo,
+    pub clock: Clock,
+    pub inbox: mpsc::Receiver<Request>,
+    pub store: Box<dyn LogStore>,
+    pub transport: Transport,
+    pub partition: Arc<Partition>,
+    pub events: EventHub,
+    pub status: watch::Sender<Arc<Status>>,
+    pub metrics: Arc<Metrics>,
+    /// The applied index found on disk at start.
+    pub stored_applied: LogIndex,
+    pub max_uncommitted: u64,
+}
+
+impl<S: LogRead> Runtime<S> {
+    pub fn new(parts: RuntimeParts<S>) -> Result<Self, StorageError> {
+        let (writer, written) =
+            Writer::start(parts.store, parts.metrics.clone()).map_err(|error| {
+                StorageError::Io(format!("cannot start the storage thread: {error}"))
+            })?;
+        Ok(Self {
+            raft: parts.raft,
+            info: parts.info,
+            clock: parts.clock,
+            inbox: parts.inbox,
+            writer,
+            written,
+            waiters: BTreeMap::new(),
+            reads: HashMap::new(),
+            next_read_ctx: 1,
+            pending_replies: HashMap::new(),
+            transport: parts.transport,
+            partition: parts.partition,
+            events: parts.events,
+            status: parts.status,
+            metrics: parts.metrics,
+            stored_applied: parts.stored_applied,
+            max_uncommitted: parts.max_uncommitted,
+        })
+    }
+
+    /// Runs until `shutdown` fires or storage fails. A storage error ends the node.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StorageError> {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        self.publish_status();
+        loop {
+            // Biased: shutdown first, then finished writes (they release replies and answers), then new
+            // requests, then time (the select is otherwise randomly fair).
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                report = self.written.recv() => match report {
+                    Some(WriterReport::Applied(outcomes)) => self.on_applied(outcomes),
+                    Some(WriterReport::Written(done)) => self.on_written(done)?,
+                    // Without its storage thread a leader would go on heartbeating while never
+                    // persisting again: stop, so that a supervisor restarts the node.
+                    None => return Err(storage_thread_died()),
+                },
+                Some(request) = self.inbox.recv() => {
+                    self.handle(request);
+                    for _ in 0..INBOX_BUDGET {
+                        match self.inbox.try_recv() {
+                            Ok(request) => self.handle(request),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = ticker.tick() => self.raft.tick(self.clock.now_ms()),
+            }
+            self.drive()?;
+        }
+        self.events.publish(EventKind::ShuttingDown);
+        // Proposals never handed to the core are certainly not appended: say so. Waiters whose
+        // entries are in the log are dropped at the end, and their clients learn the outcome is unknown.
+        self.inbox.close();
+        while let Ok(request) = self.inbox.try_recv() {
+            if let Request::Propose { reply, .. } = request {
+                let _ = reply.send(ProposeOutcome::Stopping);
+            }
+        }
+        // Let the queued writes finish so that their replies are not lost to an early exit.
+        self.writer.close();
+        while let Some(report) = self.written.recv().await {
+            match report {
+                WriterReport::Applied(outcomes) => self.on_applied(outcomes),
+                WriterReport::Written(done) => self.on_written(done)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries a leader holds that are not yet both committed and on its own disk, if over the
+    /// bound: a leader whose disk or followers stall must not take in entries without end.
+    fn over_uncommitted_bound(&self) -> Option<u64> {
+        if self.raft.role() != Role::Leader {
+            return None;
+        }
+        let floor = self.raft.commit().min(self.raft.durable());
+        let pending = self.raft.last_log().index.0.saturating_sub(floor.0);
+        (pending >= self.max_uncommitted).then_some(pending)
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Propose {
+                payload,
+                received,
+                reply,
+            } => {
+                if let Some(pending) = self.over_uncommitted_bound() {
+                    let limit = self.max_uncommitted;
+                    let _ = reply.send(ProposeOutcome::Overloaded { pending, limit });
+                    return;
+                }
+                match self.raft.propose(payload) {
+                    Ok(Proposal {
+                        index,
+                        term,
+                        already_pending,
+                    }) => self.waiters.entry(index).or_default().push(Waiter {
+                        term,
+                        already_pending,
+                        received,
+                        reply,
+                    }),
+                    Err(ProposeError::NotLeader { leader }) => {
+                        let _ = reply.send(ProposeOutcome::NotLeader { leader });
+                    }
+                    Err(ProposeError::TransferInProgress { to }) => {
+                        let _ = reply.send(ProposeOutcome::TransferInProgress { to });
+                    }
+                }
+            }
+            Request::Read { reply } => {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                match self.raft.read_index(ctx) {
+                    Ok(()) => {
+                        self.reads.insert(ctx, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Request::Step { envelope, reply } => {
+                let from = envelope.from;
+                let answered_later = matches!(
+                    envelope.message,
+                    Message::RequestVote(_) | Message::AppendEntries(_)
+                );
+                match self.raft.try_step(envelope) {
+                    Err(rejected) => {
+                        self.metrics
+                            .rejections
+                            .record("raft message", Some(from), &rejected);
+                        if let Some(reply) = reply {
+                            reply.send(Err(rejected)).ok();
+                        }
+                    }
+                    // The core answers an accepted request once its round is durable; the answer goes
+                    // to the oldest waiter of that peer (see `send_persisted`).
+                    Ok(()) if answered_later => {
+                        if let Some(reply) = reply {
+                            self.pending_replies
+                                .entry(from)
+                                .or_default()
+                                .push_back(reply);
+                        }
+                    }
+                    Ok(()) => {
+                        if let Some(reply) = reply {
+                            reply.send(Ok(None)).ok();
+                        }
+                    }
+                }
+            }
+            Request::Transfer { to, reply } => {
+                let _ = reply.send(self.raft.transfer_leadership(to));
+            }
+            Request::SetTiming {
+                heartbeat_ms,
+                election_timeout_ms,
+                reply,
+            } => {
+                let result = self
+                    .raft
+                    .set_timing(heartbeat_ms, election_timeout_ms)
+                    .map_err(|error| error.to_string());
+                if result.is_ok() {
+                    self.events.publish(EventKind::TimingChanged {
+                        heartbeat_ms,
+                        election_timeout_ms: [election_timeout_ms.0, election_timeout_ms.1],
+                    });
+                    // The status shows the timing at once, not at the next write.
+                    self.publish_status();
+                }
+                let _ = reply.send(result);
+            }
+            Request::SetPartition {
+                isolate_from,
+                reply,
+            } => {
+                self.partition.replace(isolate_from);
+                self.events.publish(EventKind::PartitionChanged {
+                    isolated_from: self.partition.list(),
+                });
+                let _ = reply.send(());
+                self.publish_status();
+            }
+            Request::Unreachable(peer) => self.raft.report_unreachable(peer),
+        }
+    }
+
+    /// Takes the core's output, sends what may go now, and writes the rest here or queues it for the
+    /// storage thread.
+    fn drive(&mut self) -> Result<(), StorageError> {
+        if !self.raft.has_ready() {
+            return Ok(());
+        }
+        let ready = self.raft.ready();
+        self.events.publish_all(ready.events);
+        for message in ready.messages {
+            self.transport.send(message);
+        }
+        let clients_waiting = ready
+            .committed
+            .iter()
+            .any(|entry| self.waiters.contains_key(&entry.index));
+        let batch = Batch {
+            hard_state: ready.hard_state,
+            entries: ready.entries,
+            apply: ready.committed,
+            persisted_messages: ready.persisted_messages,
+            reads: ready.reads,
+            clients_waiting,
+        };
+        for ctx in ready.failed_reads {
+            if let Some(reply) = self.reads.remove(&ctx) {
+                let leader = self.raft.status().leader;
+                let _ = reply.send(Err(ReadError::NotLeader { leader }));
+            }
+        }
+        match self.writer.write_here(batch, &self.written, &self.metrics) {
+            // `on_written` publishes the status.
+            WriteHere::Written((applied, done)) => {
+                if let Some(outcomes) = applied {
+                    self.on_applied(outcomes);
+                }
+                self.on_written(done)
+            }
+            WriteHere::Declined(batch) => {
+                self.publish_status();
+                self.writer.queue(batch);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_written(&mut self, done: WriteDone) -> Result<(), StorageError> {
+        done.result?;
+        if let Some(took) = done.took {
+            self.metrics.fsync_latency.observe(took);
+        }
+        let batch = done.batch;
+        if let Some(last) = batch.entries.last() {
+            self.raft.persisted(LogId {
+                index: last.index,
+                term: last.term,
+            });
+        }
+        for message in batch.persisted_messages {
+            self.send_persisted(message);
+        }
+        if let Some(last) = batch.apply.last() {
+            self.stored_applied = last.index;
+        }
+        for read in batch.reads {
+            if let Some(reply) = self.reads.remove(&read.ctx) {
+                let _ = reply.send(Ok(read.index));
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    /// A reply goes back in the HTTP response of the request it answers when that request is still
+    /// waiting; anything else travels as a request of its own.
+    fn send_persisted(&mut self, message: Envelope) {
+        if message.message.is_response() {
+            if let Some(queue) = self.pending_replies.get_mut(&message.to) {
+                while let Some(waiting) = queue.pop_front() {
+                    if !waiting.is_closed() {
+                        let _ = waiting.send(Ok(Some(message)));
+                        return;
+                    }
+                }
+            }
+        }
+        self.transport.send(message);
+    }
+
+    /// The applies are written (readers see them): their clients get their answers now, and the
+    /// status shows them applied, whether or not the rest of their batch is durable yet.
+    fn on_applied(&mut self, outcomes: ApplyOutcomes) {
+        if let Some((last, _)) = outcomes.last() {
+            self.stored_applied = self.stored_applied.max(last.index);
+            self.publish_status();
+        }
+        self.answer_waiters(outcomes);
+    }
+
+    fn answer_waiters(&mut self, outcomes: ApplyOutcomes) {
+        for (entry, outcome) in outcomes {
+            let Some(waiters) = self.waiters.remove(&entry.index) else {
+                continue;
+            };
+            for waiter in waiters {
+                let answer = if waiter.term != entry.term {
+                    ProposeOutcome::Overwritten
+                } else {
+                    match &outcome {
+                        ApplyOutcome::Noop { .. } => ProposeOutcome::Overwritten,
+                        ApplyOutcome::Applied { index, term } if waiter.already_pending => {
+                            ProposeOutcome::Duplicate {
+                                index: *index,
+                                term: *term,
+                            }
+                        }
+                        ApplyOutcome::Applied { index, term } => ProposeOutcome::Committed {
+                            index: *index,
+                            term: *term,
+                        },
+                        ApplyOutcome::Duplicate { original, .. } => ProposeOutcome::Duplicate {
+                            index: original.index,
+                            term: original.term,
+                        },
+                    }
+                };
+                self.metrics
+                    .append_latency
+                    .observe(waiter.received.elapsed());
+                let _ = waiter.reply.send(answer);
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let core = self.raft.status();
+        let mut status = status_from_core(&core, &self.info, &self.transport, &self.partition);
+        // The core counts entries as applied once handed out; readers see them once stored.
+        status.last_applied = self.stored_applied;
+        self.status.send_replace(Arc::new(status));
+    }
+}
+
+fn status_from_core(
+    core: &CoreStatus,
+    info: &NodeInfo,
+    transport: &Transport,
+    partition: &Partition,
+) -> Status {
+    let peers = info
+        .peers
+        .iter()
+        .map(|(&id, addr)| {
+            let (match_index, next_index) = core.progress.get(&id).copied().unwrap_or_default();
+            PeerStatus {
+                id,
+                addr: addr.clone(),
+                match_index,
+                next_index,
+                reachable: transport.is_reachable(id) && !partition.contains(id),
+            }
+        })
+        .collect();
+    Status {
+        id: core.id,
+        role: core.role,
+        term: core.term,
+        voted_for: core.voted_for,
+        leader_id: core.leader,
+        commit_index: core.commit,
+        last_applied: core.applied,
+        last_log_index: core.last.index,
+        last_log_term: core.last.term,
+        persisted_index: core.persisted,
+        peers,
+        isolated_from: partition.list(),
+        heartbeat_ms: core.heartbeat_ms,
+        election_timeout_ms: [core.election_timeout_ms.0, core.election_timeout_ms.1],
+    }
+}
