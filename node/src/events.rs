@@ -23,7 +23,6 @@ const SUBSCRIBER_QUEUE: usize = 4_096;
 #[derive(Clone, Debug)]
 pub struct PublishedEvent {
     pub seq: u64,
-    pub kind: &'static str,
     pub json: Arc<str>,
 }
 
@@ -80,7 +79,6 @@ impl EventHub {
             };
             let published = PublishedEvent {
                 seq: event.seq,
-                kind: event.kind.name(),
                 json: json.into(),
             };
             if state.history.len() == HISTORY_CAPACITY {

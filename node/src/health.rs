@@ -1,6 +1,7 @@
 //! `flotilla-node health`: a container health check that needs no curl. A plain HTTP/1.1 GET of
 //! `/v1/status` over a std TCP stream; healthy means a 200 answer within two seconds.
 
+use crate::transport::client::authority_of;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
@@ -20,10 +21,7 @@ pub fn check(url: &str) -> ExitCode {
 
 /// Ok when the node at `url` answers `/v1/status` with 200 within two seconds; else why not.
 pub fn probe(url: &str) -> Result<(), String> {
-    let authority = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("only http:// URLs are supported, got {url:?}"))?
-        .trim_end_matches('/');
+    let authority = authority_of(url).map_err(|e| e.to_string())?;
     let addr = authority
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {authority}: {e}"))?

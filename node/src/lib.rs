@@ -7,7 +7,6 @@ pub mod events;
 pub mod guard;
 pub mod health;
 pub mod http;
-pub mod keepalive;
 pub mod metrics;
 pub mod raft;
 pub mod runtime;

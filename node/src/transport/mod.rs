@@ -5,9 +5,11 @@
 //! envelope in the response body once it is durable. Each request carries `X-Flotilla-Stream:
 //! <incarnation>-<seq>` so the receiver can step pipelined requests in the order they were sent.
 
-use crate::keepalive::{Call, Pool};
+pub mod client;
+
 use crate::metrics::Metrics;
 use crate::runtime::Request;
+use client::{Call, Pool};
 use flotilla_shared::rpc::Envelope;
 use flotilla_shared::NodeId;
 use hyper::header::HeaderName;

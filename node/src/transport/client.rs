@@ -71,10 +71,6 @@ impl Pool {
         }
     }
 
-    pub fn authority(&self) -> &str {
-        &self.authority
-    }
-
     /// Sends one request and reads the whole answer; `call.timeout` bounds connecting too.
     pub async fn call(&self, call: Call<'_>) -> Result<(StatusCode, Bytes)> {
         let timeout = call.timeout;
