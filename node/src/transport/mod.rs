@@ -4,6 +4,11 @@
 //! A request (vote, append, timeout-now) is POSTed to `/raft/<message>`; the peer answers with its reply
 //! envelope in the response body once it is durable. Each request carries `X-Flotilla-Stream:
 //! <incarnation>-<seq>` so the receiver can step pipelined requests in the order they were sent.
+//!
+//! Owns the outgoing side of peer traffic: the per-peer tasks and their kept-alive connections
+//! ([`client`]), peer reachability, this node's partition list and the order gate for pipelined
+//! requests. It may not touch the Raft core or storage: it carries the envelopes the runtime gives it,
+//! and hands replies and unreachable peers back to the runtime's inbox.
 
 pub mod client;
 

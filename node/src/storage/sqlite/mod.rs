@@ -1,5 +1,8 @@
 //! The durable [`LogStore`]: one SQLite file per node (`<data-dir>/node-<id>.db`).
 //!
+//! Owns the file: its schema and migrations, the identity checks on open, writes and reads. It may not
+//! touch the Raft core, tokio or the network; like every store it only answers [`LogStore`] calls.
+//!
 //! WAL journal with `synchronous=FULL`: a transaction is on disk when `COMMIT` returns, and readers on
 //! other connections ([`SqliteReader`]) see the last committed transaction while the writer works.
 //! Each [`WriteBatch`] is one transaction, so one fsync, however many entries it carries; a batch that
