@@ -20,7 +20,8 @@ use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
 use flotilla::app::{FlotillaApp, WATCH_DOCKER};
 use flotilla::backend::docker::{self, Compose, DockerCli, DockerOptions, WAITING_HEADING};
-use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint, Tempo};
+use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint};
+use flotilla::ui::Tempo;
 use flotilla_shared::api::{MessagesPage, Status};
 use flotilla_shared::event::Role;
 use flotilla_shared::NodeId;
@@ -333,7 +334,7 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
     let tempo = Tempo { factor: 2 };
 
     // 1. The window opens first and waits.
-    let handle = backend::start(docker::connect(&options), tempo, Arc::new(|| {}))?;
+    let handle = backend::start(docker::connect(&options), tempo.timing(), Arc::new(|| {}))?;
     let mut app = window(handle, tempo);
     wait_for(&mut app, "the waiting state", |app| {
         app.query_by_label(WAITING_HEADING).map(drop)
@@ -480,7 +481,7 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
     let local_nodes: Vec<NodeEndpoint> = local.nodes();
     let handle = backend::start_with(
         Box::new(local),
-        tempo,
+        tempo.timing(),
         Arc::new(|| {}),
         Some(options.clone()),
     )?;

@@ -2,8 +2,9 @@
 //! 127.0.0.1, SQLite files), the model follows the event streams, a submit commits, the leader is
 //! killed and the model sees a new leader elected.
 
-use flotilla::backend::{self, local, Command, Tempo, Update};
+use flotilla::backend::{self, local, Command, Update};
 use flotilla::model::{ClusterModel, ProcessState, Record};
+use flotilla::ui::Tempo;
 use flotilla_shared::NodeId;
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -94,7 +95,8 @@ fn model_follows_a_real_cluster_through_a_leader_kill() {
     })
     .expect("cluster starts");
     let endpoints = backend::ClusterControl::nodes(&control);
-    let handle = backend::start(Box::new(control), tempo, Arc::new(|| {})).expect("backend starts");
+    let handle =
+        backend::start(Box::new(control), tempo.timing(), Arc::new(|| {})).expect("backend starts");
     let ids: Vec<NodeId> = handle.nodes.clone();
     assert_eq!(ids, vec![NodeId(1), NodeId(2), NodeId(3)]);
     let mut model = ClusterModel::new(&ids);
