@@ -2,20 +2,26 @@
 //! 20.10; docker-compose 1.29) running the test cluster of `docker/compose.test.yml`.
 
 use super::*;
+use flotilla_shared::NodeId;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
 
-const PS_RUNNING_28: &str = include_str!("../../tests/fixtures/docker/ps-running.client28.jsonl");
-const PS_RUNNING_20: &str = include_str!("../../tests/fixtures/docker/ps-running.client20.jsonl");
+const PS_RUNNING_28: &str =
+    include_str!("../../../tests/fixtures/docker/ps-running.client28.jsonl");
+const PS_RUNNING_20: &str =
+    include_str!("../../../tests/fixtures/docker/ps-running.client20.jsonl");
 const PS_KILLED_PAUSED_28: &str =
-    include_str!("../../tests/fixtures/docker/ps-killed-paused.client28.jsonl");
+    include_str!("../../../tests/fixtures/docker/ps-killed-paused.client28.jsonl");
 const PS_KILLED_PAUSED_20: &str =
-    include_str!("../../tests/fixtures/docker/ps-killed-paused.client20.jsonl");
-const PS_EMPTY: &str = include_str!("../../tests/fixtures/docker/ps-empty.jsonl");
-const INSPECT_HOST: &str = include_str!("../../tests/fixtures/docker/inspect-host-network.json");
+    include_str!("../../../tests/fixtures/docker/ps-killed-paused.client20.jsonl");
+const PS_EMPTY: &str = include_str!("../../../tests/fixtures/docker/ps-empty.jsonl");
+const INSPECT_HOST: &str = include_str!("../../../tests/fixtures/docker/inspect-host-network.json");
 const INSPECT_PUBLISHED_CREATED: &str =
-    include_str!("../../tests/fixtures/docker/inspect-published-created.json");
+    include_str!("../../../tests/fixtures/docker/inspect-published-created.json");
 const INSPECT_PUBLISHED_STARTED: &str =
-    include_str!("../../tests/fixtures/docker/inspect-published-started-no-bridge.json");
-const STDERR_NO_DAEMON: &str = include_str!("../../tests/fixtures/docker/stderr-no-daemon.txt");
+    include_str!("../../../tests/fixtures/docker/inspect-published-started-no-bridge.json");
+const STDERR_NO_DAEMON: &str = include_str!("../../../tests/fixtures/docker/stderr-no-daemon.txt");
 
 fn by_name(summaries: &[ContainerSummary]) -> BTreeMap<&str, &ContainerSummary> {
     summaries
