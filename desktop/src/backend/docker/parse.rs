@@ -96,7 +96,7 @@ pub struct ContainerDetails {
     pub node_id: Option<NodeId>,
     pub state: ContainerState,
     /// Where the node's HTTP API is reached from this machine, e.g. `http://127.0.0.1:6500`.
-    pub base_url: Result<String, String>,
+    pub base_url: Result<String, EndpointError>,
     /// The container's `ADMIN_TOKEN`, if it has one.
     pub admin_token: Option<String>,
 }
@@ -201,6 +201,18 @@ fn details(container: Inspected) -> ContainerDetails {
     }
 }
 
+/// Why a container's node cannot be reached from this machine.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("LISTEN={0:?} is not HOST:PORT")]
+    BadListen(String),
+    #[error(
+        "the node listens on port {port} but the container publishes no host port for {key} \
+         (add `ports: [\"HOST:{port}\"]` or use host networking)"
+    )]
+    Unpublished { port: String, key: String },
+}
+
 /// The URL for a node listening on `listen` inside a container: the address itself with host
 /// networking, else the host port published for the listen port (running bindings first, then the
 /// configured ones, which exist even while the container is stopped).
@@ -208,11 +220,11 @@ pub(super) fn endpoint(
     network_mode: &str,
     listen: &str,
     published: impl Iterator<Item = PortMap>,
-) -> Result<String, String> {
+) -> Result<String, EndpointError> {
     let (host, port) = listen
         .rsplit_once(':')
         .filter(|(_, port)| port.parse::<u16>().is_ok())
-        .ok_or_else(|| format!("LISTEN={listen:?} is not HOST:PORT"))?;
+        .ok_or_else(|| EndpointError::BadListen(listen.to_owned()))?;
     if network_mode == "host" {
         return Ok(format!("http://{}:{port}", reachable_host(host)));
     }
@@ -230,10 +242,10 @@ pub(super) fn endpoint(
             ));
         }
     }
-    Err(format!(
-        "the node listens on port {port} but the container publishes no host port for {key} \
-         (add `ports: [\"HOST:{port}\"]` or use host networking)"
-    ))
+    Err(EndpointError::Unpublished {
+        port: port.to_owned(),
+        key,
+    })
 }
 
 /// A wildcard bind address is no address to connect to: use loopback instead.

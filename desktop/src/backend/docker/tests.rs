@@ -152,12 +152,16 @@ fn running_bindings_win_over_configured_ones() {
 #[test]
 fn unpublished_or_bad_listen_addresses_are_explained() {
     let unpublished: PortMap = serde_json::from_str(r#"{"5000/tcp":null}"#).unwrap();
-    let error = endpoint("bridge", "0.0.0.0:5000", std::iter::once(unpublished)).unwrap_err();
+    let error = endpoint("bridge", "0.0.0.0:5000", std::iter::once(unpublished))
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("publishes no host port for 5000/tcp"),
         "{error}"
     );
-    let error = endpoint("host", "nonsense", std::iter::empty()).unwrap_err();
+    let error = endpoint("host", "nonsense", std::iter::empty())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("not HOST:PORT"), "{error}");
     assert_eq!(
         endpoint("host", "[::]:7000", std::iter::empty()),
