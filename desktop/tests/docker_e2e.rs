@@ -13,7 +13,6 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use flotilla::backend::docker::{Compose, ContainerState, DockerCli, DockerControl};
 use flotilla::backend::{ClusterControl, NodeEndpoint};
 use flotilla_shared::api::{MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse};
-use flotilla_shared::event::Role;
 use flotilla_shared::NodeId;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,41 +30,6 @@ fn repository() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-/// The node binary: `FLOTILLA_NODE_BIN`, else built in this test's own target directory.
-fn node_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("FLOTILLA_NODE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    // Integration tests live in <target>/<profile>/deps/.
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("no target directory above {}", exe.display()))?;
-    let target_dir = profile_dir
-        .parent()
-        .ok_or_else(|| anyhow!("no target directory above {}", profile_dir.display()))?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "-p", "flotilla-node", "--bin", "flotilla-node"])
-        .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(repository());
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        build.arg("--release");
-    }
-    let status = build
-        .status()
-        .context("running cargo build -p flotilla-node")?;
-    if !status.success() {
-        bail!("cargo build -p flotilla-node failed");
-    }
-    Ok(profile_dir.join("flotilla-node"))
 }
 
 fn free_ports(count: usize) -> Result<Vec<u16>> {
@@ -212,20 +176,11 @@ fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Re
 /// A leader every node in `nodes` agrees on, in one term.
 fn agreed_leader(http: &Http, nodes: &[NodeEndpoint]) -> Result<NodeId> {
     wait_until("a leader all live nodes agree on", || {
-        let statuses: Vec<Status> = nodes
+        let statuses: BTreeMap<NodeId, Status> = nodes
             .iter()
-            .map(|node| http.status(node))
+            .map(|node| Ok((node.id, http.status(node)?)))
             .collect::<Result<_>>()?;
-        let leader = statuses
-            .iter()
-            .find(|status| status.role == Role::Leader)
-            .map(|status| (status.id, status.term));
-        Ok(leader.filter(|(id, term)| {
-            statuses
-                .iter()
-                .all(|status| status.leader_id == Some(*id) && status.term == *term)
-        }))
-        .map(|leader| leader.map(|(id, _)| id))
+        Ok(flotilla_tests::agreed_leader(&statuses))
     })
 }
 
@@ -246,7 +201,7 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
         return Ok(());
     }
     let compose = Compose::detect(&cli).context("the Docker test needs docker compose")?;
-    let binary = node_binary()?;
+    let binary = flotilla_tests::node_binary()?;
     let script = repository().join("docker/build-scratch-image.sh");
     let built = Command::new("bash")
         .arg(&script)
