@@ -1,6 +1,10 @@
 //! Everything that talks to the cluster: one tokio runtime on its own thread runs an SSE reader and a
 //! status poller per node, the HTTP calls the UI asks for, and the cluster control (processes).
 //! Results go to the UI over a channel, each followed by a repaint request.
+//!
+//! Owns every socket, process and container the app deals with, and the [`Command`]s it takes. May not
+//! touch the UI or the app: it hears from them only through commands, and speaks to them only through
+//! [`Update`]s (records for the model, notices, cluster changes).
 
 pub mod attach;
 pub mod docker;

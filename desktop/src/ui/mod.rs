@@ -1,5 +1,9 @@
 //! Drawing. Each `*_ui` function draws one part from the model and returns what the user asked for;
 //! the app applies those intents in one place after drawing.
+//!
+//! Owns the drawing, the window's own words for what the user asks ([`Intent`], [`Tempo`]) and the
+//! little state the panels edit across frames. May read the model, never change it, and may not touch
+//! the backend: what the user asks of the cluster goes out as an intent the app translates.
 
 mod chart;
 mod events;
