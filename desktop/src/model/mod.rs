@@ -252,4 +252,6 @@ impl ClusterModel {
 mod tests;
 
 #[cfg(test)]
+mod causal_stream_tests;
+#[cfg(test)]
 mod causal_tests;
