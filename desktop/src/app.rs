@@ -1,9 +1,9 @@
 //! The eframe app: drains the backend's updates into the model, draws the panels, and applies the
 //! intents they return in one place.
 
-use crate::backend::{unix_ms, BackendHandle, BackendThread, Command, Tempo, Update};
+use crate::backend::{unix_ms, BackendHandle, BackendThread, Command, Update};
 use crate::model::{ClusterModel, ViewMode};
-use crate::ui::{self, palette, EventFilter, Intent, TopBarState};
+use crate::ui::{self, palette, ClusterIntent, EventFilter, Intent, Tempo, TopBarState};
 use egui::RichText;
 use flotilla_shared::NodeId;
 use std::sync::mpsc;
@@ -156,7 +156,7 @@ impl FlotillaApp {
                         )
                         .clicked()
                     {
-                        intents.push(Intent::Cluster(Command::WatchDocker));
+                        intents.push(Intent::Cluster(ClusterIntent::WatchDocker));
                     }
                     dismissed = ui.button("Dismiss").clicked();
                 });
@@ -241,8 +241,8 @@ impl FlotillaApp {
 
     fn apply(&mut self, intent: Intent) {
         match intent {
-            Intent::Cluster(command) => {
-                if self.commands.send(command).is_err() {
+            Intent::Cluster(intent) => {
+                if self.commands.send(backend_command(intent)).is_err() {
                     self.bar.notice = Some(("the backend has stopped".into(), true));
                 }
             }
@@ -253,6 +253,22 @@ impl FlotillaApp {
             Intent::Scrub(position) => self.model.mode = ViewMode::Paused { position },
             Intent::Replay { speed } => self.model.replay(speed),
         }
+    }
+}
+
+/// The backend's side of what the user asked of the cluster.
+fn backend_command(intent: ClusterIntent) -> Command {
+    match intent {
+        ClusterIntent::Kill(node) => Command::Kill(node),
+        ClusterIntent::Restart(node) => Command::Restart(node),
+        ClusterIntent::Pause(node) => Command::Pause(node),
+        ClusterIntent::Resume(node) => Command::Resume(node),
+        ClusterIntent::Isolate(node) => Command::Isolate(node),
+        ClusterIntent::Heal(node) => Command::Heal(node),
+        ClusterIntent::TransferLeadership(node) => Command::TransferLeadership(node),
+        ClusterIntent::Submit(text) => Command::Submit(text),
+        ClusterIntent::SetTempo(tempo) => Command::SetTiming(tempo.timing()),
+        ClusterIntent::WatchDocker => Command::WatchDocker,
     }
 }
 
@@ -290,5 +306,26 @@ impl eframe::App for FlotillaApp {
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.frame_ui(ui);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_shared::api::TimingRequest;
+
+    #[test]
+    fn a_chosen_tempo_reaches_the_backend_as_the_timing_it_stands_for() {
+        assert_eq!(
+            backend_command(ClusterIntent::SetTempo(Tempo { factor: 2 })),
+            Command::SetTiming(TimingRequest {
+                heartbeat_ms: 100,
+                election_timeout_ms: [300, 600],
+            })
+        );
+        assert_eq!(
+            backend_command(ClusterIntent::Kill(NodeId(3))),
+            Command::Kill(NodeId(3))
+        );
     }
 }

@@ -4,7 +4,8 @@
 use anyhow::Context as _;
 use clap::Parser;
 use flotilla::app::FlotillaApp;
-use flotilla::backend::{self, attach, docker, local, ClusterControl, Tempo};
+use flotilla::backend::{self, attach, docker, local, ClusterControl};
+use flotilla::ui::Tempo;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -104,7 +105,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             creation.egui_ctx.set_visuals(egui::Visuals::dark());
             let ctx = creation.egui_ctx.clone();
             let waker: backend::Waker = Arc::new(move || ctx.request_repaint());
-            let handle = backend::start_with(control, tempo, waker, docker_offer)?;
+            let handle = backend::start_with(control, tempo.timing(), waker, docker_offer)?;
             if let Some(seconds) = close_after {
                 let ctx = creation.egui_ctx.clone();
                 std::thread::spawn(move || {

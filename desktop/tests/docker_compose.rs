@@ -15,15 +15,16 @@
 //! Needs a Docker engine and the base images the Dockerfile names (`.ci/docker.sh`: `start_dockerd`,
 //! `prepare_base_images`). Under `CI=true` a missing engine fails the test; elsewhere it skips loudly.
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
 use flotilla::app::{FlotillaApp, WATCH_DOCKER};
 use flotilla::backend::docker::{self, Compose, DockerCli, DockerOptions, WAITING_HEADING};
-use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint, Tempo};
+use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint};
+use flotilla::ui::Tempo;
 use flotilla_shared::api::{MessagesPage, Status};
-use flotilla_shared::event::Role;
 use flotilla_shared::NodeId;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -257,42 +258,39 @@ impl Http {
         })
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, url: String) -> Result<T> {
-        self.runtime.block_on(async {
-            Ok(self
-                .client
-                .get(url)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?)
-        })
+    async fn get<T: serde::de::DeserializeOwned>(&self, url: String) -> Result<T> {
+        Ok(self
+            .client
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
-    fn status(&self, port: u16) -> Result<Status> {
-        self.get(format!("http://127.0.0.1:{port}/v1/status"))
+    async fn status(&self, port: u16) -> Result<Status> {
+        self.get(format!("http://127.0.0.1:{port}/v1/status")).await
     }
 
-    fn texts(&self, port: u16) -> Result<Vec<String>> {
-        let page: MessagesPage = self.get(format!(
-            "http://127.0.0.1:{port}/v1/messages?from=1&limit=1000&stale=true"
-        ))?;
+    async fn texts(&self, port: u16) -> Result<Vec<String>> {
+        let page: MessagesPage = self
+            .get(format!(
+                "http://127.0.0.1:{port}/v1/messages?from=1&limit=1000&stale=true"
+            ))
+            .await?;
         Ok(page.entries.into_iter().map(|entry| entry.text).collect())
     }
 
-    fn wait<T>(&self, what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-        let started = Instant::now();
-        let mut last_error = String::new();
-        while started.elapsed() < DEADLINE {
-            match probe() {
-                Ok(Some(value)) => return Ok(value),
-                Ok(None) => {}
-                Err(error) => last_error = format!("{error:#}"),
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        bail!("timed out after {DEADLINE:?} waiting for {what} (last error: {last_error})")
+    /// Node `id`'s status now, from outside any runtime.
+    fn status_now(&self, id: NodeId) -> Result<Status> {
+        self.runtime.block_on(self.status(port(id)))
+    }
+
+    /// Polls `probe` until it yields `Some`, for at most [`DEADLINE`].
+    fn wait<T>(&self, what: &str, probe: impl AsyncFnMut() -> Option<T>) -> Result<T> {
+        self.runtime
+            .block_on(flotilla_tests::wait_until(DEADLINE, what, probe))
     }
 }
 
@@ -333,7 +331,7 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
     let tempo = Tempo { factor: 2 };
 
     // 1. The window opens first and waits.
-    let handle = backend::start(docker::connect(&options), tempo, Arc::new(|| {}))?;
+    let handle = backend::start(docker::connect(&options), tempo.timing(), Arc::new(|| {}))?;
     let mut app = window(handle, tempo);
     wait_for(&mut app, "the waiting state", |app| {
         app.query_by_label(WAITING_HEADING).map(drop)
@@ -358,11 +356,11 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
     // 2. The containers run at the window's tempo; typed messages commit.
     let slowed = tempo.timing();
     for id in 1..=3 {
-        http.wait("the app's tempo on every container", || {
-            let status = http.status(port(NodeId(id)))?;
-            Ok((status.heartbeat_ms == slowed.heartbeat_ms
+        http.wait("the app's tempo on every container", async || {
+            let status = http.status(port(NodeId(id))).await.ok()?;
+            (status.heartbeat_ms == slowed.heartbeat_ms
                 && status.election_timeout_ms == slowed.election_timeout_ms)
-                .then_some(()))
+                .then_some(())
         })?;
     }
     let messages = ["first", "second", "third"];
@@ -387,7 +385,7 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
         let node = &app.state().model.live.nodes[&leader];
         (!node.is_up()).then_some(())
     });
-    assert!(http.status(port(leader)).is_err(), "a killed node answers");
+    assert!(http.status_now(leader).is_err(), "a killed node answers");
     let new_leader = wait_for(&mut app, "a new leader", |app| {
         let live = &app.state().model.live;
         let new = live.leader().filter(|node| node.id != leader)?;
@@ -445,18 +443,18 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
         .map(|text| (*text).to_owned())
         .chain(["after the kill".to_owned()])
         .collect();
-    http.wait("the restarted node to catch up", || {
-        Ok((http.texts(port(leader))? == every_message).then_some(()))
+    http.wait("the restarted node to catch up", async || {
+        (http.texts(port(leader)).await.ok()? == every_message).then_some(())
     })?;
-    http.wait("the restarted node at the app's tempo", || {
-        Ok((http.status(port(leader))?.heartbeat_ms == slowed.heartbeat_ms).then_some(()))
+    http.wait("the restarted node at the app's tempo", async || {
+        (http.status(port(leader)).await.ok()?.heartbeat_ms == slowed.heartbeat_ms).then_some(())
     })?;
     let catch_up_s = restart_started.elapsed().as_secs_f64();
 
     // 4. Closing the window puts back the timing the containers had.
     drop(app);
     for id in 1..=3 {
-        let status = http.status(port(NodeId(id)))?;
+        let status = http.status_now(NodeId(id))?;
         assert_eq!(
             (status.heartbeat_ms, status.election_timeout_ms),
             (COMPOSE_HEARTBEAT_MS, COMPOSE_ELECTION_MS),
@@ -480,7 +478,7 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
     let local_nodes: Vec<NodeEndpoint> = local.nodes();
     let handle = backend::start_with(
         Box::new(local),
-        tempo,
+        tempo.timing(),
         Arc::new(|| {}),
         Some(options.clone()),
     )?;
@@ -515,18 +513,12 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
     drop(project);
     let five = Project::new(&compose, &["docker-compose.yml", "docker/compose.5.yml"]);
     five.up()?;
-    let five_leader = http.wait("a leader all five nodes agree on", || {
-        let statuses: Vec<Status> = (1..=5)
-            .map(|id| http.status(port(NodeId(id))))
-            .collect::<Result<_>>()?;
-        let leader = statuses
-            .iter()
-            .find(|status| status.role == Role::Leader)
-            .ok_or_else(|| anyhow!("no leader yet"))?;
-        Ok(statuses
-            .iter()
-            .all(|status| status.leader_id == Some(leader.id) && status.term == leader.term)
-            .then_some(leader.id))
+    let five_leader = http.wait("a leader all five nodes agree on", async || {
+        let mut statuses = BTreeMap::new();
+        for id in (1..=5).map(NodeId) {
+            statuses.insert(id, http.status(port(id)).await.ok()?);
+        }
+        flotilla_tests::agreed_leader(&statuses)
     })?;
     drop(five);
     eprintln!(

@@ -13,8 +13,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use flotilla::backend::docker::{Compose, ContainerState, DockerCli, DockerControl};
 use flotilla::backend::{ClusterControl, NodeEndpoint};
 use flotilla_shared::api::{MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse};
-use flotilla_shared::event::Role;
 use flotilla_shared::NodeId;
+use flotilla_tests::wait_until;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,41 +31,6 @@ fn repository() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-/// The node binary: `FLOTILLA_NODE_BIN`, else built in this test's own target directory.
-fn node_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("FLOTILLA_NODE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    // Integration tests live in <target>/<profile>/deps/.
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("no target directory above {}", exe.display()))?;
-    let target_dir = profile_dir
-        .parent()
-        .ok_or_else(|| anyhow!("no target directory above {}", profile_dir.display()))?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "-p", "flotilla-node", "--bin", "flotilla-node"])
-        .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(repository());
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        build.arg("--release");
-    }
-    let status = build
-        .status()
-        .context("running cargo build -p flotilla-node")?;
-    if !status.success() {
-        bail!("cargo build -p flotilla-node failed");
-    }
-    Ok(profile_dir.join("flotilla-node"))
 }
 
 fn free_ports(count: usize) -> Result<Vec<u16>> {
@@ -104,129 +69,96 @@ impl Drop for ComposeProject {
     }
 }
 
+/// Plain HTTP to the nodes, for what the test checks and the partitions it sets up.
 struct Http {
-    runtime: tokio::runtime::Runtime,
     client: reqwest::Client,
 }
 
 impl Http {
     fn new() -> Result<Self> {
         Ok(Self {
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()?,
         })
     }
 
-    fn status(&self, node: &NodeEndpoint) -> Result<Status> {
-        self.runtime.block_on(async {
-            Ok(self
-                .client
-                .get(format!("{}/v1/status", node.base_url))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?)
-        })
+    async fn status(&self, node: &NodeEndpoint) -> Result<Status> {
+        Ok(self
+            .client
+            .get(format!("{}/v1/status", node.base_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
-    fn submit(&self, node: &NodeEndpoint, text: &str) -> Result<SubmitResponse> {
-        self.runtime.block_on(async {
-            let response = self
-                .client
-                .post(format!("{}/v1/messages", node.base_url))
-                .json(&SubmitRequest {
-                    text: text.into(),
-                    request_id: Some(format!("docker-e2e-{text}")),
-                })
-                .timeout(Duration::from_secs(15))
-                .send()
-                .await?;
-            let status = response.status();
-            if !status.is_success() {
-                bail!(
-                    "submit to node {} answered {status}: {}",
-                    node.id,
-                    response.text().await?
-                );
-            }
-            Ok(response.json().await?)
-        })
+    async fn submit(&self, node: &NodeEndpoint, text: &str) -> Result<SubmitResponse> {
+        let response = self
+            .client
+            .post(format!("{}/v1/messages", node.base_url))
+            .json(&SubmitRequest {
+                text: text.into(),
+                request_id: Some(format!("docker-e2e-{text}")),
+            })
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!(
+                "submit to node {} answered {status}: {}",
+                node.id,
+                response.text().await?
+            );
+        }
+        Ok(response.json().await?)
     }
 
     /// This node's applied messages, without asking the leader.
-    fn stale_texts(&self, node: &NodeEndpoint) -> Result<Vec<String>> {
-        self.runtime.block_on(async {
-            let page: MessagesPage = self
-                .client
-                .get(format!(
-                    "{}/v1/messages?from=1&limit=1000&stale=true",
-                    node.base_url
-                ))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            Ok(page.entries.into_iter().map(|entry| entry.text).collect())
-        })
+    async fn stale_texts(&self, node: &NodeEndpoint) -> Result<Vec<String>> {
+        let page: MessagesPage = self
+            .client
+            .get(format!(
+                "{}/v1/messages?from=1&limit=1000&stale=true",
+                node.base_url
+            ))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(page.entries.into_iter().map(|entry| entry.text).collect())
     }
 
-    fn isolate(&self, node: &NodeEndpoint, from: Option<NodeId>, token: &str) -> Result<()> {
-        self.runtime.block_on(async {
-            let url = format!("{}/v1/admin/partition", node.base_url);
-            let request = match from {
-                Some(peer) => self.client.post(url).json(&PartitionRequest {
-                    isolate_from: vec![peer],
-                }),
-                None => self.client.delete(url),
-            };
-            request
-                .bearer_auth(token)
-                .send()
-                .await?
-                .error_for_status()?;
-            Ok(())
-        })
+    async fn isolate(&self, node: &NodeEndpoint, from: Option<NodeId>, token: &str) -> Result<()> {
+        let url = format!("{}/v1/admin/partition", node.base_url);
+        let request = match from {
+            Some(peer) => self.client.post(url).json(&PartitionRequest {
+                isolate_from: vec![peer],
+            }),
+            None => self.client.delete(url),
+        };
+        request
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
     }
-}
-
-fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let started = Instant::now();
-    let mut last_error = String::new();
-    while started.elapsed() < DEADLINE {
-        match probe() {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(error) => last_error = format!("{error:#}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("timed out after {DEADLINE:?} waiting for {what} (last error: {last_error})")
 }
 
 /// A leader every node in `nodes` agrees on, in one term.
-fn agreed_leader(http: &Http, nodes: &[NodeEndpoint]) -> Result<NodeId> {
-    wait_until("a leader all live nodes agree on", || {
-        let statuses: Vec<Status> = nodes
-            .iter()
-            .map(|node| http.status(node))
-            .collect::<Result<_>>()?;
-        let leader = statuses
-            .iter()
-            .find(|status| status.role == Role::Leader)
-            .map(|status| (status.id, status.term));
-        Ok(leader.filter(|(id, term)| {
-            statuses
-                .iter()
-                .all(|status| status.leader_id == Some(*id) && status.term == *term)
-        }))
-        .map(|leader| leader.map(|(id, _)| id))
+async fn agreed_leader(http: &Http, nodes: &[NodeEndpoint]) -> Result<NodeId> {
+    wait_until(DEADLINE, "a leader all live nodes agree on", async || {
+        let mut statuses = BTreeMap::new();
+        for node in nodes {
+            statuses.insert(node.id, http.status(node).await.ok()?);
+        }
+        flotilla_tests::agreed_leader(&statuses)
     })
+    .await
 }
 
 #[test]
@@ -245,8 +177,17 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
         );
         return Ok(());
     }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(survives_a_killed_leader(cli))
+}
+
+/// The test itself, on a runtime for its HTTP checks; the `docker` calls block, as the backend's
+/// actions thread does.
+async fn survives_a_killed_leader(cli: DockerCli) -> Result<()> {
     let compose = Compose::detect(&cli).context("the Docker test needs docker compose")?;
-    let binary = node_binary()?;
+    let binary = flotilla_tests::node_binary()?;
     let script = repository().join("docker/build-scratch-image.sh");
     let built = Command::new("bash")
         .arg(&script)
@@ -306,9 +247,9 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
         nodes.iter().map(|node| (node.id, node.clone())).collect();
 
     let http = Http::new()?;
-    let leader = agreed_leader(&http, &nodes)?;
+    let leader = agreed_leader(&http, &nodes).await?;
     let up_ms = up_started.elapsed().as_millis();
-    let before = http.submit(&by_id[&leader], "before-kill")?;
+    let before = http.submit(&by_id[&leader], "before-kill").await?;
 
     // Kill the leader's container: SIGKILL, like pulling the plug.
     let kill_started = Instant::now();
@@ -316,7 +257,7 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
     let kill_ms = kill_started.elapsed().as_millis();
     assert_eq!(control.state_now(leader)?, ContainerState::Exited);
     assert!(
-        http.status(&by_id[&leader]).is_err(),
+        http.status(&by_id[&leader]).await.is_err(),
         "a killed node still answers"
     );
     let survivors: Vec<NodeEndpoint> = nodes
@@ -324,43 +265,50 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
         .filter(|node| node.id != leader)
         .cloned()
         .collect();
-    let new_leader = agreed_leader(&http, &survivors)?;
+    let new_leader = agreed_leader(&http, &survivors).await?;
     assert_ne!(new_leader, leader);
     let failover_ms = kill_started.elapsed().as_millis();
-    let after = http.submit(&by_id[&new_leader], "after-kill")?;
+    let after = http.submit(&by_id[&new_leader], "after-kill").await?;
     assert!(after.index > before.index);
     assert!(after.term > before.term);
 
     // Restart the old leader while the others ignore it, so what it serves can only come from its
     // own volume; then heal and watch it catch up.
     for node in &survivors {
-        http.isolate(node, Some(leader), ADMIN_TOKEN)?;
+        http.isolate(node, Some(leader), ADMIN_TOKEN).await?;
     }
     let restart_started = Instant::now();
     control.restart(leader)?;
     assert_eq!(control.state_now(leader)?, ContainerState::Running);
-    let restarted = wait_until("the restarted node to answer", || {
-        Ok(http.status(&by_id[&leader]).ok())
-    })?;
+    let restarted = wait_until(DEADLINE, "the restarted node to answer", async || {
+        http.status(&by_id[&leader]).await.ok()
+    })
+    .await?;
     assert!(
         restarted.last_log_index >= before.index,
         "the restarted node lost its log: {restarted:?}"
     );
-    let from_volume = wait_until("the restarted node to apply its own log", || {
-        let texts = http.stale_texts(&by_id[&leader])?;
-        Ok(texts.contains(&"before-kill".to_owned()).then_some(texts))
-    })?;
+    let from_volume = wait_until(
+        DEADLINE,
+        "the restarted node to apply its own log",
+        async || {
+            let texts = http.stale_texts(&by_id[&leader]).await.ok()?;
+            texts.contains(&"before-kill".to_owned()).then_some(texts)
+        },
+    )
+    .await?;
     assert!(
         !from_volume.contains(&"after-kill".to_owned()),
         "an isolated node saw a message committed while it was dead: {from_volume:?}"
     );
     for node in &survivors {
-        http.isolate(node, None, ADMIN_TOKEN)?;
+        http.isolate(node, None, ADMIN_TOKEN).await?;
     }
-    let caught_up = wait_until("the restarted node to catch up", || {
-        let texts = http.stale_texts(&by_id[&leader])?;
-        Ok(texts.contains(&"after-kill".to_owned()).then_some(texts))
-    })?;
+    let caught_up = wait_until(DEADLINE, "the restarted node to catch up", async || {
+        let texts = http.stale_texts(&by_id[&leader]).await.ok()?;
+        texts.contains(&"after-kill".to_owned()).then_some(texts)
+    })
+    .await?;
     assert_eq!(caught_up, ["before-kill", "after-kill"]);
     let catch_up_ms = restart_started.elapsed().as_millis();
     eprintln!(
@@ -383,9 +331,10 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
     );
     control.resume(follower)?;
     assert_eq!(control.state_now(follower)?, ContainerState::Running);
-    wait_until("the resumed follower to answer", || {
-        Ok(http.status(&by_id[&follower]).ok())
-    })?;
+    wait_until(DEADLINE, "the resumed follower to answer", async || {
+        http.status(&by_id[&follower]).await.ok()
+    })
+    .await?;
 
     // A container that dies behind the app's back is reported as exited.
     assert!(control.exited().is_empty());
@@ -394,10 +343,15 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
         .ok_or_else(|| anyhow!("no container name for node {follower}"))?
         .to_owned();
     cli.run(&["kill", &name], Duration::from_secs(10))?;
-    let exited = wait_until("the backend to notice the killed container", || {
-        let exited = control.exited();
-        Ok((!exited.is_empty()).then_some(exited))
-    })?;
+    let exited = wait_until(
+        DEADLINE,
+        "the backend to notice the killed container",
+        async || {
+            let exited = control.exited();
+            (!exited.is_empty()).then_some(exited)
+        },
+    )
+    .await?;
     assert_eq!(exited, [follower]);
     assert_eq!(
         control.states().get(&follower),

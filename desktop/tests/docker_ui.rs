@@ -6,7 +6,8 @@ use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
 use flotilla::app::{FlotillaApp, WATCH_DOCKER};
 use flotilla::backend::docker::{self, DockerCli, DockerOptions, WAITING_HEADING};
-use flotilla::backend::{self, Command, Tempo};
+use flotilla::backend::{self, Command};
+use flotilla::ui::Tempo;
 use flotilla_shared::NodeId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +21,8 @@ fn without_docker_the_window_waits_for_compose_up_and_says_why() {
         cluster: docker::DEFAULT_CLUSTER.into(),
     };
     let tempo = Tempo::DEFAULT;
-    let handle =
-        backend::start(docker::connect(&options), tempo, Arc::new(|| {})).expect("backend starts");
+    let handle = backend::start(docker::connect(&options), tempo.timing(), Arc::new(|| {}))
+        .expect("backend starts");
     assert!(handle.nodes.is_empty());
     let mut app = Harness::builder()
         .with_size(egui::vec2(1280.0, 800.0))

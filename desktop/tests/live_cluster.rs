@@ -2,35 +2,13 @@
 //! 127.0.0.1, SQLite files), the model follows the event streams, a submit commits, the leader is
 //! killed and the model sees a new leader elected.
 
-use flotilla::backend::{self, local, Command, Tempo, Update};
+use flotilla::backend::{self, local, Command, Update};
 use flotilla::model::{ClusterModel, ProcessState, Record};
+use flotilla::ui::Tempo;
 use flotilla_shared::NodeId;
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::Command as Process;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The `flotilla-node` binary in this test's target dir, built (or brought up to date) first.
-fn node_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe path");
-    // target/<profile>/deps/<test> → target
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("profile dir");
-    let target_dir = profile_dir.parent().expect("target dir");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Process::new(cargo)
-        .args(["build", "-p", "flotilla-node", "--bin", "flotilla-node"])
-        .env("CARGO_TARGET_DIR", target_dir)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building flotilla-node failed");
-    let binary = profile_dir.join(format!("flotilla-node{}", std::env::consts::EXE_SUFFIX));
-    assert!(binary.exists(), "{} missing", binary.display());
-    binary
-}
 
 /// Feeds updates into the model until `done` holds, or fails with `what` after `timeout`.
 fn wait_for(
@@ -86,7 +64,7 @@ fn model_follows_a_real_cluster_through_a_leader_kill() {
         data_root: data.path().to_path_buf(),
         fresh: true,
         program: local::NodeProgram {
-            program: node_binary(),
+            program: flotilla_tests::node_binary().expect("the node binary"),
             leading_args: Vec::new(),
         },
         timing: tempo.timing(),
@@ -94,7 +72,8 @@ fn model_follows_a_real_cluster_through_a_leader_kill() {
     })
     .expect("cluster starts");
     let endpoints = backend::ClusterControl::nodes(&control);
-    let handle = backend::start(Box::new(control), tempo, Arc::new(|| {})).expect("backend starts");
+    let handle =
+        backend::start(Box::new(control), tempo.timing(), Arc::new(|| {})).expect("backend starts");
     let ids: Vec<NodeId> = handle.nodes.clone();
     assert_eq!(ids, vec![NodeId(1), NodeId(2), NodeId(3)]);
     let mut model = ClusterModel::new(&ids);

@@ -3,8 +3,9 @@
 //! pauses, resumes and kills them on the commands the panels send, and no node outlives the app, even
 //! one that is killed.
 
-use flotilla::backend::{self, local, Command, Tempo, Update};
+use flotilla::backend::{self, local, Command, Update};
 use flotilla::model::{ProcessState, Record};
+use flotilla::ui::Tempo;
 use flotilla_node::health;
 use flotilla_shared::NodeId;
 use std::io::{BufRead as _, BufReader};
@@ -78,8 +79,12 @@ fn pause_resume_and_kill_reach_the_node_process() {
     let data = tempfile::tempdir().expect("tempdir");
     let control = start_cluster(data.path(), 1, 17_700);
     let url = backend::ClusterControl::nodes(&control)[0].base_url.clone();
-    let handle = backend::start(Box::new(control), Tempo { factor: 1 }, Arc::new(|| {}))
-        .expect("backend starts");
+    let handle = backend::start(
+        Box::new(control),
+        Tempo { factor: 1 }.timing(),
+        Arc::new(|| {}),
+    )
+    .expect("backend starts");
     let node = NodeId(1);
     wait_for_status(&url, Duration::from_secs(30), "the node", Result::is_ok);
 

@@ -38,35 +38,35 @@ impl Client {
         }
     }
 
-    fn url(&self, node: NodeId, path: &str) -> Result<String, String> {
+    fn url(&self, node: NodeId, path: &str) -> Result<String, CallError> {
         self.urls
             .get(&node)
             .map(|base| format!("{base}{path}"))
-            .ok_or_else(|| format!("node {node} is not in this cluster"))
+            .ok_or(CallError::NotInCluster(node))
     }
 
-    fn admin(&self, builder: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, String> {
-        let token = self
-            .admin_token
-            .as_ref()
-            .ok_or("no admin token: start with --admin-token to use admin actions")?;
+    fn admin(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, CallError> {
+        let token = self.admin_token.as_ref().ok_or(CallError::NoAdminToken)?;
         Ok(builder.bearer_auth(token).timeout(Duration::from_secs(3)))
     }
 
-    /// Sends an admin request and turns any failure into words.
-    async fn admin_call(&self, builder: reqwest::RequestBuilder) -> Result<(), String> {
+    /// Sends an admin request; anything but a success is an error.
+    async fn admin_call(&self, builder: reqwest::RequestBuilder) -> Result<(), CallError> {
         let response = self
             .admin(builder)?
             .send()
             .await
-            .map_err(|error| error_words(&error))?;
+            .map_err(CallError::Transport)?;
         if response.status().is_success() {
             return Ok(());
         }
-        Err(error_body(response).await)
+        Err(CallError::refused(response).await)
     }
 
-    async fn partition(&self, node: NodeId, isolate_from: Vec<NodeId>) -> Result<(), String> {
+    async fn partition(&self, node: NodeId, isolate_from: Vec<NodeId>) -> Result<(), CallError> {
         let url = self.url(node, "/v1/admin/partition")?;
         let builder = if isolate_from.is_empty() {
             self.http.delete(url)
@@ -77,7 +77,38 @@ impl Client {
     }
 }
 
-fn error_words(error: &reqwest::Error) -> String {
+/// Why a call to a node did not succeed; the messages are what the window shows.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("node {0} is not in this cluster")]
+    NotInCluster(NodeId),
+    #[error("no admin token: start with --admin-token to use admin actions")]
+    NoAdminToken,
+    #[error("no node answers: the cluster is down")]
+    NoNodeAnswers,
+    #[error("{}", transport_words(.0))]
+    Transport(reqwest::Error),
+    /// The node answered with an error status, and its JSON error body when it sent one.
+    #[error("{}", refusal_words(*.status, .body.as_ref()))]
+    Refused {
+        status: u16,
+        body: Option<ErrorBody>,
+    },
+    #[error("unreadable answer: {0}")]
+    Unreadable(reqwest::Error),
+}
+
+impl CallError {
+    async fn refused(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        Self::Refused {
+            status,
+            body: response.json::<ErrorBody>().await.ok(),
+        }
+    }
+}
+
+fn transport_words(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         "timed out".into()
     } else if error.is_connect() {
@@ -87,11 +118,10 @@ fn error_words(error: &reqwest::Error) -> String {
     }
 }
 
-async fn error_body(response: reqwest::Response) -> String {
-    let code = response.status();
-    match response.json::<ErrorBody>().await {
-        Ok(body) => format!("{} ({}): {}", body.error, code.as_u16(), body.message),
-        Err(_) => format!("HTTP {}", code.as_u16()),
+fn refusal_words(status: u16, body: Option<&ErrorBody>) -> String {
+    match body {
+        Some(body) => format!("{} ({status}): {}", body.error, body.message),
+        None => format!("HTTP {status}"),
     }
 }
 
@@ -212,7 +242,7 @@ pub async fn submit(client: &Client, text: String, statuses: &Statuses, ui: &UiS
     // Any node accepts a message (followers forward); the leader saves a hop.
     let target = known_leader(statuses).or_else(|| snapshot(statuses).keys().next().copied());
     let outcome = match target {
-        None => Err("no node answers: the cluster is down".to_string()),
+        None => Err(CallError::NoNodeAnswers),
         Some(node) => match client.url(node, "/v1/messages") {
             Err(error) => Err(error),
             Ok(url) => {
@@ -231,13 +261,13 @@ pub async fn submit(client: &Client, text: String, statuses: &Statuses, ui: &UiS
                     .send()
                     .await
                 {
-                    Err(error) => Err(error_words(&error)),
+                    Err(error) => Err(CallError::Transport(error)),
                     Ok(response) if response.status().is_success() => response
                         .json::<SubmitResponse>()
                         .await
                         .map(|answer| (answer.index, answer.term))
-                        .map_err(|error| format!("unreadable answer: {error}")),
-                    Ok(response) => Err(error_body(response).await),
+                        .map_err(CallError::Unreadable),
+                    Ok(response) => Err(CallError::refused(response).await),
                 }
             }
         },
@@ -249,7 +279,8 @@ pub async fn submit(client: &Client, text: String, statuses: &Statuses, ui: &UiS
     ui.record(Record::Submitted(SubmitRecord {
         at_ms,
         text,
-        outcome,
+        // The record keeps the words: it is what the window shows and replays.
+        outcome: outcome.map_err(|error| error.to_string()),
         latency_ms,
     }));
 }
@@ -432,18 +463,16 @@ pub async fn restore_timing(client: &Client, found: &BTreeMap<NodeId, TimingRequ
             let timing = found.get(node).unwrap_or(fallback).clone();
             let client = client.clone();
             let node = *node;
-            tokio::spawn(async move {
+            let call = tokio::spawn(async move {
                 let url = client.url(node, "/v1/admin/timing")?;
-                client
-                    .admin_call(client.http.put(url).json(&timing))
-                    .await
-                    .map_err(|error| format!("node {node}: {error}"))
-            })
+                client.admin_call(client.http.put(url).json(&timing)).await
+            });
+            (node, call)
         })
         .collect();
-    for call in calls {
+    for (node, call) in calls {
         if let Ok(Err(error)) = call.await {
-            tracing::warn!("could not put back the timing found: {error}");
+            tracing::warn!("could not put back the timing found: node {node}: {error}");
         }
     }
 }
@@ -462,5 +491,29 @@ mod tests {
         assert!(parse_data_line(b"id: 9").is_none());
         assert!(parse_data_line(b": keep-alive").is_none());
         assert!(parse_data_line(b"data: {not json").is_none());
+    }
+
+    #[test]
+    fn refusals_read_as_the_node_worded_them() {
+        let refused = CallError::Refused {
+            status: 503,
+            body: Some(ErrorBody {
+                error: "shutting_down".into(),
+                message: "the node is stopping".into(),
+            }),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "shutting_down (503): the node is stopping"
+        );
+        let bare = CallError::Refused {
+            status: 502,
+            body: None,
+        };
+        assert_eq!(bare.to_string(), "HTTP 502");
+        assert_eq!(
+            CallError::NotInCluster(NodeId(7)).to_string(),
+            "node 7 is not in this cluster"
+        );
     }
 }

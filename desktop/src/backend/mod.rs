@@ -1,6 +1,10 @@
 //! Everything that talks to the cluster: one tokio runtime on its own thread runs an SSE reader and a
 //! status poller per node, the HTTP calls the UI asks for, and the cluster control (processes).
 //! Results go to the UI over a channel, each followed by a repaint request.
+//!
+//! Owns every socket, process and container the app deals with, and the [`Command`]s it takes. May not
+//! touch the UI or the app: it hears from them only through commands, and speaks to them only through
+//! [`Update`]s (records for the model, notices, cluster changes).
 
 pub mod attach;
 pub mod docker;
@@ -15,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What the UI asks for. Panels return these; the app applies them in one place.
+/// What the backend is asked to do (the app translates the window's intents into these).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Kill(NodeId),
@@ -27,36 +31,10 @@ pub enum Command {
     Heal(NodeId),
     TransferLeadership(NodeId),
     Submit(String),
-    SetTempo(Tempo),
+    /// Slow the cluster down (or speed it up): every node gets this timing, restarted ones too.
+    SetTiming(TimingRequest),
     /// Leave the current cluster and watch the Docker compose cluster instead (the offer's button).
     WatchDocker,
-}
-
-/// How slowly the cluster runs: Raft's timers multiplied by `factor` so humans can follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tempo {
-    pub factor: u64,
-}
-
-impl Tempo {
-    pub const CHOICES: [u64; 5] = [1, 2, 5, 10, 20];
-    /// Slow enough to follow every message by eye.
-    pub const DEFAULT: Tempo = Tempo { factor: 10 };
-
-    pub fn timing(self) -> TimingRequest {
-        let factor = self.factor.max(1);
-        TimingRequest {
-            heartbeat_ms: 50 * factor,
-            election_timeout_ms: [150 * factor, 300 * factor],
-        }
-    }
-
-    pub fn label(self) -> String {
-        match self.factor {
-            1 => "real speed".into(),
-            factor => format!("{factor}x slower"),
-        }
-    }
 }
 
 /// Something for the UI: a record for the model, or a line for the notice bar.
@@ -243,20 +221,20 @@ impl UiSender {
 /// The latest status of each node, shared by the pollers and the command handlers.
 type Statuses = Arc<Mutex<BTreeMap<NodeId, Status>>>;
 
-/// Starts the backend thread for `control` with the initial `tempo`.
+/// Starts the backend thread for `control`; every node gets `timing` (the window's tempo).
 pub fn start(
     control: Box<dyn ClusterControl>,
-    tempo: Tempo,
+    timing: TimingRequest,
     waker: Waker,
 ) -> anyhow::Result<BackendHandle> {
-    start_with(control, tempo, waker, None)
+    start_with(control, timing, waker, None)
 }
 
 /// [`start`], and with `docker_offer` also looks once for a running Docker compose cluster: when there
 /// is one, the window offers to watch it instead ([`Update::Offer`], then [`Command::WatchDocker`]).
 pub fn start_with(
     control: Box<dyn ClusterControl>,
-    tempo: Tempo,
+    timing: TimingRequest,
     waker: Waker,
     docker_offer: Option<docker::DockerOptions>,
 ) -> anyhow::Result<BackendHandle> {
@@ -284,7 +262,7 @@ pub fn start_with(
                     return;
                 }
             };
-            runtime.block_on(run(control, tempo, docker_offer, command_rx, ui));
+            runtime.block_on(run(control, timing, docker_offer, command_rx, ui));
             // A `docker` call still running on a blocking thread (each has its own timeout) must not
             // hold up the window's exit.
             runtime.shutdown_timeout(Duration::from_secs(1));
@@ -312,7 +290,7 @@ struct Session {
 }
 
 impl Session {
-    fn open(control: &mut dyn ClusterControl, tempo: Tempo, ui: &UiSender) -> Self {
+    fn open(control: &mut dyn ClusterControl, timing: &TimingRequest, ui: &UiSender) -> Self {
         let client = http::Client::new(control.nodes(), control.admin_token());
         let statuses: Statuses = Arc::default();
         let mut readers = Vec::new();
@@ -327,18 +305,19 @@ impl Session {
         }
         let mut found_timing = None;
         if control.admin_token().is_some() {
-            control.set_timing(&tempo.timing());
+            control.set_timing(timing);
+            let timing = timing.clone();
             let client = client.clone();
             let ui = ui.clone();
             let shared = control.shared_nodes();
-            // The timing found is read before the app's tempo goes out, so it can be put back.
+            // The timing found is read before the app's goes out, so it can be put back.
             let task = tokio::spawn(async move {
                 let found = if shared {
                     http::timing_when_up(&client).await
                 } else {
                     BTreeMap::new()
                 };
-                http::set_timing_when_up(&client, tempo.timing(), &ui).await;
+                http::set_timing_when_up(&client, timing, &ui).await;
                 found
             });
             if shared {
@@ -378,7 +357,7 @@ impl Session {
 
 async fn run(
     mut control: Box<dyn ClusterControl>,
-    mut tempo: Tempo,
+    mut timing: TimingRequest,
     docker_offer: Option<docker::DockerOptions>,
     mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
     ui: UiSender,
@@ -390,7 +369,7 @@ async fn run(
     if waiting.is_some() {
         ui.send(Update::Waiting(waiting.clone()));
     }
-    let mut session = Session::open(control.as_mut(), tempo, &ui);
+    let mut session = Session::open(control.as_mut(), &timing, &ui);
     // Controls found off the runtime (the offer's Docker cluster) arrive here.
     let (switch_tx, mut switch_rx) =
         tokio::sync::mpsc::unbounded_channel::<anyhow::Result<Box<dyn ClusterControl>>>();
@@ -421,8 +400,8 @@ async fn run(
                         None
                     }
                     Some(command) => {
-                        if let Command::SetTempo(chosen) = command {
-                            tempo = chosen;
+                        if let Command::SetTiming(chosen) = &command {
+                            timing = chosen.clone();
                         }
                         handle(command, control.as_mut(), &session.client, &session.statuses, &ui);
                         None
@@ -460,7 +439,7 @@ async fn run(
             ui.send(Update::Waiting(waiting.clone()));
             ui.send(Update::Cluster(ClusterInfo::of(control.as_ref())));
             ui.notice(format!("watching {}", control.describe()), false);
-            session = Session::open(control.as_mut(), tempo, &ui);
+            session = Session::open(control.as_mut(), &timing, &ui);
         }
     }
     session.close(control.as_mut()).await;
@@ -540,11 +519,11 @@ fn handle(
             let ui = ui.clone();
             tokio::spawn(async move { http::submit(&client, text, &statuses, &ui).await });
         }
-        Command::SetTempo(tempo) => {
-            control.set_timing(&tempo.timing());
+        Command::SetTiming(timing) => {
+            control.set_timing(&timing);
             let client = client.clone();
             let ui = ui.clone();
-            tokio::spawn(async move { http::set_timing(&client, tempo.timing(), &ui).await });
+            tokio::spawn(async move { http::set_timing(&client, timing, &ui).await });
         }
     }
 }

@@ -1,5 +1,9 @@
 //! The cluster as the desktop sees it, derived only from what the nodes report: their events and
 //! status snapshots. Pure: no egui, no network, no clock (time is passed in).
+//!
+//! Owns what is known of the cluster, the recording (timeline) and the view's position in it (live,
+//! paused, replay). May not touch the UI, the backend or the app: they depend on it, never the other
+//! way round.
 
 mod presenter;
 mod state;
@@ -247,5 +251,7 @@ impl ClusterModel {
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod causal_stream_tests;
 #[cfg(test)]
 mod causal_tests;

@@ -1,7 +1,6 @@
 //! The top bar (summary, tempo, submit), the node actions and the timeline controls.
 
-use super::{clock_text, palette, Intent};
-use crate::backend::{Command, Tempo};
+use super::{clock_text, palette, ClusterIntent, Intent, Tempo};
 use crate::model::{ClusterState, ProcessState, SubmitRecord, Timeline, ViewMode};
 use egui::RichText;
 use flotilla_shared::event::Role;
@@ -58,7 +57,7 @@ pub fn top_bar_ui(
             .response
             .on_hover_text("Slows the cluster itself: every node's heartbeat and election timeout");
         if bar.tempo != before {
-            intents.push(Intent::Cluster(Command::SetTempo(bar.tempo)));
+            intents.push(Intent::Cluster(ClusterIntent::SetTempo(bar.tempo)));
         }
         ui.separator();
         let field = ui.add(
@@ -69,7 +68,7 @@ pub fn top_bar_ui(
         let entered = field.lost_focus() && ui.input(|input| input.key_pressed(egui::Key::Enter));
         let clicked = ui.button("Submit").clicked();
         if (entered || clicked) && !bar.submit_text.trim().is_empty() {
-            intents.push(Intent::Cluster(Command::Submit(
+            intents.push(Intent::Cluster(ClusterIntent::Submit(
                 bar.submit_text.trim().to_string(),
             )));
             bar.submit_text.clear();
@@ -172,17 +171,18 @@ pub fn node_actions_ui(
         .nodes
         .values()
         .any(|other| other.isolated_from.contains(&id));
-    let mut button = |ui: &mut egui::Ui, label: String, why_not: Option<&str>, command: Command| {
-        let why_not = if live { why_not } else { Some(not_live) };
-        let response = ui.add_enabled(why_not.is_none(), egui::Button::new(label));
-        let response = match why_not {
-            Some(reason) => response.on_disabled_hover_text(reason),
-            None => response,
+    let mut button =
+        |ui: &mut egui::Ui, label: String, why_not: Option<&str>, intent: ClusterIntent| {
+            let why_not = if live { why_not } else { Some(not_live) };
+            let response = ui.add_enabled(why_not.is_none(), egui::Button::new(label));
+            let response = match why_not {
+                Some(reason) => response.on_disabled_hover_text(reason),
+                None => response,
+            };
+            if response.clicked() {
+                intents.push(Intent::Cluster(intent));
+            }
         };
-        if response.clicked() {
-            intents.push(Intent::Cluster(command));
-        }
-    };
     ui.horizontal_wrapped(|ui| {
         let process_reason = |ok: bool, reason: &'static str| -> Option<&'static str> {
             if !controls_processes {
@@ -197,13 +197,13 @@ pub fn node_actions_ui(
             ui,
             format!("Kill node {id}"),
             process_reason(!dead, "already dead"),
-            Command::Kill(id),
+            ClusterIntent::Kill(id),
         );
         button(
             ui,
             format!("Restart node {id}"),
             process_reason(dead, "still running: kill it first"),
-            Command::Restart(id),
+            ClusterIntent::Restart(id),
         );
         button(
             ui,
@@ -212,13 +212,13 @@ pub fn node_actions_ui(
                 !dead && !paused,
                 if dead { "dead" } else { "already paused" },
             ),
-            Command::Pause(id),
+            ClusterIntent::Pause(id),
         );
         button(
             ui,
             format!("Resume node {id}"),
             process_reason(paused, "not paused"),
-            Command::Resume(id),
+            ClusterIntent::Resume(id),
         );
         button(
             ui,
@@ -230,7 +230,7 @@ pub fn node_actions_ui(
             } else {
                 None
             },
-            Command::Isolate(id),
+            ClusterIntent::Isolate(id),
         );
         button(
             ui,
@@ -240,7 +240,7 @@ pub fn node_actions_ui(
             } else {
                 Some("not partitioned")
             },
-            Command::Heal(id),
+            ClusterIntent::Heal(id),
         );
         let transfer_reason = if leader == Some(id) {
             Some("already the leader")
@@ -255,7 +255,7 @@ pub fn node_actions_ui(
             ui,
             format!("Make node {id} leader"),
             transfer_reason,
-            Command::TransferLeadership(id),
+            ClusterIntent::TransferLeadership(id),
         );
     });
     intents

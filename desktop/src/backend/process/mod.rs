@@ -10,6 +10,9 @@
 //!
 //! So on macOS a node paused in the very instant before the app is killed (before the stop took hold)
 //! is the one case left: it would stop as an orphan that nothing resumes.
+//!
+//! Owns the platform calls on the app's own child processes; may not touch anything above it (the
+//! local control decides what to start and when, and reports to the backend).
 
 #[cfg(unix)]
 mod unix;

@@ -2,20 +2,26 @@
 //! 20.10; docker-compose 1.29) running the test cluster of `docker/compose.test.yml`.
 
 use super::*;
+use flotilla_shared::NodeId;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
 
-const PS_RUNNING_28: &str = include_str!("../../tests/fixtures/docker/ps-running.client28.jsonl");
-const PS_RUNNING_20: &str = include_str!("../../tests/fixtures/docker/ps-running.client20.jsonl");
+const PS_RUNNING_28: &str =
+    include_str!("../../../tests/fixtures/docker/ps-running.client28.jsonl");
+const PS_RUNNING_20: &str =
+    include_str!("../../../tests/fixtures/docker/ps-running.client20.jsonl");
 const PS_KILLED_PAUSED_28: &str =
-    include_str!("../../tests/fixtures/docker/ps-killed-paused.client28.jsonl");
+    include_str!("../../../tests/fixtures/docker/ps-killed-paused.client28.jsonl");
 const PS_KILLED_PAUSED_20: &str =
-    include_str!("../../tests/fixtures/docker/ps-killed-paused.client20.jsonl");
-const PS_EMPTY: &str = include_str!("../../tests/fixtures/docker/ps-empty.jsonl");
-const INSPECT_HOST: &str = include_str!("../../tests/fixtures/docker/inspect-host-network.json");
+    include_str!("../../../tests/fixtures/docker/ps-killed-paused.client20.jsonl");
+const PS_EMPTY: &str = include_str!("../../../tests/fixtures/docker/ps-empty.jsonl");
+const INSPECT_HOST: &str = include_str!("../../../tests/fixtures/docker/inspect-host-network.json");
 const INSPECT_PUBLISHED_CREATED: &str =
-    include_str!("../../tests/fixtures/docker/inspect-published-created.json");
+    include_str!("../../../tests/fixtures/docker/inspect-published-created.json");
 const INSPECT_PUBLISHED_STARTED: &str =
-    include_str!("../../tests/fixtures/docker/inspect-published-started-no-bridge.json");
-const STDERR_NO_DAEMON: &str = include_str!("../../tests/fixtures/docker/stderr-no-daemon.txt");
+    include_str!("../../../tests/fixtures/docker/inspect-published-started-no-bridge.json");
+const STDERR_NO_DAEMON: &str = include_str!("../../../tests/fixtures/docker/stderr-no-daemon.txt");
 
 fn by_name(summaries: &[ContainerSummary]) -> BTreeMap<&str, &ContainerSummary> {
     summaries
@@ -146,12 +152,16 @@ fn running_bindings_win_over_configured_ones() {
 #[test]
 fn unpublished_or_bad_listen_addresses_are_explained() {
     let unpublished: PortMap = serde_json::from_str(r#"{"5000/tcp":null}"#).unwrap();
-    let error = endpoint("bridge", "0.0.0.0:5000", std::iter::once(unpublished)).unwrap_err();
+    let error = endpoint("bridge", "0.0.0.0:5000", std::iter::once(unpublished))
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("publishes no host port for 5000/tcp"),
         "{error}"
     );
-    let error = endpoint("host", "nonsense", std::iter::empty()).unwrap_err();
+    let error = endpoint("host", "nonsense", std::iter::empty())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("not HOST:PORT"), "{error}");
     assert_eq!(
         endpoint("host", "[::]:7000", std::iter::empty()),

@@ -1,0 +1,66 @@
+//! What the user asks for, in the window's own terms. The panels return these; the app applies them
+//! in one place and turns the cluster's into backend commands.
+
+use flotilla_shared::api::TimingRequest;
+use flotilla_shared::NodeId;
+
+/// What the user asked for this frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Intent {
+    /// Something for the cluster: the app hands it to the backend.
+    Cluster(ClusterIntent),
+    Select(NodeId),
+    PauseView,
+    GoLive,
+    /// Move the paused view by this many records.
+    Step(i64),
+    /// Show the recorded moment at this position.
+    Scrub(u64),
+    Replay {
+        speed: f64,
+    },
+}
+
+/// Something the user wants done to the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClusterIntent {
+    Kill(NodeId),
+    Restart(NodeId),
+    Pause(NodeId),
+    Resume(NodeId),
+    /// Cut the node off from every other node, on both sides.
+    Isolate(NodeId),
+    Heal(NodeId),
+    TransferLeadership(NodeId),
+    Submit(String),
+    SetTempo(Tempo),
+    /// Leave the current cluster and watch the Docker compose cluster instead (the offer's button).
+    WatchDocker,
+}
+
+/// How slowly the cluster runs: Raft's timers multiplied by `factor` so humans can follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tempo {
+    pub factor: u64,
+}
+
+impl Tempo {
+    pub const CHOICES: [u64; 5] = [1, 2, 5, 10, 20];
+    /// Slow enough to follow every message by eye.
+    pub const DEFAULT: Tempo = Tempo { factor: 10 };
+
+    pub fn timing(self) -> TimingRequest {
+        let factor = self.factor.max(1);
+        TimingRequest {
+            heartbeat_ms: 50 * factor,
+            election_timeout_ms: [150 * factor, 300 * factor],
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self.factor {
+            1 => "real speed".into(),
+            factor => format!("{factor}x slower"),
+        }
+    }
+}
