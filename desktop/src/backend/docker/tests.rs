@@ -4,7 +4,10 @@
 use super::*;
 use flotilla_shared::NodeId;
 use std::collections::BTreeMap;
+// Only the command-running tests use these, and they need `sh` and `sleep` (Unix).
+#[cfg(unix)]
 use std::ffi::OsString;
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
 const PS_RUNNING_28: &str =
