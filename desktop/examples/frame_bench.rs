@@ -72,6 +72,7 @@ impl Cluster {
             events.push(self.event(
                 1,
                 EventKind::AppendSent {
+                    msg: 0,
                     to: NodeId(follower),
                     term,
                     prev_log_index: LogIndex(index - 1),
@@ -113,6 +114,7 @@ impl Cluster {
             events.push(self.event(
                 1,
                 EventKind::AppendAcked {
+                    msg: 0,
                     from: NodeId(follower),
                     term,
                     match_index: LogIndex(index),

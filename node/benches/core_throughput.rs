@@ -220,6 +220,7 @@ fn validation_cost() {
         .collect();
     let count = entries.len() as f64;
     let envelope = Envelope {
+        msg: 0,
         from: NodeId(1),
         to: NodeId(2),
         term: Term(7),

@@ -222,6 +222,14 @@ fn empty_status(config: &NodeConfig, last: LogId, applied: LogIndex) -> Status {
         isolated_from: Vec::new(),
         heartbeat_ms: config.heartbeat_ms,
         election_timeout_ms: [config.election_timeout_ms.0, config.election_timeout_ms.1],
+        // Compaction, membership and fault fields are filled in by the parts that own them.
+        snapshot_index: LogIndex(0),
+        snapshot_term: Term(0),
+        first_log_index: LogIndex(1),
+        members: Vec::new(),
+        config_index: LogIndex(0),
+        link_faults: Vec::new(),
+        disk_write_delay_ms: 0,
     }
 }
 

@@ -44,7 +44,7 @@ pub struct MessagesPage {
 }
 
 /// `GET /v1/status`: one consistent snapshot of a node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub id: NodeId,
     pub role: Role,
@@ -66,6 +66,124 @@ pub struct Status {
     pub heartbeat_ms: u64,
     #[serde(default)]
     pub election_timeout_ms: [u64; 2],
+    /// The last entry covered by the latest snapshot (0: none yet).
+    #[serde(default)]
+    pub snapshot_index: LogIndex,
+    #[serde(default)]
+    pub snapshot_term: Term,
+    /// The first index still in the log; earlier entries live only in the snapshot.
+    #[serde(default)]
+    pub first_log_index: LogIndex,
+    /// The configuration in force (Raft §6); empty on a node started with `--join` that was not added yet.
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// The log index of the configuration in force (0: the seed configuration from `--peers`).
+    #[serde(default)]
+    pub config_index: LogIndex,
+    /// Faults on this node's outgoing links, per peer (admin API); healed links are not listed.
+    #[serde(default)]
+    pub link_faults: Vec<LinkFaultStatus>,
+    #[serde(default)]
+    pub disk_write_delay_ms: u64,
+}
+
+/// One member of the cluster's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    /// `HOST:PORT` (or a URL) where the member answers Raft RPCs and clients.
+    pub addr: String,
+    pub role: MemberRole,
+}
+
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    /// Counts in elections and commit quorums.
+    #[default]
+    Voter,
+    /// Receives the log but does not vote or count towards a quorum (thesis §4.2.1).
+    Learner,
+}
+
+/// `POST /v1/admin/members`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    pub id: NodeId,
+    pub addr: String,
+    /// `voter` (the default) is added as a learner, caught up, then promoted.
+    #[serde(default)]
+    pub role: MemberRole,
+}
+
+/// The answer to a membership change, once its final configuration is committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersResponse {
+    pub config_index: LogIndex,
+    pub members: Vec<Member>,
+}
+
+/// `POST /v1/admin/snapshot`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotResponse {
+    pub snapshot_index: LogIndex,
+    pub snapshot_term: Term,
+}
+
+/// Faults on one outgoing link (`PUT /v1/admin/links/{peer}`). `loss` is a probability in `[0, 1]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkFault {
+    #[serde(default)]
+    pub cut: bool,
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub jitter_ms: u64,
+    #[serde(default)]
+    pub loss: f64,
+}
+
+/// `validate` refuses NaN, so equality is an equivalence on every accepted value.
+impl Eq for LinkFault {}
+
+impl LinkFault {
+    /// Checks the values describe a fault a node can apply.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.loss) {
+            return Err(format!("loss must be within 0.0..=1.0, got {}", self.loss));
+        }
+        if self.delay_ms > 60_000 || self.jitter_ms > 60_000 {
+            return Err(format!(
+                "delay_ms and jitter_ms must be at most 60000, got {} and {}",
+                self.delay_ms, self.jitter_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this fault changes nothing (a healed link).
+    pub fn is_healed(&self) -> bool {
+        *self == LinkFault::default()
+    }
+}
+
+/// One faulty link in `/v1/status` and `GET /v1/admin/links`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkFaultStatus {
+    pub to: NodeId,
+    #[serde(flatten)]
+    pub fault: LinkFault,
+}
+
+/// `PUT /v1/admin/disk`
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskFaultRequest {
+    pub write_delay_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +263,34 @@ mod tests {
         assert!(serde_json::from_str::<SubmitRequest>(r#"{"text":"hi"}"#).is_ok());
         assert!(serde_json::from_str::<SubmitRequest>(r#"{"text":5}"#).is_err());
         assert!(serde_json::from_str::<SubmitRequest>(r#"{"txt":"hi"}"#).is_err());
+    }
+
+    #[test]
+    fn link_faults_are_validated() {
+        let fault: LinkFault = serde_json::from_str(r#"{"delay_ms":100,"loss":0.5}"#).unwrap();
+        assert!(fault.validate().is_ok());
+        assert!(!fault.is_healed());
+        assert!(LinkFault { loss: 1.5, ..fault }.validate().is_err());
+        assert!(LinkFault {
+            loss: f64::NAN,
+            ..fault
+        }
+        .validate()
+        .is_err());
+        assert!(serde_json::from_str::<LinkFault>(r#"{"lost":0.5}"#).is_err());
+        assert!(LinkFault::default().is_healed());
+    }
+
+    #[test]
+    fn an_older_status_without_the_new_fields_still_reads() {
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "id": 1, "role": "leader", "term": 2, "voted_for": 1, "leader_id": 1,
+            "commit_index": 3, "last_applied": 3, "last_log_index": 3, "last_log_term": 2,
+            "peers": []
+        }))
+        .unwrap();
+        assert_eq!(status.first_log_index, LogIndex(0));
+        assert!(status.members.is_empty());
     }
 
     #[test]

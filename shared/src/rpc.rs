@@ -12,6 +12,10 @@ pub struct Envelope {
     pub from: NodeId,
     pub to: NodeId,
     pub term: Term,
+    /// Per-sender sequence number, so the receiver's `message_received` and the sender's events name
+    /// the same message (`0`: not numbered, an older node).
+    #[serde(default)]
+    pub msg: u64,
     pub message: Message,
 }
 
@@ -145,6 +149,7 @@ mod tests {
             from: NodeId(1),
             to: NodeId(2),
             term: Term(3),
+            msg: 7,
             message: Message::AppendEntries(AppendEntries {
                 prev_log_index: LogIndex(4),
                 prev_log_term: Term(2),

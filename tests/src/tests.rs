@@ -21,6 +21,7 @@ fn status(id: u64, role: Role, term: u64, leader: Option<u64>) -> Status {
         isolated_from: Vec::new(),
         heartbeat_ms: 50,
         election_timeout_ms: [150, 300],
+        ..Default::default()
     }
 }
 

@@ -38,6 +38,7 @@ fn append(
     leader_commit: u64,
 ) -> Envelope {
     Envelope {
+        msg: 0,
         from,
         to,
         term: Term(term),
@@ -63,6 +64,7 @@ fn append(
 
 fn vote(from: NodeId, to: NodeId, term: u64, last: (u64, u64)) -> Envelope {
     Envelope {
+        msg: 0,
         from,
         to,
         term: Term(term),
@@ -77,6 +79,7 @@ fn vote(from: NodeId, to: NodeId, term: u64, last: (u64, u64)) -> Envelope {
 
 fn timeout_now(from: NodeId, to: NodeId, term: u64) -> Envelope {
     Envelope {
+        msg: 0,
         from,
         to,
         term: Term(term),

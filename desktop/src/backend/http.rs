@@ -198,7 +198,7 @@ pub async fn poll_status(node: NodeEndpoint, client: Client, statuses: Statuses,
                 was_reachable = Some(true);
                 ui.record(Record::Status {
                     at_ms: unix_ms(),
-                    status,
+                    status: Box::new(status),
                 })
             }
             None => {

@@ -66,6 +66,7 @@ impl Stream {
                     1,
                     t,
                     VoteRequested {
+                        msg: 0,
                         to: NodeId(to),
                         term: Term(term),
                         pre_vote,
@@ -82,6 +83,7 @@ impl Stream {
                         voter,
                         at,
                         VoteDenied {
+                            msg: 0,
                             to: NodeId(1),
                             term: Term(term),
                             pre_vote,
@@ -93,6 +95,7 @@ impl Stream {
                         voter,
                         at,
                         VoteGranted {
+                            msg: 0,
                             to: NodeId(1),
                             term: Term(term),
                             pre_vote,
@@ -132,6 +135,7 @@ impl Stream {
                     1,
                     t,
                     AppendSent {
+                        msg: 0,
                         to: NodeId(to),
                         term: Term(1),
                         prev_log_index: LogIndex(last_index - entries),
@@ -177,6 +181,7 @@ impl Stream {
                     1,
                     at,
                     AppendAcked {
+                        msg: 0,
                         from: NodeId(follower),
                         term: Term(1),
                         match_index: LogIndex(last_index),

@@ -65,6 +65,7 @@ fn one_append() -> Vec<Event> {
             4,
             1000,
             AppendSent {
+                msg: 0,
                 to: NodeId(2),
                 term: Term(1),
                 prev_log_index: LogIndex(0),
@@ -97,6 +98,7 @@ fn one_append() -> Vec<Event> {
             5,
             1001,
             AppendAcked {
+                msg: 0,
                 from: NodeId(2),
                 term: Term(1),
                 match_index: LogIndex(1),
@@ -265,6 +267,7 @@ fn the_crown_waits_for_the_vote_that_won_it() {
     use EventKind::*;
     let mut model = ClusterModel::new(&[NodeId(1), NodeId(2), NodeId(3)]);
     let request = |to| VoteRequested {
+        msg: 0,
         to: NodeId(to),
         term: Term(2),
         pre_vote: false,
@@ -292,6 +295,7 @@ fn the_crown_waits_for_the_vote_that_won_it() {
             2,
             5001,
             VoteGranted {
+                msg: 0,
                 to: NodeId(1),
                 term: Term(2),
                 pre_vote: false,

@@ -53,6 +53,7 @@ fn election_and_replication() -> Vec<Event> {
             4,
             1300,
             VoteRequested {
+                msg: 0,
                 to: NodeId(2),
                 term: Term(1),
                 pre_vote: false,
@@ -65,6 +66,7 @@ fn election_and_replication() -> Vec<Event> {
             5,
             1300,
             VoteRequested {
+                msg: 0,
                 to: NodeId(3),
                 term: Term(1),
                 pre_vote: false,
@@ -77,6 +79,7 @@ fn election_and_replication() -> Vec<Event> {
             2,
             1301,
             VoteGranted {
+                msg: 0,
                 to: NodeId(1),
                 term: Term(1),
                 pre_vote: false,
@@ -87,6 +90,7 @@ fn election_and_replication() -> Vec<Event> {
             1,
             1301,
             VoteDenied {
+                msg: 0,
                 to: NodeId(1),
                 term: Term(1),
                 pre_vote: false,
@@ -118,6 +122,7 @@ fn election_and_replication() -> Vec<Event> {
             8,
             1303,
             AppendSent {
+                msg: 0,
                 to: NodeId(2),
                 term: Term(1),
                 prev_log_index: LogIndex(0),
@@ -142,6 +147,7 @@ fn election_and_replication() -> Vec<Event> {
             10,
             1306,
             AppendAcked {
+                msg: 0,
                 from: NodeId(2),
                 term: Term(1),
                 match_index: LogIndex(1),
@@ -160,6 +166,7 @@ fn election_and_replication() -> Vec<Event> {
             12,
             1310,
             AppendSent {
+                msg: 0,
                 to: NodeId(3),
                 term: Term(1),
                 prev_log_index: LogIndex(1),
@@ -347,8 +354,18 @@ fn status_fills_what_events_did_not_say() {
         isolated_from: vec![],
         heartbeat_ms: 500,
         election_timeout_ms: [1500, 3000],
+        snapshot_index: LogIndex(0),
+        snapshot_term: Term(0),
+        first_log_index: LogIndex(1),
+        members: vec![],
+        config_index: LogIndex(0),
+        link_faults: vec![],
+        disk_write_delay_ms: 0,
     };
-    model.record(Record::Status { at_ms: 5, status });
+    model.record(Record::Status {
+        at_ms: 5,
+        status: Box::new(status),
+    });
     model.record(Record::Process {
         at_ms: 6,
         node: NodeId(2),

@@ -19,7 +19,7 @@ pub enum Record {
     /// A `/v1/status` snapshot, stamped with the desktop's clock.
     Status {
         at_ms: u64,
-        status: Status,
+        status: Box<Status>,
     },
     /// Whether a node answered its status poll.
     Reachable {

@@ -82,7 +82,9 @@ pub fn describe(event: &Event) -> String {
                 term.0
             )
         }
-        EventKind::VoteGranted { to, term, pre_vote } => {
+        EventKind::VoteGranted {
+            to, term, pre_vote, ..
+        } => {
             format!(
                 "grants node {to} its {}vote, term {}",
                 if *pre_vote { "pre-" } else { "" },
@@ -151,6 +153,59 @@ pub fn describe(event: &Event) -> String {
             detail,
             ..
         } => format!("refuses node {from}'s {message}: {detail}"),
+        EventKind::SnapshotTaken { index, bytes, .. } => {
+            format!("snapshot at index {} ({bytes} bytes)", index.0)
+        }
+        EventKind::LogCompacted { first_log_index } => {
+            format!("log compacted: starts at {}", first_log_index.0)
+        }
+        EventKind::SnapshotSent {
+            to,
+            index,
+            offset,
+            bytes,
+            total_bytes,
+            ..
+        } => format!(
+            "sends node {to} snapshot {} bytes {offset}..{} of {total_bytes}",
+            index.0,
+            offset + bytes
+        ),
+        EventKind::SnapshotInstalled {
+            from, index, bytes, ..
+        } => format!(
+            "installed node {from}'s snapshot at {} ({bytes} bytes)",
+            index.0
+        ),
+        EventKind::MembershipChanged {
+            members,
+            config_index,
+            committed,
+        } => {
+            let ids: Vec<String> = members.iter().map(|m| m.id.to_string()).collect();
+            let state = if *committed { "committed" } else { "appended" };
+            format!(
+                "configuration {} {state}: [{}]",
+                config_index.0,
+                ids.join(", ")
+            )
+        }
+        EventKind::MessageReceived { from, msg, message } => {
+            format!("receives node {from}'s {message} #{msg}")
+        }
+        EventKind::MessageDropped { to, msg, reason } => {
+            format!("message #{msg} to node {to} dropped: {}", reason.as_str())
+        }
+        EventKind::LinkFaultChanged { to, fault } => match fault {
+            Some(fault) => format!(
+                "link to node {to}: cut={} delay={}±{} ms loss={}",
+                fault.cut, fault.delay_ms, fault.jitter_ms, fault.loss
+            ),
+            None => format!("link to node {to} healed"),
+        },
+        EventKind::DiskFaultChanged { write_delay_ms } => {
+            format!("disk writes delayed {write_delay_ms} ms")
+        }
     }
 }
 

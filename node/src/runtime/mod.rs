@@ -566,5 +566,13 @@ fn status_from_core(
         isolated_from: partition.list(),
         heartbeat_ms: core.heartbeat_ms,
         election_timeout_ms: [core.election_timeout_ms.0, core.election_timeout_ms.1],
+        // Compaction, membership and fault fields are filled in by the parts that own them.
+        snapshot_index: LogIndex(0),
+        snapshot_term: Term(0),
+        first_log_index: LogIndex(1),
+        members: Vec::new(),
+        config_index: LogIndex(0),
+        link_faults: Vec::new(),
+        disk_write_delay_ms: 0,
     }
 }

@@ -107,6 +107,7 @@ fn single_node(max_uncommitted: u64) -> SingleNode {
         isolated_from: Vec::new(),
         heartbeat_ms: 50,
         election_timeout_ms: [150, 300],
+        ..Default::default()
     }));
     let runtime = Runtime::new(RuntimeParts {
         raft,

@@ -232,6 +232,7 @@ pub fn arbitrary(rng: &mut SplitMix64, members: &[NodeId], target: Target) -> En
         _ => Message::TimeoutNow,
     };
     let envelope = Envelope {
+        msg: 0,
         from,
         to,
         term,

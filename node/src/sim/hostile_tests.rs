@@ -81,6 +81,7 @@ impl Honest {
         let count = rng.range_inclusive(0, 4).min(last.0 - prev.0) as usize;
         let entries = self.log[prev.0 as usize..prev.0 as usize + count].to_vec();
         Envelope {
+            msg: 0,
             from: self.leader,
             to: SUBJECT,
             term: self.term,

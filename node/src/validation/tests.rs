@@ -18,6 +18,7 @@ fn check(envelope: &Envelope) -> Result<(), Reason> {
 
 fn envelope(term: u64, message: Message) -> Envelope {
     Envelope {
+        msg: 0,
         from: NodeId(2),
         to: ME,
         term: Term(term),

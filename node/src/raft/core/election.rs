@@ -124,6 +124,7 @@ impl<S: LogRead> Raft<S> {
         }
         for peer in self.peers.clone() {
             self.events.push(EventKind::VoteRequested {
+                msg: 0,
                 to: peer,
                 term,
                 pre_vote,
@@ -142,6 +143,7 @@ impl<S: LogRead> Raft<S> {
                 &mut self.persisted_messages
             };
             queue.push(Envelope {
+                msg: 0,
                 from: self.id,
                 to: peer,
                 term,
@@ -283,12 +285,14 @@ impl<S: LogRead> Raft<S> {
         };
         if granted {
             self.events.push(EventKind::VoteGranted {
+                msg: 0,
                 to,
                 term: vote_term,
                 pre_vote,
             });
         } else {
             self.events.push(EventKind::VoteDenied {
+                msg: 0,
                 to,
                 term: vote_term,
                 pre_vote,
@@ -296,6 +300,7 @@ impl<S: LogRead> Raft<S> {
             });
         }
         self.persisted_messages.push(Envelope {
+            msg: 0,
             from: self.id,
             to,
             term,

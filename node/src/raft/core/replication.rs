@@ -116,12 +116,14 @@ impl<S: LogRead> Raft<S> {
         conflict_term: Option<Term>,
     ) {
         self.events.push(EventKind::AppendRejected {
+            msg: 0,
             to,
             term: self.term,
             reason: reason.clone(),
             hint_index: conflict_index,
         });
         self.persisted_messages.push(Envelope {
+            msg: 0,
             from: self.id,
             to,
             term: self.term,
@@ -251,6 +253,7 @@ impl<S: LogRead> Raft<S> {
 
     pub(super) fn ack_append(&mut self, to: NodeId, matched: LogIndex, read_ctx: u64) {
         self.persisted_messages.push(Envelope {
+            msg: 0,
             from: self.id,
             to,
             term: self.term,
@@ -312,6 +315,7 @@ impl<S: LogRead> Raft<S> {
                 pr.become_replicate();
             }
             self.events.push(EventKind::AppendAcked {
+                msg: 0,
                 from,
                 term,
                 match_index: pr.match_index,
@@ -459,6 +463,7 @@ impl<S: LogRead> Raft<S> {
         read_ctx: u64,
     ) {
         self.events.push(EventKind::AppendSent {
+            msg: 0,
             to,
             term: self.term,
             prev_log_index,
@@ -466,6 +471,7 @@ impl<S: LogRead> Raft<S> {
             commit: leader_commit,
         });
         self.messages.push(Envelope {
+            msg: 0,
             from: self.id,
             to,
             term: self.term,

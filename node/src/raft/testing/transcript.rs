@@ -92,7 +92,9 @@ pub fn fmt_event(event: &EventKind) -> Option<String> {
             leader_id.map_or(String::new(), |l| format!(" leader={l}"))
         ),
         EventKind::TermChanged { term } => format!("term_changed {term}"),
-        EventKind::VoteGranted { to, term, pre_vote } => format!(
+        EventKind::VoteGranted {
+            to, term, pre_vote, ..
+        } => format!(
             "{}vote granted to {to} term={term}",
             if *pre_vote { "pre_" } else { "" }
         ),
@@ -101,6 +103,7 @@ pub fn fmt_event(event: &EventKind) -> Option<String> {
             term,
             pre_vote,
             reason,
+            ..
         } => format!(
             "{}vote denied to {to} term={term} ({reason})",
             if *pre_vote { "pre_" } else { "" }
@@ -119,7 +122,9 @@ pub fn fmt_event(event: &EventKind) -> Option<String> {
         EventKind::CheckQuorumFailed { term } => {
             format!("check quorum failed in term {term}: stepping down")
         }
-        EventKind::TimeoutNowSent { to, term } => format!("timeout_now sent to {to} term={term}"),
+        EventKind::TimeoutNowSent { to, term, .. } => {
+            format!("timeout_now sent to {to} term={term}")
+        }
         EventKind::ReadReleased { read_index } => format!("read released at {read_index}"),
         EventKind::ElectionTimerReset { .. }
         | EventKind::VoteRequested { .. }

@@ -62,6 +62,7 @@ fn core_with(config: Config, terms: &[u64], term: u64) -> (Raft<Disk>, Disk) {
 
 fn envelope(from: u64, to: u64, term: u64, message: Message) -> Envelope {
     Envelope {
+        msg: 0,
         from: NodeId(from),
         to: NodeId(to),
         term: Term(term),
