@@ -9,6 +9,7 @@ use crate::raft::{Config, LogId, LogIndex, NodeId, Raft, Restored, Term};
 use crate::runtime::{CoreLog, NodeInfo, Runtime, RuntimeParts};
 use crate::storage::sqlite::{SqliteReader, SqliteStore};
 use crate::storage::{LogStore, StorageError};
+use crate::transport::client::Pools;
 use crate::transport::{OrderGate, Partition, Transport, TransportConfig};
 use anyhow::Context as _;
 use flotilla_shared::api::{MessageEntry, Status};
@@ -52,6 +53,10 @@ pub struct Limits {
 
 /// Requests queued for the runtime before HTTP handlers wait (back-pressure instead of memory growth).
 const INBOX_CAPACITY: usize = 16_384;
+
+/// Idle connections kept to the leader for forwarded client requests: enough for a burst of clients
+/// on a follower without reconnecting each time.
+const FORWARD_MAX_IDLE: usize = 64;
 
 /// Runs the node until `shutdown` completes, then stops gracefully. Errors are one line for the user.
 pub async fn run(
@@ -102,13 +107,12 @@ pub async fn run(
         );
     }
 
-    let client = reqwest::Client::builder()
-        // Let go of idle connections before peers (with the same settings) close them: a forward sent
-        // on a connection the leader is just closing would end in 504, its fate unknown.
-        .pool_idle_timeout((config.limits.read_timeout / 2).min(Duration::from_secs(30)))
-        .tcp_nodelay(true)
-        .build()
-        .context("cannot build the HTTP client")?;
+    // Let go of idle connections before peers (with the same settings) close them: a forward sent
+    // on a connection the leader is just closing would end in 504, its fate unknown.
+    let forward_pools = Pools::new(
+        FORWARD_MAX_IDLE,
+        (config.limits.read_timeout / 2).min(Duration::from_secs(30)),
+    );
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let events = EventHub::new(config.id, clock);
     let metrics = Arc::new(Metrics::default());
@@ -164,7 +168,7 @@ pub async fn run(
         partition,
         order: OrderGate::default(),
         reader,
-        client,
+        forward_pools,
         admin_token: config.admin_token.clone(),
         cluster_token: config.cluster_token.clone(),
         max_body: config.max_body_bytes,

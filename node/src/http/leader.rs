@@ -4,12 +4,14 @@
 use super::error::NOT_APPENDED_CODES;
 use super::{Api, ApiError, Call, FORWARDED_HEADER};
 use crate::raft::NodeId;
+use crate::transport::client::SendError;
 use bytes::Bytes;
 use flotilla_shared::api::{ErrorBody, LEADER_HEADER};
 use std::collections::BTreeMap;
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
-use warp::http::{HeaderValue, StatusCode};
+use warp::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use warp::http::{HeaderName, HeaderValue, StatusCode};
 use warp::reply::Response;
 
 /// `<id> <advertise-url>`: the `X-Raft-Leader` value naming a node, which peers also send each other.
@@ -127,54 +129,49 @@ pub(super) async fn forward(
     let Some(addr) = api.peers.get(&leader) else {
         return Forwarded::Unreachable;
     };
-    let mut url = format!("http://{addr}{}", call.path);
+    let mut path = call.path.clone();
     if !call.query.is_empty() {
-        url.push('?');
-        url.push_str(&call.query);
+        path.push('?');
+        path.push_str(&call.query);
     }
-    let timeout = deadline.saturating_duration_since(Instant::now());
-    let mut request = api
-        .client
-        .request(call.method.clone(), url)
-        .timeout(timeout.max(Duration::from_millis(1)))
-        .header(FORWARDED_HEADER, api.id.to_string());
-    for name in ["content-type", "authorization"] {
-        if let Some(value) = call.headers.get(name) {
-            request = request.header(name, value);
+    let mut headers = Vec::with_capacity(3);
+    if let Ok(id) = HeaderValue::from_str(&api.id.to_string()) {
+        headers.push((HeaderName::from_static(FORWARDED_HEADER), id));
+    }
+    for name in [CONTENT_TYPE, AUTHORIZATION] {
+        if let Some(value) = call.headers.get(&name) {
+            headers.push((name, value.clone()));
         }
     }
-    if let Some(body) = body {
-        request = request.body(body);
+    let timeout = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    let pool = api.forward_pools.get(addr);
+    let answer = match pool
+        .send(call.method.clone(), &path, &headers, body, timeout)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(SendError::NotSent(_)) => return Forwarded::Unreachable,
+        Err(SendError::Lost(why)) => return Forwarded::Lost(format!("{why:#}")),
+    };
+    if answer.status == StatusCode::SERVICE_UNAVAILABLE && not_appended(&answer.body) {
+        return Forwarded::NotAppended;
     }
-    match request.send().await {
-        Ok(answer) => {
-            let status = answer.status();
-            let content_type = answer.headers().get("content-type").cloned();
-            // The leader names itself with its own advertise URL.
-            let leader_hint = answer.headers().get(LEADER_HEADER).cloned();
-            match answer.bytes().await {
-                Ok(bytes) if status == StatusCode::SERVICE_UNAVAILABLE && not_appended(&bytes) => {
-                    Forwarded::NotAppended
-                }
-                Ok(bytes) => {
-                    let mut response = Response::new(bytes.into());
-                    *response.status_mut() = status;
-                    if let Some(content_type) = content_type {
-                        response.headers_mut().insert("content-type", content_type);
-                    }
-                    match leader_hint {
-                        Some(hint) => {
-                            response.headers_mut().insert(LEADER_HEADER, hint);
-                            Forwarded::Answer(response)
-                        }
-                        None => Forwarded::Answer(api.with_leader_header(response, Some(leader))),
-                    }
-                }
-                Err(e) => Forwarded::Lost(e.to_string()),
-            }
+    let mut response = Response::new(answer.body.into());
+    *response.status_mut() = answer.status;
+    if let Some(content_type) = answer.headers.get(CONTENT_TYPE) {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, content_type.clone());
+    }
+    // The leader names itself with its own advertise URL.
+    match answer.headers.get(LEADER_HEADER) {
+        Some(hint) => {
+            response.headers_mut().insert(LEADER_HEADER, hint.clone());
+            Forwarded::Answer(response)
         }
-        Err(e) if e.is_connect() => Forwarded::Unreachable,
-        Err(e) => Forwarded::Lost(e.to_string()),
+        None => Forwarded::Answer(api.with_leader_header(response, Some(leader))),
     }
 }
 

@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::raft::{LogIndex, NodeId};
 use crate::runtime::Request;
 use crate::storage::StorageError;
+use crate::transport::client::Pools;
 use crate::transport::{OrderGate, Partition, ADVERTISE_HEADER};
 use bytes::Buf;
 use error::json;
@@ -75,7 +76,8 @@ pub struct Api {
     pub partition: Arc<Partition>,
     pub order: OrderGate,
     pub reader: Arc<dyn StateReader>,
-    pub client: reqwest::Client,
+    /// Connections for client requests forwarded to the leader.
+    pub forward_pools: Pools,
     pub admin_token: Option<String>,
     pub cluster_token: Option<String>,
     pub max_body: usize,
