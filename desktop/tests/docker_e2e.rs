@@ -12,9 +12,8 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 use flotilla::backend::docker::{Compose, ContainerState, DockerCli, DockerControl};
 use flotilla::backend::{ClusterControl, NodeEndpoint};
-use flotilla_shared::api::{MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse};
 use flotilla_shared::NodeId;
-use flotilla_tests::wait_until;
+use flotilla_tests::{free_ports, wait_until, Api, NodeClient};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,16 +30,6 @@ fn repository() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-fn free_ports(count: usize) -> Result<Vec<u16>> {
-    let listeners: Vec<_> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|listener| Ok(listener.local_addr()?.port()))
-        .collect()
 }
 
 /// Removes the test cluster (containers and volumes) when the test ends, however it ends.
@@ -70,91 +59,22 @@ impl Drop for ComposeProject {
 }
 
 /// Plain HTTP to the nodes, for what the test checks and the partitions it sets up.
-struct Http {
-    client: reqwest::Client,
+fn client<'a>(api: &'a Api, node: &NodeEndpoint) -> NodeClient<'a> {
+    api.node(node.id, node.base_url.clone())
 }
 
-impl Http {
-    fn new() -> Result<Self> {
-        Ok(Self {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()?,
-        })
-    }
-
-    async fn status(&self, node: &NodeEndpoint) -> Result<Status> {
-        Ok(self
-            .client
-            .get(format!("{}/v1/status", node.base_url))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
-    }
-
-    async fn submit(&self, node: &NodeEndpoint, text: &str) -> Result<SubmitResponse> {
-        let response = self
-            .client
-            .post(format!("{}/v1/messages", node.base_url))
-            .json(&SubmitRequest {
-                text: text.into(),
-                request_id: Some(format!("docker-e2e-{text}")),
-            })
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await?;
-        let status = response.status();
-        if !status.is_success() {
-            bail!(
-                "submit to node {} answered {status}: {}",
-                node.id,
-                response.text().await?
-            );
-        }
-        Ok(response.json().await?)
-    }
-
-    /// This node's applied messages, without asking the leader.
-    async fn stale_texts(&self, node: &NodeEndpoint) -> Result<Vec<String>> {
-        let page: MessagesPage = self
-            .client
-            .get(format!(
-                "{}/v1/messages?from=1&limit=1000&stale=true",
-                node.base_url
-            ))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(page.entries.into_iter().map(|entry| entry.text).collect())
-    }
-
-    async fn isolate(&self, node: &NodeEndpoint, from: Option<NodeId>, token: &str) -> Result<()> {
-        let url = format!("{}/v1/admin/partition", node.base_url);
-        let request = match from {
-            Some(peer) => self.client.post(url).json(&PartitionRequest {
-                isolate_from: vec![peer],
-            }),
-            None => self.client.delete(url),
-        };
-        request
-            .bearer_auth(token)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
-    }
+/// This node's applied messages, without asking the leader.
+async fn stale_texts(api: &Api, node: &NodeEndpoint) -> Result<Vec<String>> {
+    let entries = client(api, node).all_messages(true).await?;
+    Ok(entries.into_iter().map(|entry| entry.text).collect())
 }
 
 /// A leader every node in `nodes` agrees on, in one term.
-async fn agreed_leader(http: &Http, nodes: &[NodeEndpoint]) -> Result<NodeId> {
+async fn agreed_leader(api: &Api, nodes: &[NodeEndpoint]) -> Result<NodeId> {
     wait_until(DEADLINE, "a leader all live nodes agree on", async || {
         let mut statuses = BTreeMap::new();
         for node in nodes {
-            statuses.insert(node.id, http.status(node).await.ok()?);
+            statuses.insert(node.id, client(api, node).status().await.ok()?);
         }
         flotilla_tests::agreed_leader(&statuses)
     })
@@ -246,10 +166,12 @@ async fn survives_a_killed_leader(cli: DockerCli) -> Result<()> {
     let by_id: BTreeMap<NodeId, NodeEndpoint> =
         nodes.iter().map(|node| (node.id, node.clone())).collect();
 
-    let http = Http::new()?;
-    let leader = agreed_leader(&http, &nodes).await?;
+    let api = Api::new(Some(ADMIN_TOKEN.into()))?;
+    let leader = agreed_leader(&api, &nodes).await?;
     let up_ms = up_started.elapsed().as_millis();
-    let before = http.submit(&by_id[&leader], "before-kill").await?;
+    let before = client(&api, &by_id[&leader])
+        .submit_committed("before-kill", Some("docker-e2e-before-kill"))
+        .await?;
 
     // Kill the leader's container: SIGKILL, like pulling the plug.
     let kill_started = Instant::now();
@@ -257,7 +179,7 @@ async fn survives_a_killed_leader(cli: DockerCli) -> Result<()> {
     let kill_ms = kill_started.elapsed().as_millis();
     assert_eq!(control.state_now(leader)?, ContainerState::Exited);
     assert!(
-        http.status(&by_id[&leader]).await.is_err(),
+        client(&api, &by_id[&leader]).status().await.is_err(),
         "a killed node still answers"
     );
     let survivors: Vec<NodeEndpoint> = nodes
@@ -265,23 +187,25 @@ async fn survives_a_killed_leader(cli: DockerCli) -> Result<()> {
         .filter(|node| node.id != leader)
         .cloned()
         .collect();
-    let new_leader = agreed_leader(&http, &survivors).await?;
+    let new_leader = agreed_leader(&api, &survivors).await?;
     assert_ne!(new_leader, leader);
     let failover_ms = kill_started.elapsed().as_millis();
-    let after = http.submit(&by_id[&new_leader], "after-kill").await?;
+    let after = client(&api, &by_id[&new_leader])
+        .submit_committed("after-kill", Some("docker-e2e-after-kill"))
+        .await?;
     assert!(after.index > before.index);
     assert!(after.term > before.term);
 
     // Restart the old leader while the others ignore it, so what it serves can only come from its
     // own volume; then heal and watch it catch up.
     for node in &survivors {
-        http.isolate(node, Some(leader), ADMIN_TOKEN).await?;
+        client(&api, node).partition(&[leader]).await?;
     }
     let restart_started = Instant::now();
     control.restart(leader)?;
     assert_eq!(control.state_now(leader)?, ContainerState::Running);
     let restarted = wait_until(DEADLINE, "the restarted node to answer", async || {
-        http.status(&by_id[&leader]).await.ok()
+        client(&api, &by_id[&leader]).status().await.ok()
     })
     .await?;
     assert!(
@@ -292,7 +216,7 @@ async fn survives_a_killed_leader(cli: DockerCli) -> Result<()> {
         DEADLINE,
         "the restarted node to apply its own log",
         async || {
-            let texts = http.stale_texts(&by_id[&leader]).await.ok()?;
+            let texts = stale_texts(&api, &by_id[&leader]).await.ok()?;
             texts.contains(&"before-kill".to_owned()).then_some(texts)
         },
     )
@@ -302,10 +226,10 @@ async fn survives_a_killed_leader(cli: DockerCli) -> Result<()> {
         "an isolated node saw a message committed while it was dead: {from_volume:?}"
     );
     for node in &survivors {
-        http.isolate(node, None, ADMIN_TOKEN).await?;
+        client(&api, node).heal().await?;
     }
     let caught_up = wait_until(DEADLINE, "the restarted node to catch up", async || {
-        let texts = http.stale_texts(&by_id[&leader]).await.ok()?;
+        let texts = stale_texts(&api, &by_id[&leader]).await.ok()?;
         texts.contains(&"after-kill".to_owned()).then_some(texts)
     })
     .await?;
@@ -332,7 +256,7 @@ async fn survives_a_killed_leader(cli: DockerCli) -> Result<()> {
     control.resume(follower)?;
     assert_eq!(control.state_now(follower)?, ContainerState::Running);
     wait_until(DEADLINE, "the resumed follower to answer", async || {
-        http.status(&by_id[&follower]).await.ok()
+        client(&api, &by_id[&follower]).status().await.ok()
     })
     .await?;
 

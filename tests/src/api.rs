@@ -66,6 +66,15 @@ impl Api {
         Ok(Self { http, admin_token })
     }
 
+    /// A handle on the node answering at `url` (`http://host:port`).
+    pub fn node(&self, id: NodeId, url: impl Into<String>) -> NodeClient<'_> {
+        NodeClient {
+            api: self,
+            id,
+            url: url.into(),
+        }
+    }
+
     /// Any request; `admin` adds the bearer token this `Api` was made with.
     pub async fn request(
         &self,
@@ -134,6 +143,23 @@ pub enum Submitted {
 }
 
 impl NodeClient<'_> {
+    /// `POST /v1/messages`, expecting it committed (`201`, or `200` for a duplicate).
+    pub async fn submit_committed(
+        &self,
+        text: &str,
+        request_id: Option<&str>,
+    ) -> Result<SubmitResponse> {
+        match self.submit(text, request_id).await? {
+            Submitted::Committed { response, .. } => Ok(response),
+            Submitted::Refused { status, error } => anyhow::bail!(
+                "submit to node {} answered {status}: {} ({})",
+                self.id,
+                error.error,
+                error.message
+            ),
+        }
+    }
+
     pub async fn status(&self) -> Result<Status> {
         let reply = self
             .api

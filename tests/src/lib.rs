@@ -24,6 +24,6 @@ mod writers;
 pub use api::*;
 pub use cluster::*;
 pub(crate) use process::*;
-pub use process::{node_binary, run_to_exit};
+pub use process::{free_ports, node_binary, run_to_exit};
 pub use wait::wait_until;
 pub use writers::*;

@@ -52,8 +52,20 @@ pub(crate) fn process_stopped(stat: &str) -> bool {
 }
 
 pub(crate) fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
+    Ok(free_ports(1)?[0])
+}
+
+/// `count` distinct loopback ports that were free a moment ago (all held at once while found, so
+/// they differ).
+pub fn free_ports(count: usize) -> Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("finding free ports")?;
+    listeners
+        .iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
 }
 
 pub(crate) fn tail(path: &Path, max_bytes: u64) -> std::io::Result<String> {
