@@ -57,7 +57,8 @@ impl<S: LogRead> Raft<S> {
         {
             transfer.timeout_now_sent = true;
             let msg = self.next_msg();
-            self.events.push(EventKind::TimeoutNowSent { to, term, msg });
+            self.events
+                .push(EventKind::TimeoutNowSent { to, term, msg });
             self.messages.push(Envelope {
                 msg,
                 from: self.id,

@@ -57,7 +57,11 @@ fn envelopes_are_numbered_from_one_and_their_send_events_name_them() {
     let ready = core.ready();
     assert!(ready.events.iter().any(|event| matches!(
         event,
-        EventKind::AppendAcked { from: NodeId(2), msg: 77, .. }
+        EventKind::AppendAcked {
+            from: NodeId(2),
+            msg: 77,
+            ..
+        }
     )));
 }
 
