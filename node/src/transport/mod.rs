@@ -148,15 +148,16 @@ impl Transport {
             dropped(&self.events, &envelope, DropReason::Unreachable);
             return;
         };
-        if let Err(full) = peer.queue.try_send(envelope) {
+        if let Err(refused) = peer.queue.try_send(envelope) {
             self.metrics
                 .messages_dropped
                 .fetch_add(1, Ordering::Relaxed);
-            let envelope = match full {
-                mpsc::error::TrySendError::Full(envelope)
-                | mpsc::error::TrySendError::Closed(envelope) => envelope,
+            let (envelope, reason) = match refused {
+                mpsc::error::TrySendError::Full(envelope) => (envelope, DropReason::QueueFull),
+                // The peer's task is gone (the node is stopping).
+                mpsc::error::TrySendError::Closed(envelope) => (envelope, DropReason::Unreachable),
             };
-            dropped(&self.events, &envelope, DropReason::QueueFull);
+            dropped(&self.events, &envelope, reason);
         }
     }
 
