@@ -151,6 +151,61 @@ async fn a_one_way_cut_drops_at_the_leader_and_nothing_lands_on_the_follower() {
     cluster.finish(result);
 }
 
+/// Waits until the leader announced `count` drops of messages to `to` for `reason`.
+async fn wait_for_drops(
+    log: &EventLog,
+    to: NodeId,
+    reason: DropReason,
+    count: usize,
+) -> Result<()> {
+    let what = format!(
+        "{count} messages to node {to} dropped as {}",
+        reason.as_str()
+    );
+    wait_for_event(log, &what, |events| {
+        let dropped = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::MessageDropped { to: t, reason: r, .. } if t == to && r == reason))
+            .count();
+        (dropped >= count).then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_paused_and_dead_peers_drop_messages_with_their_reason() {
+    let mut cluster = Cluster::start(3, Options::default())
+        .await
+        .expect("start 3 nodes");
+    let result = async {
+        let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+        let followers: Vec<NodeId> = cluster
+            .ids()
+            .into_iter()
+            .filter(|&id| id != leader)
+            .collect();
+        let (first, second) = (followers[0], followers[1]);
+        let leader_log = EventLog::open(&cluster.url(leader)).await?;
+
+        // Isolated on the follower's side only: the leader's messages are refused there.
+        cluster.client(first).partition(&[leader]).await?;
+        wait_for_drops(&leader_log, first, DropReason::Partition, 3).await?;
+        cluster.client(first).heal().await?;
+
+        // A paused process never answers: each message times out.
+        cluster.pause(second)?;
+        wait_for_drops(&leader_log, second, DropReason::Timeout, 3).await?;
+        cluster.resume(second)?;
+
+        // A dead one refuses the connection.
+        cluster.kill(first)?;
+        wait_for_drops(&leader_log, first, DropReason::Unreachable, 3).await?;
+        Ok(())
+    }
+    .await;
+    cluster.finish(result);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_fault_requests_are_refused_clearly() {
     let cluster = Cluster::start(2, Options::default())
