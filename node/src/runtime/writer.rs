@@ -153,7 +153,6 @@ pub(super) struct Writer {
     queue: Arc<WriteQueue>,
     /// Locked by whoever writes: the storage thread, or the owner when the thread is idle.
     store: Arc<Mutex<Box<dyn LogStore>>>,
-    faults: Arc<Faults>,
 }
 
 impl Writer {
@@ -165,14 +164,14 @@ impl Writer {
     ) -> std::io::Result<(Writer, mpsc::UnboundedReceiver<WriterReport>)> {
         let queue = Arc::new(WriteQueue::default());
         let store = Arc::new(Mutex::new(store));
-        let (jobs, thread_store, thread_faults) = (queue.clone(), store.clone(), faults.clone());
+        let (jobs, thread_store) = (queue.clone(), store.clone());
         let (done, written) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("flotilla-storage".into())
             .spawn(move || {
                 while let Some(batch) = jobs.take() {
                     let mut store = thread_store.lock().unwrap_or_else(PoisonError::into_inner);
-                    let slow_disk = thread_faults.disk_write_delay();
+                    let slow_disk = faults.disk_write_delay();
                     let done_writing = write_batch(
                         store.as_mut(),
                         batch,
@@ -190,14 +189,7 @@ impl Writer {
                     }
                 }
             })?;
-        Ok((
-            Writer {
-                queue,
-                store,
-                faults,
-            },
-            written,
-        ))
+        Ok((Writer { queue, store }, written))
     }
 
     /// Adds `batch` to what the storage thread writes next.
@@ -239,8 +231,8 @@ impl Writer {
                 return WriteHere::Declined(batch);
             }
             let mut applied = None;
-            let slow_disk = self.faults.disk_write_delay();
-            let done = write_batch(store.as_mut(), batch, metrics, slow_disk, &mut |outcomes| {
+            // Only writes without an fsync are done here: a slow disk does not hold them back.
+            let done = write_batch(store.as_mut(), batch, metrics, None, &mut |outcomes| {
                 applied = Some(outcomes)
             });
             WriteHere::Written((applied, done))
