@@ -1,9 +1,11 @@
 //! The event hub: stamps the core's and the runtime's events and fans them out to `/v1/events`
 //! subscribers.
 //!
-//! Each event is serialized once and shared. Every subscriber has a bounded queue; one that falls behind
-//! is dropped rather than allowed to slow the node. A bounded ring of recent events lets a newly opened
-//! visualizer replay history and see the current state at once.
+//! Each event is serialized once and shared, and only once someone may read it: while nobody
+//! subscribes, events wait unserialized in the history (a busy leader publishes several per client
+//! write). Every subscriber has a bounded queue; one that falls behind is dropped rather than allowed
+//! to slow the node. A bounded ring of recent events lets a newly opened visualizer replay history and
+//! see the current state at once.
 
 use crate::clock::Clock;
 use flotilla_shared::event::{Event, EventKind};
@@ -35,9 +37,41 @@ pub struct EventHub {
 
 struct HubState {
     next_seq: u64,
-    history: VecDeque<PublishedEvent>,
+    history: VecDeque<Recent>,
     subscribers: Vec<mpsc::Sender<PublishedEvent>>,
     dropped_subscribers: u64,
+}
+
+/// One event of the history: serialized when it was published to subscribers, or when first replayed.
+enum Recent {
+    Unpublished(Event),
+    Published(PublishedEvent),
+}
+
+impl Recent {
+    /// The serialized event, serializing it now if nobody had read it yet (`None`: it cannot be).
+    fn published(&mut self) -> Option<PublishedEvent> {
+        if let Recent::Unpublished(event) = self {
+            *self = Recent::Published(serialize(event)?);
+        }
+        match self {
+            Recent::Published(published) => Some(published.clone()),
+            Recent::Unpublished(_) => None,
+        }
+    }
+}
+
+fn serialize(event: &Event) -> Option<PublishedEvent> {
+    match serde_json::to_string(event) {
+        Ok(json) => Some(PublishedEvent {
+            seq: event.seq,
+            json: json.into(),
+        }),
+        Err(error) => {
+            tracing::error!(%error, "could not serialize an event");
+            None
+        }
+    }
 }
 
 impl EventHub {
@@ -70,21 +104,19 @@ impl EventHub {
                 kind,
             };
             state.next_seq += 1;
-            let json = match serde_json::to_string(&event) {
-                Ok(json) => json,
-                Err(error) => {
-                    tracing::error!(%error, "could not serialize an event");
-                    continue;
-                }
-            };
-            let published = PublishedEvent {
-                seq: event.seq,
-                json: json.into(),
-            };
             if state.history.len() == HISTORY_CAPACITY {
                 state.history.pop_front();
             }
-            state.history.push_back(published.clone());
+            if state.subscribers.is_empty() {
+                state.history.push_back(Recent::Unpublished(event));
+                continue;
+            }
+            let Some(published) = serialize(&event) else {
+                continue;
+            };
+            state
+                .history
+                .push_back(Recent::Published(published.clone()));
             let before = state.subscribers.len();
             state
                 .subscribers
@@ -121,7 +153,12 @@ impl EventHub {
         }
         let (sender, receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
         let skip = state.history.len().saturating_sub(history);
-        let replay = state.history.iter().skip(skip).cloned().collect();
+        let replay = state
+            .history
+            .iter_mut()
+            .skip(skip)
+            .filter_map(Recent::published)
+            .collect();
         state.subscribers.push(sender);
         Some(EventStream { replay, receiver })
     }
@@ -177,6 +214,26 @@ mod tests {
         assert_eq!(seqs, vec![2, 3, 4]);
     }
 
+    /// Events published while nobody listened are serialized on replay, as they would have been live.
+    #[tokio::test]
+    async fn events_published_unheard_replay_as_their_json() {
+        let hub = EventHub::new(NodeId(3), Clock::new());
+        hub.publish_all([commit(7), commit(8)]);
+        assert!(matches!(hub.lock().history[0], Recent::Unpublished(_)));
+        let mut stream = hub.subscribe(10);
+        let first = stream.next().await.unwrap();
+        let event: Event = serde_json::from_str(&first.json).unwrap();
+        assert_eq!(
+            (event.node, event.seq, event.kind),
+            (NodeId(3), 1, commit(7))
+        );
+        // A second subscriber replays the same text, serialized once.
+        let mut again = hub.subscribe(10);
+        assert!(Arc::ptr_eq(&again.next().await.unwrap().json, &first.json));
+        hub.publish(commit(9));
+        assert!(matches!(hub.lock().history[2], Recent::Published(_)));
+    }
+
     #[tokio::test]
     async fn slow_subscriber_is_dropped_and_publishing_never_blocks() {
         let hub = EventHub::new(NodeId(1), Clock::new());
@@ -205,6 +262,7 @@ mod tests {
             hub.publish(commit(index));
         }
         assert_eq!(hub.lock().history.len(), HISTORY_CAPACITY);
-        assert_eq!(hub.lock().history.front().unwrap().seq, 6);
+        let first = hub.lock().history.front_mut().unwrap().published().unwrap();
+        assert_eq!(first.seq, 6);
     }
 }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod clock;
 pub mod events;
+pub mod faults;
 pub mod guard;
 pub mod health;
 pub mod http;

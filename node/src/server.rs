@@ -2,6 +2,7 @@
 
 use crate::clock::Clock;
 use crate::events::EventHub;
+use crate::faults::Faults;
 use crate::guard::AllowedOrigins;
 use crate::http::{Api, LeaderHints, StateReader};
 use crate::metrics::Metrics;
@@ -10,7 +11,7 @@ use crate::runtime::{CoreLog, NodeInfo, Runtime, RuntimeParts};
 use crate::storage::sqlite::{SqliteReader, SqliteStore};
 use crate::storage::{LogStore, StorageError};
 use crate::transport::client::Pools;
-use crate::transport::{OrderGate, Partition, Transport, TransportConfig};
+use crate::transport::{OrderGate, Partition, Transport, TransportConfig, TransportShared};
 use anyhow::Context as _;
 use flotilla_shared::api::{MessageEntry, Status};
 use std::collections::BTreeMap;
@@ -117,6 +118,8 @@ pub async fn run(
     let events = EventHub::new(config.id, clock);
     let metrics = Arc::new(Metrics::default());
     let partition = Arc::new(Partition::default());
+    // Loss and jitter draws differ from the election timeouts' but are as fresh per start.
+    let faults = Arc::new(Faults::new(!raft_config.seed));
     let (status_tx, status_rx) = watch::channel(Arc::new(empty_status(
         &config,
         initial.last,
@@ -131,9 +134,13 @@ pub async fn run(
             max_inflight: raft_config.max_inflight_appends,
             request_timeout: Duration::from_millis(config.election_timeout_ms.1.max(500)),
         },
-        inbox_tx.clone(),
-        partition.clone(),
-        metrics.clone(),
+        TransportShared {
+            inbox: inbox_tx.clone(),
+            partition: partition.clone(),
+            faults: faults.clone(),
+            metrics: metrics.clone(),
+            events: events.clone(),
+        },
     );
     let runtime = Runtime::new(RuntimeParts {
         raft,
@@ -146,6 +153,7 @@ pub async fn run(
         store: Box::new(store),
         transport,
         partition: partition.clone(),
+        faults: faults.clone(),
         events: events.clone(),
         status: status_tx,
         metrics: metrics.clone(),
@@ -166,6 +174,7 @@ pub async fn run(
         events,
         metrics,
         partition,
+        faults,
         order: OrderGate::default(),
         reader,
         forward_pools,

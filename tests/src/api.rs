@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Context as _, Result};
 use flotilla_shared::api::{
-    ErrorBody, MessageEntry, MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse,
-    TimingRequest, TransferRequest, LEADER_HEADER,
+    DiskFaultRequest, ErrorBody, LinkFault, MessageEntry, MessagesPage, PartitionRequest, Status,
+    SubmitRequest, SubmitResponse, TimingRequest, TransferRequest, LEADER_HEADER,
 };
 use flotilla_shared::NodeId;
 use reqwest::{Method, StatusCode};
@@ -255,7 +255,8 @@ impl NodeClient<'_> {
         }
     }
 
-    async fn admin(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
+    /// Any admin request with the bearer token, its answer whatever it is (for refusal tests).
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
         let bearer = self.api.bearer();
         let headers: Vec<(&str, &str)> = bearer
             .as_deref()
@@ -308,6 +309,47 @@ impl NodeClient<'_> {
         self.admin_ok(Method::POST, "/v1/admin/transfer-leadership", Some(body))
             .await
             .map(drop)
+    }
+
+    /// `PUT /v1/admin/links/{to}`: faults on this node's outgoing link to `to`.
+    pub async fn set_link_fault(&self, to: NodeId, fault: LinkFault) -> Result<()> {
+        let body = serde_json::to_vec(&fault)?;
+        self.admin_ok(Method::PUT, &format!("/v1/admin/links/{to}"), Some(body))
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /v1/admin/links/{to}`.
+    pub async fn heal_link(&self, to: NodeId) -> Result<()> {
+        self.admin_ok(Method::DELETE, &format!("/v1/admin/links/{to}"), None)
+            .await
+            .map(drop)
+    }
+
+    /// `PUT /v1/admin/disk`: every storage write waits `write_delay_ms` before its fsync.
+    pub async fn set_disk_delay(&self, write_delay_ms: u64) -> Result<()> {
+        let body = serde_json::to_vec(&DiskFaultRequest { write_delay_ms })?;
+        self.admin_ok(Method::PUT, "/v1/admin/disk", Some(body))
+            .await
+            .map(drop)
+    }
+
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> Result<String> {
+        let reply = self
+            .api
+            .request(
+                Method::GET,
+                &format!("{}/metrics", self.url),
+                None,
+                &[],
+                Some(Duration::from_secs(2)),
+            )
+            .await?;
+        if reply.status != StatusCode::OK {
+            bail!("node {}: /metrics answered {}", self.id, reply.status);
+        }
+        Ok(reply.text())
     }
 
     /// `PUT /v1/admin/timing`.

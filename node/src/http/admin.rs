@@ -1,15 +1,19 @@
-//! The admin API (`/v1/admin/...`, bearer token): partitions, leadership transfer, timing.
+//! The admin API (`/v1/admin/...`, bearer token): partitions, link and disk faults, leadership
+//! transfer, timing.
 
 use super::error::json;
 use super::leader::{forward, is_forwarded, Forwarded};
 use super::request::parse_json;
 use super::Call;
 use super::{Api, ApiError};
+use crate::faults::MAX_DISK_WRITE_DELAY_MS;
 use crate::guard::constant_time_eq;
 use crate::raft::{NodeId, TransferError};
 use crate::runtime::Request;
 use bytes::Bytes;
-use flotilla_shared::api::{PartitionRequest, TimingRequest, TransferRequest};
+use flotilla_shared::api::{
+    DiskFaultRequest, LinkFault, LinkFaultStatus, PartitionRequest, TimingRequest, TransferRequest,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -133,6 +137,71 @@ pub(super) async fn set_timing(api: &Api, body: &[u8]) -> Response {
     match result {
         Ok(Ok(())) => json(StatusCode::OK, &request),
         Ok(Err(message)) => ApiError::bad_timing(message).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+pub(super) fn list_links(api: &Api) -> Response {
+    json(StatusCode::OK, &api.faults.links())
+}
+
+/// `PUT /v1/admin/links/{peer}` (with the fault) and `DELETE` (`fault: None`, healed).
+pub(super) async fn set_link(api: &Api, peer: &str, fault: Option<&[u8]>) -> Response {
+    let to = match link_peer(api, peer) {
+        Ok(to) => to,
+        Err(error) => return error.into_response(),
+    };
+    let fault: LinkFault = match fault.map(parse_json).transpose() {
+        Ok(fault) => fault.unwrap_or_default(),
+        Err(error) => return error.into_response(),
+    };
+    if let Err(message) = fault.validate() {
+        return ApiError::bad_fault(message).into_response();
+    }
+    match ask(api, |reply| Request::SetLinkFault { to, fault, reply }).await {
+        Ok(()) => json(StatusCode::OK, &LinkFaultStatus { to, fault }),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The peer a link path names: a node id this node has a link to.
+fn link_peer(api: &Api, peer: &str) -> Result<NodeId, ApiError> {
+    let id = peer.parse::<u64>().map(NodeId).map_err(|_| {
+        ApiError::bad_peer(format!("{peer:?} is not a node id (a positive integer)"))
+    })?;
+    if id == api.id {
+        return Err(ApiError::bad_peer(format!(
+            "node {id} has no link to itself"
+        )));
+    }
+    if !api.peers.contains_key(&id) {
+        return Err(ApiError::unknown_peer(format!(
+            "node {id} is not a peer of node {}",
+            api.id
+        )));
+    }
+    Ok(id)
+}
+
+pub(super) async fn set_disk(api: &Api, body: &[u8]) -> Response {
+    let request: DiskFaultRequest = match parse_json(body) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    let write_delay_ms = request.write_delay_ms;
+    if write_delay_ms > MAX_DISK_WRITE_DELAY_MS {
+        return ApiError::bad_fault(format!(
+            "write_delay_ms must be at most {MAX_DISK_WRITE_DELAY_MS}, got {write_delay_ms}"
+        ))
+        .into_response();
+    }
+    match ask(api, |reply| Request::SetDiskFault {
+        write_delay_ms,
+        reply,
+    })
+    .await
+    {
+        Ok(()) => json(StatusCode::OK, &request),
         Err(error) => error.into_response(),
     }
 }

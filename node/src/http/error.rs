@@ -40,6 +40,16 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_peer", message)
     }
 
+    /// `404 unknown_peer`: an admin path naming a node that is not a peer.
+    pub fn unknown_peer(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "unknown_peer", message)
+    }
+
+    /// `400 bad_fault`: a link or disk fault the node cannot apply.
+    pub fn bad_fault(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_fault", message)
+    }
+
     /// `400 bad_timing`: timing the node cannot run with.
     pub fn bad_timing(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_timing", message)

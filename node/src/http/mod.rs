@@ -23,6 +23,7 @@ pub use error::ApiError;
 pub use leader::{advertise_hint, LeaderHints};
 
 use crate::events::EventHub;
+use crate::faults::Faults;
 use crate::guard::AllowedOrigins;
 use crate::metrics::Metrics;
 use crate::raft::{LogIndex, NodeId};
@@ -74,6 +75,8 @@ pub struct Api {
     pub events: EventHub,
     pub metrics: Arc<Metrics>,
     pub partition: Arc<Partition>,
+    /// Link faults: the Raft route applies this node's outgoing link faults to the replies it sends.
+    pub faults: Arc<Faults>,
     pub order: OrderGate,
     pub reader: Arc<dyn StateReader>,
     /// Connections for client requests forwarded to the leader.
@@ -163,7 +166,12 @@ where
                 }
                 (Method::POST, ["transfer-leadership"]) => admin::transfer(api, &call, body).await,
                 (Method::PUT, ["timing"]) => admin::set_timing(api, &body).await,
-                (_, ["partition" | "transfer-leadership" | "timing"]) => {
+                (Method::GET, ["links"]) => admin::list_links(api),
+                (Method::PUT, ["links", peer]) => admin::set_link(api, peer, Some(&body)).await,
+                (Method::DELETE, ["links", peer]) => admin::set_link(api, peer, None).await,
+                (Method::PUT, ["disk"]) => admin::set_disk(api, &body).await,
+                (_, ["partition" | "transfer-leadership" | "timing" | "links" | "disk"])
+                | (_, ["links", _]) => {
                     ApiError::method_not_allowed(&call.method, &call.path).into_response()
                 }
                 _ => ApiError::not_found(&call.method, &call.path).into_response(),

@@ -1,11 +1,13 @@
 //! Raft RPC between nodes (`/raft/<message>`): validated envelopes handed to the runtime in order,
-//! answered once the reply is durable.
+//! answered once the reply is durable. The reply travels on this node's link back to the sender, so
+//! that link's faults apply to it here.
 
 use super::error::json;
 use super::{Api, ApiError, Call, RAFT_REPLY_WAIT};
+use crate::faults::Fate;
 use crate::raft::NodeId;
 use crate::runtime::Request;
-use crate::transport::{OrderGate, STREAM_HEADER};
+use crate::transport::{dropped, OrderGate, STREAM_HEADER};
 use crate::validation::{self, Reason, Rejected};
 use flotilla_shared::rpc::Envelope;
 use tokio::sync::oneshot;
@@ -63,7 +65,17 @@ pub(super) async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) ->
         return ApiError::shutting_down().into_response();
     }
     match tokio::time::timeout(RAFT_REPLY_WAIT, answer).await {
-        Ok(Ok(Ok(Some(reply)))) => json(StatusCode::OK, &reply),
+        Ok(Ok(Ok(Some(reply)))) => match api.faults.fate(from) {
+            Fate::Deliver => json(StatusCode::OK, &reply),
+            Fate::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                json(StatusCode::OK, &reply)
+            }
+            Fate::Drop(reason) => {
+                dropped(&api.events, &reply, reason);
+                StatusCode::NO_CONTENT.into_response()
+            }
+        },
         // Counted and logged where the core refused it (the runtime).
         Ok(Ok(Err(rejected))) => ApiError::rejected(&rejected).into_response(),
         _ => StatusCode::NO_CONTENT.into_response(),

@@ -65,6 +65,8 @@ pub struct Raft<S: LogRead> {
     events: Vec<EventKind>,
     /// Highest term ever seen (for `validate`).
     highest_term: Term,
+    /// The `msg` of the last envelope this core sent (per-sender numbering, from 1 at each start).
+    last_msg: u64,
     #[cfg(any(test, feature = "sim"))]
     planted_bug: Option<PlantedBug>,
 }
@@ -111,6 +113,7 @@ impl<S: LogRead> Raft<S> {
             failed_reads: Vec::new(),
             events: Vec::new(),
             highest_term: hard_state.term,
+            last_msg: 0,
             #[cfg(any(test, feature = "sim"))]
             planted_bug: None,
             config,
@@ -148,6 +151,12 @@ impl<S: LogRead> Raft<S> {
     /// this node never sent. Each refusal is also a `message_rejected` event.
     pub fn try_step(&mut self, envelope: Envelope) -> Result<(), Rejected> {
         let (from, name) = (envelope.from, envelope.message.name());
+        // Taken in, whatever becomes of it: the sender's message landed here.
+        self.events.push(EventKind::MessageReceived {
+            from,
+            msg: envelope.msg,
+            message: name.to_string(),
+        });
         let result = self.check_and_step(envelope);
         if let Err(rejected) = &result {
             self.events.push(EventKind::MessageRejected {
@@ -395,6 +404,12 @@ impl<S: LogRead> Raft<S> {
         Ok(())
     }
 
+    /// Numbers the next envelope this core sends; its send event carries the same number.
+    fn next_msg(&mut self) -> u64 {
+        self.last_msg += 1;
+        self.last_msg
+    }
+
     fn debug_validate(&self) {
         #[cfg(debug_assertions)]
         if let Err(broken) = self.validate() {
@@ -471,7 +486,9 @@ impl<S: LogRead> Raft<S> {
                 self.record_vote(from, resp.granted, resp.pre_vote);
             }
             Message::AppendEntries(ae) => return self.handle_append_entries(from, ae),
-            Message::AppendEntriesResponse(resp) => return self.handle_append_response(from, resp),
+            Message::AppendEntriesResponse(resp) => {
+                return self.handle_append_response(from, env.msg, resp)
+            }
             Message::TimeoutNow => {
                 // Leadership transfer (thesis §3.10): campaign at once, skipping PreVote.
                 self.campaign(true);

@@ -19,6 +19,7 @@ mod writer;
 
 use crate::clock::Clock;
 use crate::events::EventHub;
+use crate::faults::Faults;
 use crate::metrics::Metrics;
 use crate::raft::{
     CoreStatus, Entry, Envelope, LogId, LogIndex, LogRead, Message, NodeId, Payload, Proposal,
@@ -28,7 +29,7 @@ use crate::storage::sqlite::SqliteReader;
 use crate::storage::{ApplyOutcome, LogStore, StorageError};
 use crate::transport::{Partition, Transport};
 use crate::validation::Rejected;
-use flotilla_shared::api::{PeerStatus, Status};
+use flotilla_shared::api::{LinkFault, PeerStatus, Status};
 use flotilla_shared::event::{EventKind, Role};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -104,6 +105,16 @@ pub enum Request {
         isolate_from: BTreeSet<NodeId>,
         reply: oneshot::Sender<()>,
     },
+    /// Sets the faults on this node's outgoing link to `to` (a healed fault clears them).
+    SetLinkFault {
+        to: NodeId,
+        fault: LinkFault,
+        reply: oneshot::Sender<()>,
+    },
+    SetDiskFault {
+        write_delay_ms: u64,
+        reply: oneshot::Sender<()>,
+    },
     Unreachable(NodeId),
 }
 
@@ -163,6 +174,7 @@ pub struct Runtime<S: LogRead> {
     pending_replies: HashMap<NodeId, VecDeque<oneshot::Sender<StepVerdict>>>,
     transport: Transport,
     partition: Arc<Partition>,
+    faults: Arc<Faults>,
     events: EventHub,
     status: watch::Sender<Arc<Status>>,
     metrics: Arc<Metrics>,
@@ -180,6 +192,7 @@ pub struct RuntimeParts<S: LogRead> {
     pub store: Box<dyn LogStore>,
     pub transport: Transport,
     pub partition: Arc<Partition>,
+    pub faults: Arc<Faults>,
     pub events: EventHub,
     pub status: watch::Sender<Arc<Status>>,
     pub metrics: Arc<Metrics>,
@@ -191,9 +204,9 @@ pub struct RuntimeParts<S: LogRead> {
 impl<S: LogRead> Runtime<S> {
     pub fn new(parts: RuntimeParts<S>) -> Result<Self, StorageError> {
         let (writer, written) =
-            Writer::start(parts.store, parts.metrics.clone()).map_err(|error| {
-                StorageError::Io(format!("cannot start the storage thread: {error}"))
-            })?;
+            Writer::start(parts.store, parts.metrics.clone(), parts.faults.clone()).map_err(
+                |error| StorageError::Io(format!("cannot start the storage thread: {error}")),
+            )?;
         Ok(Self {
             raft: parts.raft,
             info: parts.info,
@@ -207,6 +220,7 @@ impl<S: LogRead> Runtime<S> {
             pending_replies: HashMap::new(),
             transport: parts.transport,
             partition: parts.partition,
+            faults: parts.faults,
             events: parts.events,
             status: parts.status,
             metrics: parts.metrics,
@@ -385,6 +399,23 @@ impl<S: LogRead> Runtime<S> {
                 let _ = reply.send(());
                 self.publish_status();
             }
+            Request::SetLinkFault { to, fault, reply } => {
+                let fault = self.faults.set_link(to, fault);
+                self.events
+                    .publish(EventKind::LinkFaultChanged { to, fault });
+                let _ = reply.send(());
+                self.publish_status();
+            }
+            Request::SetDiskFault {
+                write_delay_ms,
+                reply,
+            } => {
+                self.faults.set_disk_write_delay_ms(write_delay_ms);
+                self.events
+                    .publish(EventKind::DiskFaultChanged { write_delay_ms });
+                let _ = reply.send(());
+                self.publish_status();
+            }
             Request::Unreachable(peer) => self.raft.report_unreachable(peer),
         }
     }
@@ -525,6 +556,8 @@ impl<S: LogRead> Runtime<S> {
     fn publish_status(&self) {
         let core = self.raft.status();
         let mut status = status_from_core(&core, &self.info, &self.transport, &self.partition);
+        status.link_faults = self.faults.links();
+        status.disk_write_delay_ms = self.faults.disk_write_delay_ms();
         // The core counts entries as applied once handed out; readers see them once stored.
         status.last_applied = self.stored_applied;
         self.status.send_replace(Arc::new(status));

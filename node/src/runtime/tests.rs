@@ -79,6 +79,7 @@ fn single_node(max_uncommitted: u64) -> SingleNode {
     let (inbox_tx, inbox) = mpsc::channel(64);
     let metrics = Arc::new(Metrics::default());
     let partition = Arc::new(Partition::default());
+    let faults = Arc::new(crate::faults::Faults::new(1));
     let transport = Transport::start(
         crate::transport::TransportConfig {
             id,
@@ -88,9 +89,13 @@ fn single_node(max_uncommitted: u64) -> SingleNode {
             max_inflight: 1,
             request_timeout: Duration::from_secs(1),
         },
-        inbox_tx.clone(),
-        partition.clone(),
-        metrics.clone(),
+        crate::transport::TransportShared {
+            inbox: inbox_tx.clone(),
+            partition: partition.clone(),
+            faults: faults.clone(),
+            metrics: metrics.clone(),
+            events: EventHub::new(id, clock),
+        },
     );
     let (status, status_rx) = watch::channel(Arc::new(Status {
         id,
@@ -123,6 +128,7 @@ fn single_node(max_uncommitted: u64) -> SingleNode {
         }),
         transport,
         partition,
+        faults,
         events: EventHub::new(id, clock),
         status,
         metrics,

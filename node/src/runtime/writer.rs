@@ -17,6 +17,7 @@
 //!
 //! It may not touch the Raft core: what a written batch means for the core is the owner's to act on.
 
+use crate::faults::Faults;
 use crate::metrics::Metrics;
 use crate::raft::{Entry, Envelope, HardState, LogId, ReadState};
 use crate::storage::{ApplyOutcome, LogStore, StorageError, WriteBatch};
@@ -159,6 +160,7 @@ impl Writer {
     pub fn start(
         store: Box<dyn LogStore>,
         metrics: Arc<Metrics>,
+        faults: Arc<Faults>,
     ) -> std::io::Result<(Writer, mpsc::UnboundedReceiver<WriterReport>)> {
         let queue = Arc::new(WriteQueue::default());
         let store = Arc::new(Mutex::new(store));
@@ -169,10 +171,16 @@ impl Writer {
             .spawn(move || {
                 while let Some(batch) = jobs.take() {
                     let mut store = thread_store.lock().unwrap_or_else(PoisonError::into_inner);
-                    let done_writing =
-                        write_batch(store.as_mut(), batch, &metrics, &mut |outcomes| {
+                    let slow_disk = faults.disk_write_delay();
+                    let done_writing = write_batch(
+                        store.as_mut(),
+                        batch,
+                        &metrics,
+                        slow_disk,
+                        &mut |outcomes| {
                             let _ = done.send(WriterReport::Applied(outcomes));
-                        });
+                        },
+                    );
                     // Released before the report goes out: once the owner hears, it may write itself.
                     drop(store);
                     let failed = done_writing.result.is_err();
@@ -223,7 +231,8 @@ impl Writer {
                 return WriteHere::Declined(batch);
             }
             let mut applied = None;
-            let done = write_batch(store.as_mut(), batch, metrics, &mut |outcomes| {
+            // Only writes without an fsync are done here: a slow disk does not hold them back.
+            let done = write_batch(store.as_mut(), batch, metrics, None, &mut |outcomes| {
                 applied = Some(outcomes)
             });
             WriteHere::Written((applied, done))
@@ -260,11 +269,13 @@ pub(super) fn storage_thread_died() -> StorageError {
     StorageError::Io("the storage thread stopped unexpectedly (it panicked)".into())
 }
 
-/// Writes `batch`, handing the outcomes of its applies to `applied` as soon as they are written.
+/// Writes `batch`, handing the outcomes of its applies to `applied` as soon as they are written. A
+/// `slow_disk` (admin disk fault) first holds back every write that fsyncs by that long.
 fn write_batch(
     store: &mut dyn LogStore,
     batch: Batch,
     metrics: &Metrics,
+    slow_disk: Option<Duration>,
     applied: &mut dyn FnMut(ApplyOutcomes),
 ) -> WriteDone {
     let started = Instant::now();
@@ -282,6 +293,11 @@ fn write_batch(
     };
     let nothing_to_store =
         write.hard_state.is_none() && write.entries.is_empty() && write.apply.is_empty();
+    if let Some(delay) = slow_disk {
+        if !nothing_to_store && !store.writes_without_fsync(&write) {
+            std::thread::sleep(delay);
+        }
+    }
     // Splitting a batch costs a transaction; it pays only when clients wait on the applies.
     let result = if nothing_to_store {
         Ok(())

@@ -5,12 +5,13 @@ use super::network::{Network, NetworkFaults};
 use super::{FaultProfile, SimFailure, SimOptions, SimStats};
 use crate::raft::rng::SplitMix64;
 use crate::raft::{
-    Config, Entry, Envelope, HardState, LogId, LogIndex, NodeId, Payload, Raft, Restored, Role,
+    Config, Entry, Envelope, EventKind, HardState, LogId, LogIndex, NodeId, Payload, Raft,
+    Restored, Role,
 };
 use crate::storage::memory::MemoryStore;
 use crate::storage::{ApplyOutcome, LogStore, WriteBatch};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 mod clients;
@@ -80,6 +81,9 @@ pub struct Cluster {
     /// The first mangled message a receiver accepted; reported at the end of the run, so that the
     /// safety checks get the chance to show what accepting it broke.
     mangled_accepted: Option<(u64, String)>,
+    /// `(from, msg)` of every envelope put on the wire (by a node, or forged by the mangling
+    /// network): each `message_received` must name one of them.
+    on_the_wire: HashSet<(NodeId, u64)>,
 }
 
 impl Cluster {
@@ -127,6 +131,7 @@ impl Cluster {
             active: true,
             ids: ids.clone(),
             mangled_accepted: None,
+            on_the_wire: HashSet::new(),
             opts,
         };
         if opts.profile == FaultProfile::Mangled {
@@ -294,6 +299,9 @@ impl Cluster {
                 continue;
             };
             let envelope = delivery.envelope;
+            if delivery.mangled {
+                self.on_the_wire.insert((envelope.from, envelope.msg));
+            }
             if self.opts.verbose {
                 let bent = if delivery.mangled { " (mangled)" } else { "" };
                 println!(
@@ -397,6 +405,7 @@ impl Cluster {
                 }
                 self.stats.applied += write.apply.len() as u64;
                 for message in write.after {
+                    self.on_the_wire.insert((message.from, message.msg));
                     self.net.send(&mut self.rng, self.now_ms, message);
                 }
                 if let (Some(last), Some(core)) =
@@ -456,6 +465,22 @@ impl Cluster {
                         println!("{now:>7} ms  n{id}  {event:?}");
                     }
                 }
+                if let Some(unsent) = ready.events.iter().find_map(|event| match event {
+                    EventKind::MessageReceived { from, msg, .. }
+                        if !self.on_the_wire.contains(&(*from, *msg)) =>
+                    {
+                        Some((*from, *msg))
+                    }
+                    _ => None,
+                }) {
+                    return Err(self.fail(
+                        "every message_received pairs with a send",
+                        format!(
+                            "node {id} received message {} from node {}, which never sent it",
+                            unsent.1, unsent.0
+                        ),
+                    ));
+                }
                 for read in &ready.reads {
                     let must_reach = node.reads.remove(&read.ctx).unwrap_or_default();
                     self.stats.reads += 1;
@@ -491,6 +516,7 @@ impl Cluster {
                     after: ready.persisted_messages,
                 });
                 for message in ready.messages {
+                    self.on_the_wire.insert((message.from, message.msg));
                     self.net.send(&mut self.rng, now, message);
                 }
                 if changed {

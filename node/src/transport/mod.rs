@@ -6,15 +6,20 @@
 //! <incarnation>-<seq>` so the receiver can step pipelined requests in the order they were sent.
 //!
 //! Owns the outgoing side of peer traffic: the per-peer tasks and their kept-alive connections
-//! ([`client`]), peer reachability, this node's partition list and the order gate for pipelined
-//! requests. It may not touch the Raft core or storage: it carries the envelopes the runtime gives it,
-//! and hands replies and unreachable peers back to the runtime's inbox.
+//! ([`client`]), peer reachability, this node's partition list, the order gate for pipelined
+//! requests, and carrying out link faults ([`Faults`]) on what it sends. It may not touch the Raft
+//! core or storage: it carries the envelopes the runtime gives it, hands replies and unreachable peers
+//! back to the runtime's inbox, and announces every message that certainly did not arrive
+//! (`message_dropped`).
 
 pub mod client;
 
+use crate::events::EventHub;
+use crate::faults::{Fate, Faults};
 use crate::metrics::Metrics;
 use crate::runtime::Request;
 use client::{Call, Pool};
+use flotilla_shared::event::{DropReason, EventKind};
 use flotilla_shared::rpc::Envelope;
 use flotilla_shared::NodeId;
 use hyper::header::HeaderName;
@@ -81,16 +86,28 @@ struct PeerHandle {
 pub struct Transport {
     peers: BTreeMap<NodeId, PeerHandle>,
     metrics: Arc<Metrics>,
+    events: EventHub,
+}
+
+/// What the peer tasks share with the rest of the node.
+pub struct TransportShared {
+    pub inbox: mpsc::Sender<Request>,
+    pub partition: Arc<Partition>,
+    pub faults: Arc<Faults>,
+    pub metrics: Arc<Metrics>,
+    pub events: EventHub,
 }
 
 impl Transport {
     /// Starts one sender task per peer. Replies and failures go back to the runtime's inbox.
-    pub fn start(
-        config: TransportConfig,
-        inbox: mpsc::Sender<Request>,
-        partition: Arc<Partition>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn start(config: TransportConfig, shared: TransportShared) -> Self {
+        let TransportShared {
+            inbox,
+            partition,
+            faults,
+            metrics,
+            events,
+        } = shared;
         let incarnation = incarnation_id(config.id);
         let peers = config
             .peers
@@ -103,9 +120,12 @@ impl Transport {
                     pool: Pool::new(addr.clone(), config.max_inflight.max(1)),
                     inbox: inbox.clone(),
                     partition: partition.clone(),
+                    faults: faults.clone(),
                     metrics: metrics.clone(),
+                    events: events.clone(),
                     reachable: reachable.clone(),
                     in_flight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
+                    delayed: Arc::new(Semaphore::new(PEER_QUEUE)),
                     cluster_token: config.cluster_token.clone(),
                     advertise: config.advertise.clone(),
                     timeout: config.request_timeout,
@@ -115,18 +135,29 @@ impl Transport {
                 (peer, PeerHandle { queue, reachable })
             })
             .collect();
-        Self { peers, metrics }
+        Self {
+            peers,
+            metrics,
+            events,
+        }
     }
 
     pub fn send(&self, envelope: Envelope) {
         let Some(peer) = self.peers.get(&envelope.to) else {
             tracing::warn!(to = %envelope.to, "message for an unknown peer dropped");
+            dropped(&self.events, &envelope, DropReason::Unreachable);
             return;
         };
-        if peer.queue.try_send(envelope).is_err() {
+        if let Err(refused) = peer.queue.try_send(envelope) {
             self.metrics
                 .messages_dropped
                 .fetch_add(1, Ordering::Relaxed);
+            let (envelope, reason) = match refused {
+                mpsc::error::TrySendError::Full(envelope) => (envelope, DropReason::QueueFull),
+                // The peer's task is gone (the node is stopping).
+                mpsc::error::TrySendError::Closed(envelope) => (envelope, DropReason::Unreachable),
+            };
+            dropped(&self.events, &envelope, reason);
         }
     }
 
@@ -144,14 +175,27 @@ fn incarnation_id(id: NodeId) -> u64 {
     nanos ^ (id.0 << 56) ^ u64::from(std::process::id())
 }
 
+/// Announces that `envelope` certainly did not reach its receiver.
+pub fn dropped(events: &EventHub, envelope: &Envelope, reason: DropReason) {
+    events.publish(EventKind::MessageDropped {
+        to: envelope.to,
+        msg: envelope.msg,
+        reason,
+    });
+}
+
 struct PeerTask {
     peer: NodeId,
     pool: Pool,
     inbox: mpsc::Sender<Request>,
     partition: Arc<Partition>,
+    faults: Arc<Faults>,
     metrics: Arc<Metrics>,
+    events: EventHub,
     reachable: Arc<AtomicBool>,
     in_flight: Arc<Semaphore>,
+    /// Messages held back by a link delay, at most as many as the queue holds.
+    delayed: Arc<Semaphore>,
     cluster_token: Option<String>,
     advertise: String,
     timeout: Duration,
@@ -164,10 +208,35 @@ impl PeerTask {
         let mut seq = 0u64;
         while let Some(envelope) = queue.recv().await {
             if this.partition.contains(this.peer) {
-                this.metrics
-                    .messages_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+                this.drop_message(&envelope, DropReason::Partition);
                 continue;
+            }
+            match this.faults.fate(this.peer) {
+                Fate::Deliver => {}
+                Fate::Drop(reason) => {
+                    this.drop_message(&envelope, reason);
+                    continue;
+                }
+                Fate::Delay(delay) => {
+                    // Held in a task of its own, so that it delays nothing sent after it by more
+                    // than its own delay (nor anything to other peers).
+                    let Ok(held) = this.delayed.clone().try_acquire_owned() else {
+                        this.drop_message(&envelope, DropReason::QueueFull);
+                        continue;
+                    };
+                    seq += 1;
+                    let (task, seq) = (this.clone(), seq);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let Ok(permit) = task.in_flight.clone().acquire_owned().await else {
+                            return;
+                        };
+                        drop(held);
+                        task.deliver(envelope, seq).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
             }
             let Ok(permit) = this.in_flight.clone().acquire_owned().await else {
                 return;
@@ -179,6 +248,13 @@ impl PeerTask {
                 drop(permit);
             });
         }
+    }
+
+    fn drop_message(&self, envelope: &Envelope, reason: DropReason) {
+        self.metrics
+            .messages_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        dropped(&self.events, envelope, reason);
     }
 
     async fn deliver(&self, envelope: Envelope, seq: u64) {
@@ -217,8 +293,24 @@ impl PeerTask {
                 serde_json::from_slice::<Option<Envelope>>(&body).map_err(|e| e.to_string())
             }
             Ok((StatusCode::NO_CONTENT, _)) => Ok(None),
-            Ok((status, _)) => Err(format!("answered {status}")),
-            Err(error) => Err(format!("{error:#}")),
+            Ok((status, body)) => {
+                if let Some(reason) = refused_unread(status, &body) {
+                    dropped(&self.events, &envelope, reason);
+                }
+                Err(format!("answered {status}"))
+            }
+            Err(error) => {
+                let timed_out = error
+                    .chain()
+                    .any(|cause| cause.is::<tokio::time::error::Elapsed>());
+                let reason = if timed_out {
+                    DropReason::Timeout
+                } else {
+                    DropReason::Unreachable
+                };
+                dropped(&self.events, &envelope, reason);
+                Err(format!("{error:#}"))
+            }
         };
         match outcome {
             Ok(reply) => {
@@ -243,6 +335,25 @@ impl PeerTask {
                 let _ = self.inbox.try_send(Request::Unreachable(self.peer));
             }
         }
+    }
+}
+
+/// Why a peer's error answer means it never took the message in (`None`: it read the message and
+/// refused it).
+fn refused_unread(status: StatusCode, body: &[u8]) -> Option<DropReason> {
+    if status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorCode<'a> {
+        error: &'a str,
+    }
+    // 503 is `partitioned` (the peer isolates itself from this node) or a node shutting down.
+    match serde_json::from_slice::<ErrorCode>(body) {
+        Ok(ErrorCode {
+            error: "partitioned",
+        }) => Some(DropReason::Partition),
+        _ => Some(DropReason::Unreachable),
     }
 }
 

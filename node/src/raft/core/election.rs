@@ -123,8 +123,9 @@ impl<S: LogRead> Raft<S> {
             return;
         }
         for peer in self.peers.clone() {
+            let msg = self.next_msg();
             self.events.push(EventKind::VoteRequested {
-                msg: 0,
+                msg,
                 to: peer,
                 term,
                 pre_vote,
@@ -143,7 +144,7 @@ impl<S: LogRead> Raft<S> {
                 &mut self.persisted_messages
             };
             queue.push(Envelope {
-                msg: 0,
+                msg,
                 from: self.id,
                 to: peer,
                 term,
@@ -283,16 +284,17 @@ impl<S: LogRead> Raft<S> {
         } else {
             self.term
         };
+        let msg = self.next_msg();
         if granted {
             self.events.push(EventKind::VoteGranted {
-                msg: 0,
+                msg,
                 to,
                 term: vote_term,
                 pre_vote,
             });
         } else {
             self.events.push(EventKind::VoteDenied {
-                msg: 0,
+                msg,
                 to,
                 term: vote_term,
                 pre_vote,
@@ -300,7 +302,7 @@ impl<S: LogRead> Raft<S> {
             });
         }
         self.persisted_messages.push(Envelope {
-            msg: 0,
+            msg,
             from: self.id,
             to,
             term,

@@ -115,15 +115,16 @@ impl<S: LogRead> Raft<S> {
         conflict_index: Option<LogIndex>,
         conflict_term: Option<Term>,
     ) {
+        let msg = self.next_msg();
         self.events.push(EventKind::AppendRejected {
-            msg: 0,
+            msg,
             to,
             term: self.term,
             reason: reason.clone(),
             hint_index: conflict_index,
         });
         self.persisted_messages.push(Envelope {
-            msg: 0,
+            msg,
             from: self.id,
             to,
             term: self.term,
@@ -252,8 +253,11 @@ impl<S: LogRead> Raft<S> {
     }
 
     pub(super) fn ack_append(&mut self, to: NodeId, matched: LogIndex, read_ctx: u64) {
+        // No send event for a success (one per append would double the stream); the leader's
+        // `append_acked` names this `msg`.
+        let msg = self.next_msg();
         self.persisted_messages.push(Envelope {
-            msg: 0,
+            msg,
             from: self.id,
             to,
             term: self.term,
@@ -271,6 +275,7 @@ impl<S: LogRead> Raft<S> {
     pub(super) fn handle_append_response(
         &mut self,
         from: NodeId,
+        msg: u64,
         resp: AppendEntriesResponse,
     ) -> Result<(), Rejected> {
         let now = self.now_ms;
@@ -315,7 +320,7 @@ impl<S: LogRead> Raft<S> {
                 pr.become_replicate();
             }
             self.events.push(EventKind::AppendAcked {
-                msg: 0,
+                msg,
                 from,
                 term,
                 match_index: pr.match_index,
@@ -462,8 +467,9 @@ impl<S: LogRead> Raft<S> {
         leader_commit: LogIndex,
         read_ctx: u64,
     ) {
+        let msg = self.next_msg();
         self.events.push(EventKind::AppendSent {
-            msg: 0,
+            msg,
             to,
             term: self.term,
             prev_log_index,
@@ -471,7 +477,7 @@ impl<S: LogRead> Raft<S> {
             commit: leader_commit,
         });
         self.messages.push(Envelope {
-            msg: 0,
+            msg,
             from: self.id,
             to,
             term: self.term,

@@ -56,10 +56,11 @@ impl<S: LogRead> Raft<S> {
             .is_some_and(|pr| pr.match_index == last)
         {
             transfer.timeout_now_sent = true;
+            let msg = self.next_msg();
             self.events
-                .push(EventKind::TimeoutNowSent { to, term, msg: 0 });
+                .push(EventKind::TimeoutNowSent { to, term, msg });
             self.messages.push(Envelope {
-                msg: 0,
+                msg,
                 from: self.id,
                 to,
                 term,

@@ -129,7 +129,8 @@ pub fn fmt_event(event: &EventKind) -> Option<String> {
         EventKind::ElectionTimerReset { .. }
         | EventKind::VoteRequested { .. }
         | EventKind::AppendSent { .. }
-        | EventKind::AppendAcked { .. } => return None,
+        | EventKind::AppendAcked { .. }
+        | EventKind::MessageReceived { .. } => return None,
         other => other.name().to_string(),
     };
     Some(text)

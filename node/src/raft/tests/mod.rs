@@ -143,6 +143,7 @@ fn leader(voters: u64, terms: &[u64], term: u64) -> (Raft<Disk>, Disk) {
 }
 
 mod election;
+mod message_numbers;
 mod reads_and_transfer;
 mod refusals;
 mod replication;
