@@ -153,7 +153,9 @@ pub(super) async fn forward(
     {
         Ok(answer) => answer,
         Err(SendError::NotSent(_)) => return Forwarded::Unreachable,
-        Err(SendError::Lost(why)) => return Forwarded::Lost(format!("{why:#}")),
+        Err(lost @ (SendError::Lost(_) | SendError::TimedOut { .. })) => {
+            return Forwarded::Lost(lost.to_string())
+        }
     };
     if answer.status == StatusCode::SERVICE_UNAVAILABLE && not_appended(&answer.body) {
         return Forwarded::NotAppended;

@@ -65,9 +65,15 @@ pub enum SendError {
     /// Nothing was sent: connecting failed, or no connection could take the request in time.
     #[error("not sent: {0:#}")]
     NotSent(anyhow::Error),
-    /// The request was (perhaps partly) sent, but no whole answer came back in time.
+    /// The request was (perhaps partly) sent, but the connection failed before a whole answer.
     #[error("no answer: {0:#}")]
     Lost(anyhow::Error),
+    /// No whole answer within the timeout; the request may or may not have been sent.
+    #[error("{authority}: no answer within {timeout:?}")]
+    TimedOut {
+        authority: String,
+        timeout: Duration,
+    },
 }
 
 /// Idle connections to one host, reused across requests.
@@ -150,10 +156,10 @@ impl Pool {
         let attempt = self.exchange(request);
         match tokio::time::timeout(timeout, attempt).await {
             Ok(answer) => answer,
-            Err(_) => Err(SendError::Lost(anyhow::anyhow!(
-                "{}: no answer within {timeout:?}",
-                self.authority
-            ))),
+            Err(_) => Err(SendError::TimedOut {
+                authority: self.authority.clone(),
+                timeout,
+            }),
         }
     }
 
@@ -384,7 +390,7 @@ mod tests {
         });
         assert!(matches!(
             send(Pool::new(silent, 1)).await,
-            Err(SendError::Lost(_))
+            Err(SendError::TimedOut { .. })
         ));
     }
 

@@ -18,7 +18,7 @@ use crate::events::EventHub;
 use crate::faults::{Fate, Faults};
 use crate::metrics::Metrics;
 use crate::runtime::Request;
-use client::{Call, Pool};
+use client::{Call, Pool, SendError};
 use flotilla_shared::event::{DropReason, EventKind};
 use flotilla_shared::rpc::Envelope;
 use flotilla_shared::NodeId;
@@ -300,9 +300,10 @@ impl PeerTask {
                 Err(format!("answered {status}"))
             }
             Err(error) => {
-                let timed_out = error
-                    .chain()
-                    .any(|cause| cause.is::<tokio::time::error::Elapsed>());
+                let timed_out = matches!(
+                    error.downcast_ref::<SendError>(),
+                    Some(SendError::TimedOut { .. })
+                );
                 let reason = if timed_out {
                     DropReason::Timeout
                 } else {
