@@ -7,12 +7,14 @@
 
 mod clock;
 mod flight;
+mod pairs;
 mod presenter;
 mod state;
 mod timeline;
 
 pub use clock::ClockOffsets;
 pub use flight::{drop_words, Arrival, Drawn, FADE_MS, UNKNOWN_HOLD_MS, UNKNOWN_STOP};
+pub use pairs::{MessagePair, MessagePairs, PairEnd};
 pub use presenter::{Presenter, DELAY_MS, MAX_LAG_MS};
 pub use state::{
     flight_ms, message_of, ClusterState, Flight, FlightKind, Message, NodeView, ProcessState,

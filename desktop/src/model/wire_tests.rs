@@ -323,3 +323,54 @@ fn clock_offsets_between_streams_are_estimated_from_message_pairs_and_corrected(
         );
     }
 }
+
+#[test]
+fn the_recording_pairs_each_send_with_its_receive_or_drop_on_one_clock() {
+    let events = skewed_exchange(700);
+    let mut model = ClusterModel::new(&[NodeId(1), NodeId(2)]);
+    for event in events.iter().cloned() {
+        model.apply_event(event);
+    }
+    model.apply_event(ev(1, 20, 4000, append(2, 50, 0)));
+    model.apply_event(ev(
+        1,
+        21,
+        4001,
+        EventKind::MessageDropped {
+            to: NodeId(2),
+            msg: 50,
+            reason: DropReason::Loss,
+        },
+    ));
+    let timeline = &model.timeline;
+    let end = timeline.end() - 1;
+    let words = |event: &Event, until: u64| timeline.pairs().describe_other_end(event, until);
+    // The last round: its send, the receive on node 2's clock (700 ms ahead), the reply's receive.
+    let send = &events[events.len() - 4];
+    let receive = &events[events.len() - 3];
+    assert_eq!(
+        words(send, end).as_deref(),
+        Some("→ taken in by node 2 after 1 ms")
+    );
+    assert_eq!(
+        words(receive, end).as_deref(),
+        Some("← sent as append_sent by node 1, 1 ms in flight")
+    );
+    // Nothing recorded after the moment shown is told.
+    let send_position = timeline
+        .iter()
+        .find(|(_, record)| record.event() == Some(send))
+        .map(|(position, _)| position)
+        .unwrap();
+    assert_eq!(
+        words(send, send_position).as_deref(),
+        Some("→ arrival not reported (yet)")
+    );
+    let lost = timeline.get(end - 1).and_then(Record::event).unwrap();
+    assert_eq!(
+        words(lost, end).as_deref(),
+        Some("→ dropped: lost on a lossy link")
+    );
+    // An unnumbered message has no pair.
+    assert_eq!(words(&ev(1, 1, 1, append(2, 0, 0)), end), None);
+}
