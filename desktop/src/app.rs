@@ -3,7 +3,9 @@
 
 use crate::backend::{unix_ms, BackendHandle, BackendThread, Command, Update};
 use crate::model::{ClusterModel, ViewMode};
-use crate::ui::{self, palette, ClusterIntent, EventFilter, Intent, Tempo, TopBarState};
+use crate::ui::{
+    self, palette, ClusterIntent, EventFilter, Intent, LinkEditor, Tempo, TopBarState,
+};
 use egui::RichText;
 use flotilla_shared::NodeId;
 use std::sync::mpsc;
@@ -31,6 +33,8 @@ pub struct FlotillaApp {
     pub waiting: Option<String>,
     /// Another cluster the user may watch instead (the running compose cluster).
     pub offer: Option<String>,
+    /// The link whose faults are being edited, if any.
+    pub link_editor: LinkEditor,
     nodes: Vec<NodeId>,
     last_frame: Option<Instant>,
     // Field order matters: the senders drop before the backend thread is joined.
@@ -79,6 +83,7 @@ impl FlotillaApp {
             clock: Clock::System,
             waiting: None,
             offer: None,
+            link_editor: LinkEditor::default(),
             nodes: nodes.to_vec(),
             last_frame: None,
             commands,
@@ -186,6 +191,9 @@ impl FlotillaApp {
                     mode == ViewMode::Live,
                 ));
                 ui.separator();
+                ui.heading("Faults");
+                intents.extend(ui::faults_ui(ui, view, selected, mode == ViewMode::Live));
+                ui.separator();
                 ui.heading("Events");
                 ui::events_ui(ui, timeline, until, &nodes, &mut self.filter);
             });
@@ -208,6 +216,12 @@ impl FlotillaApp {
             ui::chart_ui(ui, view, view_now);
         });
 
+        intents.extend(ui::link_editor_ui(
+            ui.ctx(),
+            &mut self.link_editor,
+            view,
+            mode == ViewMode::Live,
+        ));
         if !ui.ctx().egui_wants_keyboard_input() {
             ui.input(|input| {
                 if input.key_pressed(egui::Key::Space) {
@@ -252,6 +266,8 @@ impl FlotillaApp {
             Intent::Step(delta) => self.model.step(delta),
             Intent::Scrub(position) => self.model.mode = ViewMode::Paused { position },
             Intent::Replay { speed } => self.model.replay(speed),
+            Intent::OpenLink(a, b) => self.link_editor.open(a, b),
+            Intent::CloseLink => self.link_editor.close(),
         }
     }
 }
@@ -269,6 +285,16 @@ fn backend_command(intent: ClusterIntent) -> Command {
         ClusterIntent::Submit(text) => Command::Submit(text),
         ClusterIntent::SetTempo(tempo) => Command::SetTiming(tempo.timing()),
         ClusterIntent::WatchDocker => Command::WatchDocker,
+        ClusterIntent::SetLinkFault { from, to, fault } => {
+            Command::SetLinkFault { from, to, fault }
+        }
+        ClusterIntent::SetDiskDelay {
+            node,
+            write_delay_ms,
+        } => Command::SetDiskDelay {
+            node,
+            write_delay_ms,
+        },
     }
 }
 

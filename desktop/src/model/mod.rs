@@ -6,6 +6,7 @@
 //! way round.
 
 mod clock;
+mod faults;
 mod flight;
 mod pairs;
 mod presenter;
@@ -13,6 +14,7 @@ mod state;
 mod timeline;
 
 pub use clock::ClockOffsets;
+pub use faults::{fault_words, link_fault};
 pub use flight::{drop_words, Arrival, Drawn, FADE_MS, UNKNOWN_HOLD_MS, UNKNOWN_STOP};
 pub use pairs::{MessagePair, MessagePairs, PairEnd};
 pub use presenter::{Presenter, DELAY_MS, MAX_LAG_MS};

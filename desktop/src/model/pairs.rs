@@ -149,35 +149,35 @@ impl MessagePairs {
                         _ => sent_ms,
                     };
                     format!(
-                        "← sent as {} by node {}, {} ms in flight",
+                        "<- sent as {} by node {}, {} ms in flight",
                         pair.sent_as.unwrap_or("message"),
                         pair.from,
                         received_ms.saturating_sub(sent_ms)
                     )
                 }
-                None => format!("← its send by node {} is not in the recording", pair.from),
+                None => format!("<- its send by node {} is not in the recording", pair.from),
             },
             EventKind::MessageDropped { .. } => match pair.sent {
                 Some((sent_ms, _)) => format!(
-                    "← sent as {} {} ms earlier",
+                    "<- sent as {} {} ms earlier",
                     pair.sent_as.unwrap_or("message"),
                     match pair.end {
                         Some(PairEnd::Dropped { at_ms, .. }) => at_ms.saturating_sub(sent_ms),
                         _ => 0,
                     }
                 ),
-                None => "← a reply no event reports sending".into(),
+                None => "<- a reply no event reports sending".into(),
             },
             _ => {
                 let sent_ms = pair.sent.map_or(0, |(at, _)| at);
                 match end {
                     Some(PairEnd::Received { at_ms, .. }) => format!(
-                        "→ taken in by node {} after {} ms",
+                        "-> taken in by node {} after {} ms",
                         pair.to,
                         at_ms.saturating_sub(sent_ms)
                     ),
-                    Some(PairEnd::Dropped { reason, .. }) => format!("→ {}", drop_words(reason)),
-                    None => "→ arrival not reported (yet)".into(),
+                    Some(PairEnd::Dropped { reason, .. }) => format!("-> {}", drop_words(reason)),
+                    None => "-> arrival not reported (yet)".into(),
                 }
             }
         };

@@ -350,11 +350,11 @@ fn the_recording_pairs_each_send_with_its_receive_or_drop_on_one_clock() {
     let receive = &events[events.len() - 3];
     assert_eq!(
         words(send, end).as_deref(),
-        Some("→ taken in by node 2 after 1 ms")
+        Some("-> taken in by node 2 after 1 ms")
     );
     assert_eq!(
         words(receive, end).as_deref(),
-        Some("← sent as append_sent by node 1, 1 ms in flight")
+        Some("<- sent as append_sent by node 1, 1 ms in flight")
     );
     // Nothing recorded after the moment shown is told.
     let send_position = timeline
@@ -364,12 +364,12 @@ fn the_recording_pairs_each_send_with_its_receive_or_drop_on_one_clock() {
         .unwrap();
     assert_eq!(
         words(send, send_position).as_deref(),
-        Some("→ arrival not reported (yet)")
+        Some("-> arrival not reported (yet)")
     );
     let lost = timeline.get(end - 1).and_then(Record::event).unwrap();
     assert_eq!(
         words(lost, end).as_deref(),
-        Some("→ dropped: lost on a lossy link")
+        Some("-> dropped: lost on a lossy link")
     );
     // An unnumbered message has no pair.
     assert_eq!(words(&ev(1, 1, 1, append(2, 0, 0)), end), None);

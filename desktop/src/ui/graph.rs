@@ -1,7 +1,7 @@
 //! The cluster as a ring of nodes with messages travelling along the edges.
 
-use super::{palette, Intent};
-use crate::model::{Arrival, ClusterState, FlightKind, NodeView, ProcessState};
+use super::{faults, palette, Intent};
+use crate::model::{link_fault, Arrival, ClusterState, FlightKind, NodeView, ProcessState};
 use egui::{pos2, vec2, Align2, Color32, FontId, Pos2, Sense, Shape, Stroke, Vec2};
 use flotilla_shared::event::Role;
 use flotilla_shared::NodeId;
@@ -106,7 +106,7 @@ pub fn graph_ui(
 ) -> Vec<Intent> {
     let mut intents = Vec::new();
     let size = ui.available_size().max(vec2(200.0, 200.0));
-    let (rect, response) = ui.allocate_exact_size(size, Sense::hover());
+    let (rect, response) = ui.allocate_exact_size(size, Sense::click());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 8.0, palette::BACKGROUND);
     let count = state.nodes.len().max(1);
@@ -124,6 +124,7 @@ pub fn graph_ui(
 
     // Edges: every pair talks; a partition on either side cuts the link.
     let ids: Vec<NodeId> = positions.keys().copied().collect();
+    let mut links = Vec::new();
     for (i, a) in ids.iter().enumerate() {
         for b in &ids[i + 1..] {
             let (pa, pb) = (positions[a], positions[b]);
@@ -140,6 +141,22 @@ pub fn graph_ui(
             } else {
                 painter.line_segment([pa, pb], Stroke::new(1.5, palette::EDGE));
             }
+            // Link faults live on one node's outgoing link: each direction drawn on its side.
+            for (from, to, pf, pt) in [(*a, *b, pa, pb), (*b, *a, pb, pa)] {
+                if let Some(fault) = link_fault(state, from, to) {
+                    faults::draw_faulty_direction(&painter, pf, pt, &fault);
+                }
+            }
+            intents.extend(faults::link_handle(ui, *a, *b, pa, pb));
+            links.push((*a, *b, pa, pb));
+        }
+    }
+    if response.clicked() {
+        let link = response
+            .interact_pointer_pos()
+            .and_then(|pointer| faults::link_at(pointer, &links));
+        if let Some((a, b)) = link {
+            intents.push(Intent::OpenLink(a, b));
         }
     }
 
@@ -293,6 +310,9 @@ pub fn graph_ui(
             FontId::proportional(11.0),
             text_color.gamma_multiply(0.85),
         );
+        if node.disk_write_delay_ms > 0 {
+            faults::draw_slow_disk(&painter, at, NODE_RADIUS, node.disk_write_delay_ms);
+        }
         match node.process {
             ProcessState::Dead => {
                 let d = NODE_RADIUS * 0.55;
