@@ -194,6 +194,9 @@ impl FlotillaApp {
                 ui.heading("Faults");
                 intents.extend(ui::faults_ui(ui, view, selected, mode == ViewMode::Live));
                 ui.separator();
+                ui.heading("Failover");
+                ui::failover_ui(ui, view, view_now);
+                ui.separator();
                 ui.heading("Events");
                 ui::events_ui(ui, timeline, until, &nodes, &mut self.filter);
             });

@@ -181,3 +181,44 @@ fn presets_send_the_faults_they_name_to_the_leader_and_a_follower() {
     harness.run_steps(2);
     assert!(commands(&mut receiver).is_empty());
 }
+
+#[test]
+fn the_stopwatch_runs_after_the_leader_is_killed_and_the_table_keeps_the_result() {
+    let (mut harness, _receiver) = app_with(Vec::new());
+    harness.run_steps(2);
+    harness.get_by_label("Kill, pause or cut off the leader to time a failover.");
+    harness
+        .state_mut()
+        .model
+        .record(flotilla::model::Record::Process {
+            at_ms: 1_500,
+            node: NodeId(1),
+            state: flotilla::model::ProcessState::Dead,
+        });
+    harness.run_steps(2);
+    // Drawn 150 ms behind the cluster at 1,650; the clock reads 2,000.
+    harness.get_by_label("leader 1 killed: 0.35 s");
+    harness.get_by_label("new leader: waiting · first commit: waiting");
+    let new_leader = [
+        EventKind::RoleChanged {
+            role: Role::Leader,
+            term: Term(2),
+            leader_id: Some(NodeId(2)),
+        },
+        EventKind::CommitAdvanced {
+            commit_index: flotilla_shared::LogIndex(3),
+        },
+    ];
+    for (seq, kind) in new_leader.into_iter().enumerate() {
+        harness.state_mut().model.apply_event(Event {
+            node: NodeId(2),
+            seq: 100 + seq as u64,
+            at_ms: 1_700 + seq as u64 * 50,
+            kind,
+        });
+    }
+    harness.run_steps(2);
+    harness.get_by_label("node 2 (term 2)");
+    harness.get_by_label("0.20 s");
+    harness.get_by_label("0.25 s");
+}

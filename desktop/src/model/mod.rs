@@ -6,6 +6,7 @@
 //! way round.
 
 mod clock;
+mod failover;
 mod faults;
 mod flight;
 mod pairs;
@@ -14,6 +15,7 @@ mod state;
 mod timeline;
 
 pub use clock::ClockOffsets;
+pub use failover::{Failover, Failovers};
 pub use faults::{fault_words, link_fault};
 pub use flight::{drop_words, Arrival, Drawn, FADE_MS, UNKNOWN_HOLD_MS, UNKNOWN_STOP};
 pub use pairs::{MessagePair, MessagePairs, PairEnd};

@@ -1,5 +1,6 @@
 //! The cluster's state at one moment, built by applying records in order.
 
+use super::failover::Failovers;
 use super::flight::{Arrival, UNKNOWN_HOLD_MS};
 use super::timeline::Record;
 use flotilla_shared::api::{LinkFaultStatus, PeerStatus, Status};
@@ -335,6 +336,8 @@ pub struct ClusterState {
     /// The newest record time applied.
     pub last_at_ms: u64,
     pub events_applied: u64,
+    /// The failover stopwatch and its past runs.
+    pub failovers: Failovers,
 }
 
 impl ClusterState {
@@ -346,6 +349,7 @@ impl ClusterState {
             commits: VecDeque::new(),
             last_at_ms: 0,
             events_applied: 0,
+            failovers: Failovers::default(),
         }
     }
 
@@ -384,6 +388,7 @@ impl ClusterState {
 
     fn apply_at(&mut self, record: &Record, shown_ms: Option<u64>) {
         let at_ms = record.at_ms();
+        let failover_cause = self.failover_cause(record);
         self.last_at_ms = self.last_at_ms.max(at_ms);
         match record {
             Record::Event(event) => self.apply_event(event, shown_ms),
@@ -411,6 +416,7 @@ impl ClusterState {
                 }
             }
         }
+        self.time_failover(record, failover_cause, shown_ms.unwrap_or(at_ms));
         self.forget_old_flights();
     }
 

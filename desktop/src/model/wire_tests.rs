@@ -374,3 +374,127 @@ fn the_recording_pairs_each_send_with_its_receive_or_drop_on_one_clock() {
     // An unnumbered message has no pair.
     assert_eq!(words(&ev(1, 1, 1, append(2, 0, 0)), end), None);
 }
+
+fn leader_is(node: u64, term: u64) -> EventKind {
+    EventKind::RoleChanged {
+        role: Role::Leader,
+        term: Term(term),
+        leader_id: Some(NodeId(node)),
+    }
+}
+
+#[test]
+fn the_failover_stopwatch_times_a_new_leader_and_its_first_commit() {
+    let mut model = ClusterModel::new(&[NodeId(1), NodeId(2), NodeId(3)]);
+    for event in leader_of_three() {
+        model.apply_event(event);
+    }
+    assert_eq!(model.live.failovers.running, None);
+    model.record(Record::Process {
+        at_ms: 2_000,
+        node: NodeId(1),
+        state: ProcessState::Dead,
+    });
+    let running = model.live.failovers.running.clone().expect("started");
+    assert_eq!(running.cause, "leader 1 killed");
+    // A leader of the old term is no new leader; a commit before the new leader is not counted.
+    model.apply_event(ev(3, 5, 2_100, leader_is(3, 1)));
+    model.apply_event(ev(
+        3,
+        6,
+        2_200,
+        EventKind::CommitAdvanced {
+            commit_index: LogIndex(1),
+        },
+    ));
+    model.apply_event(ev(2, 5, 3_500, leader_is(2, 2)));
+    assert_eq!(
+        model
+            .live
+            .failovers
+            .running
+            .as_ref()
+            .and_then(Failover::to_leader_ms),
+        Some(1_500)
+    );
+    model.apply_event(ev(
+        2,
+        6,
+        3_600,
+        EventKind::CommitAdvanced {
+            commit_index: LogIndex(2),
+        },
+    ));
+    assert_eq!(model.live.failovers.running, None);
+    let done = &model.live.failovers.past[0];
+    assert_eq!(
+        done.new_leader.map(|(node, term, _)| (node, term)),
+        Some((NodeId(2), Term(2)))
+    );
+    assert_eq!(
+        (done.to_leader_ms(), done.to_commit_ms()),
+        (Some(1_500), Some(1_600))
+    );
+    // The live view times it the same way, on the records' own clocks.
+    model.advance(10_000);
+    let shown = &model.shown().failovers.past[0];
+    assert_eq!(shown.shown_started_ms, 2_000 + DELAY_MS);
+    assert_eq!(
+        (shown.to_leader_ms(), shown.to_commit_ms()),
+        (Some(1_500), Some(1_600))
+    );
+}
+
+#[test]
+fn cutting_the_leaders_links_starts_the_stopwatch_only_once_it_cannot_reach_a_majority() {
+    let cut = |to: u64| EventKind::LinkFaultChanged {
+        to: NodeId(to),
+        fault: Some(flotilla_shared::api::LinkFault {
+            cut: true,
+            ..Default::default()
+        }),
+    };
+    let mut model = ClusterModel::new(&[NodeId(1), NodeId(2), NodeId(3)]);
+    for event in leader_of_three() {
+        model.apply_event(event);
+    }
+    model.apply_event(ev(1, 10, 2_000, cut(2)));
+    assert_eq!(
+        model.live.failovers.running, None,
+        "one follower still hears it"
+    );
+    model.apply_event(ev(1, 11, 2_100, cut(3)));
+    assert_eq!(
+        model
+            .live
+            .failovers
+            .running
+            .as_ref()
+            .map(|f| f.cause.as_str()),
+        Some("leader 1's links cut to 2 nodes")
+    );
+    // Healed before anyone took over: the table says so.
+    model.apply_event(ev(
+        1,
+        12,
+        2_500,
+        EventKind::LinkFaultChanged {
+            to: NodeId(2),
+            fault: None,
+        },
+    ));
+    model.apply_event(ev(
+        1,
+        13,
+        2_600,
+        EventKind::LinkFaultChanged {
+            to: NodeId(3),
+            fault: None,
+        },
+    ));
+    assert_eq!(model.live.failovers.running, None);
+    assert_eq!(
+        model.live.failovers.past[0].abandoned.as_deref(),
+        Some("the links were healed before a new leader")
+    );
+}

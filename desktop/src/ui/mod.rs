@@ -7,6 +7,7 @@
 
 mod chart;
 mod events;
+mod failover;
 mod faults;
 mod graph;
 mod intent;
@@ -16,6 +17,7 @@ mod panels;
 
 pub use chart::chart_ui;
 pub use events::{events_ui, EventFilter};
+pub use failover::failover_ui;
 pub use faults::{faults_ui, link_editor_ui, preset_intents, LinkEditor, Preset};
 pub use graph::{graph_ui, is_animating};
 pub use intent::{ClusterIntent, Intent, Tempo};
