@@ -1,13 +1,16 @@
-//! End to end on real local node processes: a preset clicked in the window reaches the nodes as
-//! admin requests, and the nodes report the faults in `/v1/status` (`link_faults`,
-//! `disk_write_delay_ms`); healing clears them.
+//! End to end on real local node processes: numbered messages land where their receiver took them
+//! in; a preset clicked in the window reaches the nodes as admin requests, the nodes report the
+//! faults in `/v1/status` (`link_faults`, `disk_write_delay_ms`), the leader's messages die at the
+//! one-way cut and none lands on the follower; healing clears it all.
 
 use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
 use flotilla::app::FlotillaApp;
 use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint};
+use flotilla::model::Arrival;
 use flotilla::ui::Tempo;
 use flotilla_shared::api::Status;
+use flotilla_shared::event::{DropReason, EventKind};
 use flotilla_shared::NodeId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +39,15 @@ fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> Opti
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// As a user does: the pointer moves onto the widget (leaving the tooltip of the last one), then
+/// clicks.
+fn click(app: &mut App, label: &str) {
+    app.get_by_label(label).hover();
+    app.run_steps(1);
+    app.get_by_label(label).click();
+    app.run_steps(2);
 }
 
 /// Node `id`'s `/v1/status`, read directly (what the test checks, never what it does).
@@ -116,13 +128,22 @@ fn a_preset_click_puts_the_fault_on_the_real_nodes_and_heal_all_removes_it() {
         .into_iter()
         .find(|id| *id != leader)
         .expect("a follower");
-    app.get_by_label(&format!("node {follower} on the ring"))
-        .click();
-    app.run_steps(2);
+    // The leader's messages to the follower land: their receives are reported.
+    wait_for(&mut app, "a numbered dot landing on the follower", |app| {
+        app.state()
+            .model
+            .shown()
+            .flights
+            .iter()
+            .any(|f| {
+                f.from == leader && f.to == follower && f.msg != 0 && f.arrival == Arrival::Lands
+            })
+            .then_some(())
+    });
+    click(&mut app, &format!("node {follower} on the ring"));
     assert_eq!(app.state().selected, Some(follower));
 
-    app.get_by_label("One-way cut leader->follower").click();
-    app.run_steps(2);
+    click(&mut app, "One-way cut leader->follower");
     let cut = wait_for_status(
         &mut app,
         &runtime,
@@ -138,9 +159,48 @@ fn a_preset_click_puts_the_fault_on_the_real_nodes_and_heal_all_removes_it() {
     assert!(status(&runtime, &endpoints, follower)
         .link_faults
         .is_empty());
+    // The window draws the leader's messages dying at the cut.
+    wait_for(&mut app, "a dot dying at the cut", |app| {
+        app.state()
+            .model
+            .shown()
+            .flights
+            .iter()
+            .any(|f| {
+                f.from == leader
+                    && f.to == follower
+                    && f.arrival == Arrival::Dropped(DropReason::LinkCut)
+            })
+            .then_some(())
+    });
+    // And the follower took in nothing the leader sent after the first message the cut killed.
+    let events: Vec<_> = app
+        .state()
+        .model
+        .timeline
+        .iter()
+        .filter_map(|(_, record)| record.event().cloned())
+        .collect();
+    let first_cut = events
+        .iter()
+        .filter(|event| event.node == leader)
+        .find_map(|event| match &event.kind {
+            EventKind::MessageDropped {
+                to,
+                msg,
+                reason: DropReason::LinkCut,
+            } if *to == follower => Some(*msg),
+            _ => None,
+        })
+        .expect("a drop at the cut");
+    assert!(
+        !events.iter().any(|event| event.node == follower
+            && matches!(event.kind, EventKind::MessageReceived { from, msg, .. }
+                if from == leader && msg >= first_cut)),
+        "the follower took in a message sent into the cut"
+    );
 
-    app.get_by_label("Slow disk on the leader").click();
-    app.run_steps(2);
+    click(&mut app, "Slow disk on the leader");
     let heartbeat = tempo.timing().heartbeat_ms;
     wait_for_status(
         &mut app,
@@ -156,8 +216,7 @@ fn a_preset_click_puts_the_fault_on_the_real_nodes_and_heal_all_removes_it() {
         let node = &app.state().model.shown().nodes[&leader];
         (!node.link_faults.is_empty() && node.disk_write_delay_ms > 0).then_some(())
     });
-    app.get_by_label("Heal all links and disks").click();
-    app.run_steps(2);
+    click(&mut app, "Heal all links and disks");
     wait_for_status(
         &mut app,
         &runtime,
@@ -166,4 +225,46 @@ fn a_preset_click_puts_the_fault_on_the_real_nodes_and_heal_all_removes_it() {
         "the leader healed",
         |status| status.link_faults.is_empty() && status.disk_write_delay_ms == 0,
     );
+
+    // A kill of the leader: the stopwatch times the failover, and nothing lands on the dead node.
+    let leader = wait_for(&mut app, "a leader again", |app| {
+        let shown = app.state().model.shown();
+        let leader = shown.leader()?;
+        shown
+            .nodes
+            .values()
+            .all(|node| node.is_up() && node.leader_id == Some(leader.id))
+            .then_some(leader.id)
+    });
+    click(&mut app, &format!("node {leader} on the ring"));
+    click(&mut app, &format!("Kill node {leader}"));
+    let failover = wait_for(&mut app, "the failover timed to a commit", |app| {
+        app.state().model.shown().failovers.past.back().cloned()
+    });
+    assert_eq!(failover.cause, format!("leader {leader} killed"));
+    assert!(failover
+        .new_leader
+        .is_some_and(|(node, _, _)| node != leader));
+    assert!(failover.to_leader_ms() <= failover.to_commit_ms());
+    let landed_on_the_dead: Vec<_> = app
+        .state()
+        .model
+        .shown()
+        .flights
+        .iter()
+        .filter(|f| {
+            f.to == leader && f.start_ms > failover.shown_started_ms && f.arrival == Arrival::Lands
+        })
+        .cloned()
+        .collect();
+    assert!(landed_on_the_dead.is_empty(), "{landed_on_the_dead:?}");
+    assert!(app
+        .state()
+        .model
+        .shown()
+        .flights
+        .iter()
+        .any(|f| f.to == leader
+            && f.start_ms > failover.shown_started_ms
+            && f.arrival != Arrival::Lands));
 }
