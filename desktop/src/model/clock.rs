@@ -17,14 +17,19 @@ const WINDOW: usize = 32;
 /// Differences below this are rounding (milliseconds on both ends) and are not corrected.
 const NOISE_MS: i64 = 2;
 
+/// A numbered message: `(sender, msg)`.
+type MessageKey = (NodeId, u64);
+/// The other node of a message's end, and that end's time.
+type End = (NodeId, u64);
+
 #[derive(Clone, Debug, Default)]
 pub struct ClockOffsets {
     /// `(from, msg) -> (to, sent_at)` of numbered sends whose receive was not seen yet.
-    sends: HashMap<(NodeId, u64), (NodeId, u64)>,
+    sends: HashMap<MessageKey, End>,
     /// `(from, msg) -> (to, received_at)` of receives whose send was not seen yet.
-    receives: HashMap<(NodeId, u64), (NodeId, u64)>,
+    receives: HashMap<MessageKey, End>,
     /// Insertion order of both maps with what was inserted, to bound them.
-    order: VecDeque<((NodeId, u64), (NodeId, u64), bool)>,
+    order: VecDeque<(MessageKey, End, bool)>,
     /// Recent `received_at - sent_at` per direction `(from, to)`.
     samples: BTreeMap<(NodeId, NodeId), VecDeque<i64>>,
     /// Each node's clock minus the reference clock.
@@ -86,7 +91,7 @@ impl ClockOffsets {
         self.recompute()
     }
 
-    fn remember(&mut self, key: (NodeId, u64), value: (NodeId, u64), received: bool) {
+    fn remember(&mut self, key: MessageKey, value: End, received: bool) {
         let map = if received {
             &mut self.receives
         } else {

@@ -314,8 +314,8 @@ fn clock_offsets_between_streams_are_estimated_from_message_pairs_and_corrected(
             .shown()
             .flights
             .iter()
-            .filter(|f| f.from == NodeId(1))
-            .last()
+            .rev()
+            .find(|f| f.from == NodeId(1))
             .unwrap();
         assert!(
             last.end_ms - last.start_ms <= flight_ms(500),
