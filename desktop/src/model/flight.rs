@@ -123,14 +123,24 @@ impl Flight {
 }
 
 impl ClusterState {
-    /// The newest flight of message `msg` from `from` whose end is not known yet, settled as
-    /// `arrival` at `end_ms`. Returns whether there was one.
-    pub(crate) fn settle(&mut self, from: NodeId, msg: u64, arrival: Arrival, end_ms: u64) -> bool {
+    /// The newest flight of message `msg` from `from` to `to` whose end is not known yet, settled
+    /// as `arrival` at `end_ms`. Returns whether there was one.
+    pub(crate) fn settle(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        msg: u64,
+        arrival: Arrival,
+        end_ms: u64,
+    ) -> bool {
         if msg == 0 {
             return false;
         }
         let Some(flight) = self.flights.iter_mut().rev().find(|flight| {
-            flight.from == from && flight.msg == msg && flight.arrival == Arrival::Unknown
+            flight.from == from
+                && flight.to == to
+                && flight.msg == msg
+                && flight.arrival == Arrival::Unknown
         }) else {
             return false;
         };

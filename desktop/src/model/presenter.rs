@@ -312,7 +312,7 @@ impl Presenter {
         if let Some(Due::Launch(flight)) = self.due.get_mut(&open.due_key) {
             settle_flight(flight, arrival, end_ms);
         } else {
-            self.shown.settle(from, msg, arrival, end_ms);
+            self.shown.settle(from, open.to, msg, arrival, end_ms);
         }
         if arrival == Arrival::Lands {
             self.land(from, open.to, end_ms);
@@ -324,12 +324,17 @@ impl Presenter {
     fn end_of_message(&mut self, node: NodeId, kind: &EventKind, key: u64, at: u64) -> u64 {
         match kind {
             EventKind::MessageReceived { from, msg, .. } if *msg != 0 => {
+                // Not a message to this node: a restarted sender's reused number, left alone.
+                if self
+                    .open
+                    .get(&(*from, *msg))
+                    .is_none_or(|open| open.to != node)
+                {
+                    return at;
+                }
                 let Some(open) = self.open.remove(&(*from, *msg)) else {
                     return at;
                 };
-                if open.to != node {
-                    return at;
-                }
                 let visible = self.visible_ms(*from, open.start_ms, open.earliest_ms);
                 let end = at.max((open.start_ms + visible).min(key + MAX_LAG_MS));
                 self.settle(*from, *msg, &open, Arrival::Lands, end);
@@ -356,7 +361,9 @@ impl Presenter {
                                 kind: FlightKind::Ack,
                                 start_ms: at,
                                 end_ms: at + visible.max(1),
-                                detail: "a reply whose send no event reports".into(),
+                                detail: "its send is not in the recording (an append's reply \
+                                         is never reported sent)"
+                                    .into(),
                                 msg: *msg,
                                 arrival: Arrival::Dropped(*reason),
                                 travel_ms: visible,

@@ -477,10 +477,10 @@ impl ClusterState {
             // The other end of a numbered message, on the reporting nodes' own clocks.
             match &event.kind {
                 EventKind::MessageReceived { from, msg, .. } => {
-                    self.settle(*from, *msg, Arrival::Lands, event.at_ms);
+                    self.settle(*from, node, *msg, Arrival::Lands, event.at_ms);
                 }
-                EventKind::MessageDropped { msg, reason, .. } => {
-                    self.settle(node, *msg, Arrival::Dropped(*reason), event.at_ms);
+                EventKind::MessageDropped { to, msg, reason } => {
+                    self.settle(node, *to, *msg, Arrival::Dropped(*reason), event.at_ms);
                 }
                 _ => {}
             }
