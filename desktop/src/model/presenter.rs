@@ -30,7 +30,7 @@ use super::state::{flight_ms, message_of, ClusterState, Flight, FlightKind, Repo
 use super::timeline::Record;
 use flotilla_shared::event::EventKind;
 use flotilla_shared::NodeId;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 /// How far the view trails the cluster when nothing is in the air.
 pub const DELAY_MS: u64 = 150;
@@ -83,7 +83,7 @@ pub struct Presenter {
     /// Numbered messages in the air, by `(sender, msg)`.
     open: HashMap<(NodeId, u64), Open>,
     /// Numbered sends pushed but not scheduled yet, by `(sender, msg)`: a receive waits for them.
-    unscheduled_sends: HashMap<(NodeId, u64), u64>,
+    unscheduled_sends: HashSet<(NodeId, u64)>,
 }
 
 impl Presenter {
@@ -106,7 +106,7 @@ impl Presenter {
             heartbeat_ms,
             clocks: ClockOffsets::default(),
             open: HashMap::new(),
-            unscheduled_sends: HashMap::new(),
+            unscheduled_sends: HashSet::new(),
         }
     }
 
@@ -138,8 +138,7 @@ impl Presenter {
             key = self.clocks.corrected(event.node, key);
             if let Some(message) = message_of(event) {
                 if message.msg != 0 && message.reported == Reported::AtSend {
-                    self.unscheduled_sends
-                        .insert((event.node, message.msg), position);
+                    self.unscheduled_sends.insert((event.node, message.msg));
                 }
             }
         }
@@ -277,22 +276,30 @@ impl Presenter {
     }
 
     /// A receive whose send is still pending (its stream's clock not corrected yet, or behind):
-    /// the send goes first, so the dot leaves before it lands.
-    fn send_first(&self, index: usize) -> usize {
-        let Some((_, _, Record::Event(event))) = self.pending.get(index) else {
-            return index;
-        };
-        let EventKind::MessageReceived { from, msg, .. } = &event.kind else {
-            return index;
-        };
-        match self.unscheduled_sends.get(&(*from, *msg)) {
-            Some(position) => self
+    /// the sender's own records go first, in their order up to the send, so the dot leaves before
+    /// it lands and each node's story keeps its order.
+    fn send_first(&self, mut index: usize) -> usize {
+        // Bounded: streams whose clocks disagree can wait on each other in a circle.
+        for _ in 0..8 {
+            let Some((_, _, Record::Event(event))) = self.pending.get(index) else {
+                return index;
+            };
+            let EventKind::MessageReceived { from, msg, .. } = &event.kind else {
+                return index;
+            };
+            if !self.unscheduled_sends.contains(&(*from, *msg)) {
+                return index;
+            }
+            match self
                 .pending
                 .iter()
-                .position(|(_, pending_at, _)| pending_at == position)
-                .unwrap_or(index),
-            None => index,
+                .position(|(_, _, record)| record.node() == Some(*from))
+            {
+                Some(first) if first != index => index = first,
+                _ => return index,
+            }
         }
+        index
     }
 
     fn heartbeat_of(&self, node: NodeId) -> u64 {

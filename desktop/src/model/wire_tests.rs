@@ -66,7 +66,7 @@ fn receives(records: &[Record]) -> BTreeSet<(NodeId, u64)> {
         .collect()
 }
 
-/// Draws the live view every 2 ms up to `until_ms` and checks every frame: a dot at its receiver, or
+/// Draws the live view every millisecond up to `until_ms` and checks every frame: a dot at its receiver, or
 /// a flight that will land, only for a receive in the script (or an ack, which its receiver reports).
 /// Returns the furthest each `(sender, msg, event seq)` got and how it ended.
 fn frames(
@@ -100,7 +100,7 @@ fn frames(
             entry.1 = flight.arrival;
             entry.2 |= drawn.landed;
         }
-        now += 2;
+        now += 1;
     }
     seen
 }
