@@ -422,3 +422,28 @@ pub fn link_at(pointer: Pos2, links: &[(NodeId, NodeId, Pos2, Pos2)]) -> Option<
         .min_by(|x, y| x.0.total_cmp(&y.0))
         .map(|(_, _, a, b)| (a, b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egui::pos2;
+
+    #[test]
+    fn a_click_along_a_link_finds_it_but_not_near_its_nodes() {
+        let links = [
+            (NodeId(1), NodeId(2), pos2(0.0, 0.0), pos2(100.0, 0.0)),
+            (NodeId(1), NodeId(3), pos2(0.0, 0.0), pos2(0.0, 100.0)),
+        ];
+        assert_eq!(
+            link_at(pos2(60.0, 4.0), &links),
+            Some((NodeId(1), NodeId(2)))
+        );
+        assert_eq!(
+            link_at(pos2(3.0, 40.0), &links),
+            Some((NodeId(1), NodeId(3)))
+        );
+        // Too far from any link, or where a node is drawn.
+        assert_eq!(link_at(pos2(50.0, 20.0), &links), None);
+        assert_eq!(link_at(pos2(5.0, 0.0), &links), None);
+    }
+}

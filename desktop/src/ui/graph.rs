@@ -221,6 +221,12 @@ pub fn graph_ui(
                 flight.seq,
                 flight.node
             );
+            if flight.msg != 0 {
+                text.push_str(&format!(
+                    " · message #{} of node {}",
+                    flight.msg, flight.from
+                ));
+            }
             if !flight.detail.is_empty() {
                 text.push_str(&format!("\n{}", flight.detail));
             }
