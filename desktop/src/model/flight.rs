@@ -11,7 +11,8 @@ pub const FADE_MS: u64 = 600;
 /// How long a dot whose arrival nobody reported waits short of its receiver before it fades: a
 /// receive may still come (a slow link), or never (a dead receiver, a gap in its stream).
 pub const UNKNOWN_HOLD_MS: u64 = 3_000;
-/// Where along the edge a dot with an unknown arrival stops: visibly short of the receiver.
+/// Where along the edge a dot with an unknown arrival stops (it nears this and never passes it):
+/// visibly short of the receiver.
 pub const UNKNOWN_STOP: f32 = 0.8;
 
 /// The end of a message's story, as far as the nodes told it.
@@ -22,8 +23,9 @@ pub enum Arrival {
     Lands,
     /// The sender reported it lost: the dot stops at `end_ms` where it died and fades.
     Dropped(DropReason),
-    /// Neither yet: the dot flies `travel_ms` towards the receiver, stops short and holds until
-    /// `end_ms`, then fades. `msg == 0` means the sender does not number its messages (an older node).
+    /// Neither yet: the dot flies towards the receiver (most of the way within `travel_ms`), slows
+    /// to a stop short of it, holds until `end_ms`, then fades. `msg == 0` means the sender does not
+    /// number its messages (an older node).
     Unknown,
 }
 
@@ -70,7 +72,7 @@ impl Flight {
         if now_ms < self.start_ms {
             return None;
         }
-        let stopped = |stop: f32, travel_ms: u64| {
+        let stopped = |along: f32| {
             if now_ms > self.end_ms + FADE_MS {
                 return None;
             }
@@ -80,7 +82,7 @@ impl Flight {
                 1.0 - (now_ms - self.end_ms) as f32 / FADE_MS as f32
             };
             Some(Drawn {
-                progress: stop * fraction(now_ms, self.start_ms, travel_ms),
+                progress: along,
                 alpha,
                 landed: false,
             })
@@ -91,10 +93,16 @@ impl Flight {
                 alpha: 1.0,
                 landed: progress >= 1.0,
             }),
-            Arrival::Dropped(reason) => {
-                stopped(drop_stop(reason), self.end_ms.saturating_sub(self.start_ms))
+            Arrival::Dropped(reason) => stopped(
+                drop_stop(reason) * fraction(now_ms, self.start_ms, self.end_ms - self.start_ms),
+            ),
+            // Still on its way as far as anyone knows: it slows as it nears the stop, so a slow
+            // link's dot keeps moving while it waits for its receive.
+            Arrival::Unknown => {
+                let travelled = now_ms.saturating_sub(self.start_ms) as f32;
+                let span = self.travel_ms.max(1) as f32;
+                stopped(UNKNOWN_STOP * (1.0 - (-2.0 * travelled / span).exp()))
             }
-            Arrival::Unknown => stopped(UNKNOWN_STOP, self.travel_ms),
         }
     }
 
