@@ -77,6 +77,14 @@ impl ClusterState {
                 ProcessState::Paused => Some(format!("leader {node} paused")),
                 ProcessState::Running => None,
             },
+            // Ended or cut off by something other than this window (a crash, `docker kill`).
+            Record::Reachable {
+                node,
+                reachable: false,
+                ..
+            } if *node == leader.id && leader.reachable => {
+                Some(format!("leader {node} stopped answering"))
+            }
             Record::Event(event) if event.node == leader.id => match &event.kind {
                 EventKind::PartitionChanged { isolated_from } if !isolated_from.is_empty() => {
                     Some(format!("leader {} cut off by a partition", leader.id))
@@ -154,6 +162,15 @@ impl ClusterState {
                         state: ProcessState::Running,
                         ..
                     } if *node == running.old_leader => Some("the leader was resumed"),
+                    Record::Reachable {
+                        node,
+                        reachable: true,
+                        ..
+                    } if *node == running.old_leader
+                        && running.cause.ends_with("stopped answering") =>
+                    {
+                        Some("the leader answered again")
+                    }
                     Record::Event(event) if event.node == running.old_leader => match &event.kind {
                         EventKind::PartitionChanged { isolated_from }
                             if isolated_from.is_empty() =>

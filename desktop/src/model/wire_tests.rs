@@ -498,3 +498,64 @@ fn cutting_the_leaders_links_starts_the_stopwatch_only_once_it_cannot_reach_a_ma
         Some("the links were healed before a new leader")
     );
 }
+
+#[test]
+fn a_leader_that_stops_answering_starts_the_stopwatch_and_answering_again_ends_it() {
+    let mut model = ClusterModel::new(&[NodeId(1), NodeId(2), NodeId(3)]);
+    for event in leader_of_three() {
+        model.apply_event(event);
+    }
+    let reachable = |at_ms: u64, reachable: bool| Record::Reachable {
+        at_ms,
+        node: NodeId(1),
+        reachable,
+    };
+    model.record(reachable(2_000, false));
+    assert_eq!(
+        model
+            .live
+            .failovers
+            .running
+            .as_ref()
+            .map(|f| f.cause.as_str()),
+        Some("leader 1 stopped answering")
+    );
+    model.record(reachable(2_250, true));
+    assert_eq!(model.live.failovers.running, None);
+    assert_eq!(
+        model.live.failovers.past[0].abandoned.as_deref(),
+        Some("the leader answered again before a new leader")
+    );
+    // Partitioned off: timed to the new leader of term 2 and its first commit.
+    model.apply_event(ev(
+        1,
+        20,
+        3_000,
+        EventKind::PartitionChanged {
+            isolated_from: vec![NodeId(2), NodeId(3)],
+        },
+    ));
+    assert_eq!(
+        model
+            .live
+            .failovers
+            .running
+            .as_ref()
+            .map(|f| f.cause.as_str()),
+        Some("leader 1 cut off by a partition")
+    );
+    model.apply_event(ev(3, 20, 3_400, leader_is(3, 2)));
+    model.apply_event(ev(
+        3,
+        21,
+        3_450,
+        EventKind::CommitAdvanced {
+            commit_index: LogIndex(2),
+        },
+    ));
+    let done = model.live.failovers.past.back().unwrap();
+    assert_eq!(
+        (done.to_leader_ms(), done.to_commit_ms()),
+        (Some(400), Some(450))
+    );
+}
