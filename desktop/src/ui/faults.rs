@@ -330,6 +330,21 @@ pub fn faults_ui(
     intents
 }
 
+/// A fault in as few words as fit beside a link: `cut`, `+100±20 ms`, `10% lost`.
+fn ring_words(fault: &LinkFault) -> String {
+    let mut parts = Vec::new();
+    if fault.cut {
+        parts.push("cut".to_string());
+    }
+    if fault.delay_ms > 0 || fault.jitter_ms > 0 {
+        parts.push(format!("+{}±{} ms", fault.delay_ms, fault.jitter_ms));
+    }
+    if fault.loss > 0.0 {
+        parts.push(format!("{:.0}% lost", fault.loss * 100.0));
+    }
+    parts.join(" ")
+}
+
 /// Colour of a link direction with faults.
 const SLOW: Color32 = Color32::from_rgb(0xf2, 0x9e, 0x2e);
 const LOSSY: Color32 = Color32::from_rgb(0xd0, 0x7b, 0xe0);
@@ -359,11 +374,12 @@ pub fn draw_faulty_direction(painter: &egui::Painter, from: Pos2, to: Pos2, faul
             3.0,
         ));
     }
-    let label_at = mid + dir.rot90() * 14.0;
+    // Nearer the sender than the middle, so the two directions' words do not overlap.
+    let label_at = a + (b - a) * 0.36 + dir.rot90() * 13.0;
     painter.text(
         label_at,
         Align2::CENTER_CENTER,
-        fault_words(Some(fault)),
+        ring_words(fault),
         FontId::proportional(10.5),
         if fault.cut { palette::CUT } else { SLOW },
     );
