@@ -3,9 +3,7 @@
 
 use crate::backend::{unix_ms, BackendHandle, BackendThread, Command, Update};
 use crate::model::{ClusterModel, ViewMode};
-use crate::ui::{
-    self, palette, ClusterIntent, EventFilter, Intent, LinkEditor, Tempo, TopBarState,
-};
+use crate::ui::{self, palette, ClusterIntent, EventFilter, Intent, Tempo, TopBarState};
 use egui::RichText;
 use flotilla_shared::NodeId;
 use std::sync::mpsc;
@@ -34,7 +32,7 @@ pub struct FlotillaApp {
     /// Another cluster the user may watch instead (the running compose cluster).
     pub offer: Option<String>,
     /// The link whose faults are being edited, if any.
-    pub link_editor: LinkEditor,
+    pub link_editor: ui::LinkEditor,
     nodes: Vec<NodeId>,
     last_frame: Option<Instant>,
     // Field order matters: the senders drop before the backend thread is joined.
@@ -83,7 +81,7 @@ impl FlotillaApp {
             clock: Clock::System,
             waiting: None,
             offer: None,
-            link_editor: LinkEditor::default(),
+            link_editor: ui::LinkEditor::default(),
             nodes: nodes.to_vec(),
             last_frame: None,
             commands,
@@ -117,6 +115,7 @@ impl FlotillaApp {
                     self.controls_processes = cluster.controls_processes;
                     self.bar.description = cluster.description;
                     self.selected = None;
+                    self.link_editor.close();
                 }
                 Ok(Update::Waiting(waiting)) => self.waiting = waiting,
                 Ok(Update::Offer(offer)) => self.offer = offer,
