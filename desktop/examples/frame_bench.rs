@@ -1,24 +1,30 @@
 //! Frame cost with a busy 5-node cluster: synthetic but realistic events (a leader replicating to
-//! four followers, heartbeats, acks, durability, commits, timer resets) at 1,000 events/s go
-//! through the model and the real UI (kittest harness, no GPU). Prints frame time p50/p99 and memory.
+//! four followers, numbered messages with their `message_received` on the other end, a lost append
+//! now and then with its `message_dropped`, acks, durability, commits, timer resets) at 2,000
+//! events/s go through the model and the real UI (kittest harness, no GPU). Prints frame time
+//! p50/p99 and memory.
 //! Then it feeds an hour of the same stream as fast as it can, to show the memory stays bounded.
 //!
 //! `CARGO_TARGET_DIR=... cargo run --release -p flotilla --example frame_bench [warmup_s] [frames] [soak_s]`
 
 use egui_kittest::Harness;
 use flotilla::app::{Clock, FlotillaApp};
-use flotilla_shared::event::{Event, EventKind, Role};
+use flotilla_shared::event::{DropReason, Event, EventKind, Role};
 use flotilla_shared::{LogIndex, NodeId, Term};
 use std::time::Instant;
 
 const NODES: u64 = 5;
-const EVENTS_PER_SECOND: u64 = 1_000;
+const EVENTS_PER_SECOND: u64 = 2_000;
+/// Every this many rounds the append to the last follower is lost on the way.
+const LOST_EVERY: u64 = 10;
 const FRAMES_PER_SECOND: u64 = 60;
 
 /// Produces the event stream of a steady cluster: node 1 leads term 3.
 struct Cluster {
     at_ms: u64,
     seq: [u64; NODES as usize + 1],
+    /// Each node's next message number.
+    msg: [u64; NODES as usize + 1],
     last_index: u64,
 }
 
@@ -53,11 +59,20 @@ impl Cluster {
         events
     }
 
-    /// One replication round: a new entry to every follower, its acks, durability and commit
-    /// (4 sends + 4×3 follower events + 4 acks + 3 leader events = 23 events).
+    fn next_msg(&mut self, node: u64) -> u64 {
+        self.msg[node as usize] += 1;
+        self.msg[node as usize]
+    }
+
+    /// One replication round: a new entry to every follower with its receive, the followers'
+    /// durability and replies with their receives, the acks and the commit (about 32 events). Every
+    /// `LOST_EVERY` rounds the last follower's append is lost instead.
     fn round(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
         let index = self.last_index + 1;
+        let lost = index.is_multiple_of(LOST_EVERY).then_some(NODES);
+        let mut sent = Vec::new();
+        let mut replies = Vec::new();
         self.last_index = index;
         let term = Term(3);
         events.push(self.event(
@@ -69,10 +84,12 @@ impl Cluster {
             },
         ));
         for follower in 2..=NODES {
+            let msg = self.next_msg(1);
+            sent.push((follower, msg));
             events.push(self.event(
                 1,
                 EventKind::AppendSent {
-                    msg: 0,
+                    msg,
                     to: NodeId(follower),
                     term,
                     prev_log_index: LogIndex(index - 1),
@@ -81,7 +98,27 @@ impl Cluster {
                 },
             ));
         }
-        for follower in 2..=NODES {
+        for (follower, msg) in sent {
+            if lost == Some(follower) {
+                events.push(self.event(
+                    1,
+                    EventKind::MessageDropped {
+                        to: NodeId(follower),
+                        msg,
+                        reason: DropReason::Loss,
+                    },
+                ));
+                continue;
+            }
+            events.push(self.event(
+                follower,
+                EventKind::MessageReceived {
+                    from: NodeId(1),
+                    msg,
+                    message: "append_entries".into(),
+                },
+            ));
+            replies.push((follower, self.next_msg(follower)));
             events.push(self.event(
                 follower,
                 EventKind::ElectionTimerReset {
@@ -110,11 +147,19 @@ impl Cluster {
                 index: LogIndex(index),
             },
         ));
-        for follower in 2..=NODES {
+        for (follower, msg) in replies {
+            events.push(self.event(
+                1,
+                EventKind::MessageReceived {
+                    from: NodeId(follower),
+                    msg,
+                    message: "append_entries_response".into(),
+                },
+            ));
             events.push(self.event(
                 1,
                 EventKind::AppendAcked {
-                    msg: 0,
+                    msg,
                     from: NodeId(follower),
                     term,
                     match_index: LogIndex(index),
@@ -177,13 +222,14 @@ fn main() {
     let mut cluster = Cluster {
         at_ms: 1_700_000_000_000,
         seq: [0; NODES as usize + 1],
+        msg: [0; NODES as usize + 1],
         last_index: 0,
     };
     for event in cluster.start() {
         app.model.apply_event(event);
     }
     let rss_start = rss_kib();
-    // Fill the recording as an app left running would: `warmup_seconds` at 1,000 events/s.
+    // Fill the recording as an app left running would: `warmup_seconds` at 2,000 events/s.
     let mut pending = Vec::new();
     let mut fed = 0u64;
     let per_ms = EVENTS_PER_SECOND as f64 / 1000.0;
@@ -197,7 +243,7 @@ fn main() {
                 *pending = cluster.round();
                 pending.reverse();
             }
-            // Spread the round's events over time so the rate is 1,000/s.
+            // Spread the round's events over time so the rate is 2,000/s.
             if let Some(event) = pending.pop() {
                 app.model.apply_event(event);
                 *fed += 1;

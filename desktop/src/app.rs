@@ -31,6 +31,8 @@ pub struct FlotillaApp {
     pub waiting: Option<String>,
     /// Another cluster the user may watch instead (the running compose cluster).
     pub offer: Option<String>,
+    /// The link whose faults are being edited, if any.
+    pub link_editor: ui::LinkEditor,
     nodes: Vec<NodeId>,
     last_frame: Option<Instant>,
     // Field order matters: the senders drop before the backend thread is joined.
@@ -79,6 +81,7 @@ impl FlotillaApp {
             clock: Clock::System,
             waiting: None,
             offer: None,
+            link_editor: ui::LinkEditor::default(),
             nodes: nodes.to_vec(),
             last_frame: None,
             commands,
@@ -112,6 +115,7 @@ impl FlotillaApp {
                     self.controls_processes = cluster.controls_processes;
                     self.bar.description = cluster.description;
                     self.selected = None;
+                    self.link_editor.close();
                 }
                 Ok(Update::Waiting(waiting)) => self.waiting = waiting,
                 Ok(Update::Offer(offer)) => self.offer = offer,
@@ -186,6 +190,12 @@ impl FlotillaApp {
                     mode == ViewMode::Live,
                 ));
                 ui.separator();
+                ui.heading("Faults");
+                intents.extend(ui::faults_ui(ui, view, selected, mode == ViewMode::Live));
+                ui.separator();
+                ui.heading("Failover");
+                ui::failover_ui(ui, view, view_now);
+                ui.separator();
                 ui.heading("Events");
                 ui::events_ui(ui, timeline, until, &nodes, &mut self.filter);
             });
@@ -208,6 +218,12 @@ impl FlotillaApp {
             ui::chart_ui(ui, view, view_now);
         });
 
+        intents.extend(ui::link_editor_ui(
+            ui.ctx(),
+            &mut self.link_editor,
+            view,
+            mode == ViewMode::Live,
+        ));
         if !ui.ctx().egui_wants_keyboard_input() {
             ui.input(|input| {
                 if input.key_pressed(egui::Key::Space) {
@@ -252,6 +268,8 @@ impl FlotillaApp {
             Intent::Step(delta) => self.model.step(delta),
             Intent::Scrub(position) => self.model.mode = ViewMode::Paused { position },
             Intent::Replay { speed } => self.model.replay(speed),
+            Intent::OpenLink(a, b) => self.link_editor.open(a, b),
+            Intent::CloseLink => self.link_editor.close(),
         }
     }
 }
@@ -269,6 +287,16 @@ fn backend_command(intent: ClusterIntent) -> Command {
         ClusterIntent::Submit(text) => Command::Submit(text),
         ClusterIntent::SetTempo(tempo) => Command::SetTiming(tempo.timing()),
         ClusterIntent::WatchDocker => Command::WatchDocker,
+        ClusterIntent::SetLinkFault { from, to, fault } => {
+            Command::SetLinkFault { from, to, fault }
+        }
+        ClusterIntent::SetDiskDelay {
+            node,
+            write_delay_ms,
+        } => Command::SetDiskDelay {
+            node,
+            write_delay_ms,
+        },
     }
 }
 

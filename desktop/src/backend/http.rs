@@ -11,6 +11,9 @@ use flotilla_shared::NodeId;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+mod faults;
+pub use faults::{set_disk_delay, set_link_fault};
+
 /// Events replayed from a node's buffer when (re)connecting; duplicates are skipped.
 const HISTORY_EVENTS: u32 = 2_000;
 const STATUS_EVERY: Duration = Duration::from_millis(250);

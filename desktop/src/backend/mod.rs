@@ -13,7 +13,7 @@ pub mod local;
 mod process;
 
 use crate::model::{ProcessState, Record};
-use flotilla_shared::api::{Status, TimingRequest};
+use flotilla_shared::api::{LinkFault, Status, TimingRequest};
 use flotilla_shared::NodeId;
 use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, Mutex};
@@ -35,6 +35,17 @@ pub enum Command {
     SetTiming(TimingRequest),
     /// Leave the current cluster and watch the Docker compose cluster instead (the offer's button).
     WatchDocker,
+    /// Faults on `from`'s outgoing link to `to` (one way); `None` heals it.
+    SetLinkFault {
+        from: NodeId,
+        to: NodeId,
+        fault: Option<LinkFault>,
+    },
+    /// Every storage write on `node` waits this long before its fsync; 0 heals.
+    SetDiskDelay {
+        node: NodeId,
+        write_delay_ms: u64,
+    },
 }
 
 /// Something for the UI: a record for the model, or a line for the notice bar.
@@ -518,6 +529,21 @@ fn handle(
             let statuses = statuses.clone();
             let ui = ui.clone();
             tokio::spawn(async move { http::submit(&client, text, &statuses, &ui).await });
+        }
+        Command::SetLinkFault { from, to, fault } => {
+            let client = client.clone();
+            let ui = ui.clone();
+            tokio::spawn(async move { http::set_link_fault(&client, from, to, fault, &ui).await });
+        }
+        Command::SetDiskDelay {
+            node,
+            write_delay_ms,
+        } => {
+            let client = client.clone();
+            let ui = ui.clone();
+            tokio::spawn(
+                async move { http::set_disk_delay(&client, node, write_delay_ms, &ui).await },
+            );
         }
         Command::SetTiming(timing) => {
             control.set_timing(&timing);

@@ -16,6 +16,9 @@ struct Stream {
     seq: [u64; 6],
     last_at: [u64; 6],
     rng: u64,
+    /// Whether messages carry numbers and their receivers report them (`message_received`).
+    numbered: bool,
+    msg: [u64; 6],
 }
 
 impl Stream {
@@ -35,13 +38,49 @@ impl Stream {
             .push(ev(node, self.seq[node as usize], at_ms, kind));
     }
 
+    /// The number of `node`'s next message (0 in an unnumbered stream).
+    fn next_msg(&mut self, node: u64) -> u64 {
+        if !self.numbered {
+            return 0;
+        }
+        self.msg[node as usize] += 1;
+        self.msg[node as usize]
+    }
+
+    /// In a numbered stream, `node` takes in message `msg` from `from` at `at_ms`.
+    fn receive(&mut self, node: u64, at_ms: u64, from: u64, msg: u64) {
+        if self.numbered {
+            self.push(
+                node,
+                at_ms,
+                EventKind::MessageReceived {
+                    from: NodeId(from),
+                    msg,
+                    message: "raft".into(),
+                },
+            );
+        }
+    }
+
     fn cluster(heartbeat_ms: u64, period_ms: u64, rounds: u64, seed: u64) -> Vec<Event> {
+        Self::generate(heartbeat_ms, period_ms, rounds, seed, false)
+    }
+
+    fn generate(
+        heartbeat_ms: u64,
+        period_ms: u64,
+        rounds: u64,
+        seed: u64,
+        numbered: bool,
+    ) -> Vec<Event> {
         use EventKind::*;
         let mut s = Stream {
             events: Vec::new(),
             seq: [0; 6],
             last_at: [0; 6],
             rng: seed,
+            numbered,
+            msg: [0; 6],
         };
         for node in 1..=5 {
             s.push(node, 10, timing(heartbeat_ms));
@@ -61,12 +100,15 @@ impl Stream {
                     leader_id: None,
                 },
             );
+            let mut requests = Vec::new();
             for to in 2..=5 {
+                let msg = s.next_msg(1);
+                requests.push(msg);
                 s.push(
                     1,
                     t,
                     VoteRequested {
-                        msg: 0,
+                        msg,
                         to: NodeId(to),
                         term: Term(term),
                         pre_vote,
@@ -75,15 +117,19 @@ impl Stream {
                     },
                 );
             }
-            for voter in 2..=5 {
-                let at = t + 1 + s.random(3);
+            // A receive comes after its send as stamped (the sender's clock only moves forward).
+            let sent = if s.numbered { s.last_at[1] } else { t };
+            for (voter, request) in (2..=5).zip(requests) {
+                let at = sent + 1 + s.random(3);
+                s.receive(voter, at, 1, request);
+                let msg = s.next_msg(voter);
                 if voter == 5 {
                     let reason = "already voted".to_string();
                     s.push(
                         voter,
                         at,
                         VoteDenied {
-                            msg: 0,
+                            msg,
                             to: NodeId(1),
                             term: Term(term),
                             pre_vote,
@@ -95,13 +141,14 @@ impl Stream {
                         voter,
                         at,
                         VoteGranted {
-                            msg: 0,
+                            msg,
                             to: NodeId(1),
                             term: Term(term),
                             pre_vote,
                         },
                     );
                 }
+                s.receive(1, at + 1, voter, msg);
             }
             t += 5;
         }
@@ -130,12 +177,15 @@ impl Stream {
                     },
                 );
             }
+            let mut appends = Vec::new();
             for to in 2..=5 {
+                let msg = s.next_msg(1);
+                appends.push(msg);
                 s.push(
                     1,
                     t,
                     AppendSent {
-                        msg: 0,
+                        msg,
                         to: NodeId(to),
                         term: Term(1),
                         prev_log_index: LogIndex(last_index - entries),
@@ -145,8 +195,10 @@ impl Stream {
                 );
             }
             let mut acked = Vec::new();
-            for follower in 2..=5 {
-                let at = t + 1 + s.random(3);
+            let sent = if s.numbered { s.last_at[1] } else { t };
+            for (follower, append) in (2..=5).zip(appends) {
+                let at = sent + 1 + s.random(3);
+                s.receive(follower, at, 1, append);
                 s.push(
                     follower,
                     at,
@@ -173,15 +225,17 @@ impl Stream {
                         },
                     );
                 }
-                acked.push((at + 1 + s.random(2), follower));
+                let reply = s.next_msg(follower);
+                acked.push((at + 1 + s.random(2), follower, reply));
             }
             acked.sort();
-            for (at, follower) in acked {
+            for (at, follower, reply) in acked {
+                s.receive(1, at, follower, reply);
                 s.push(
                     1,
                     at,
                     AppendAcked {
-                        msg: 0,
+                        msg: reply,
                         from: NodeId(follower),
                         term: Term(1),
                         match_index: LogIndex(last_index),
@@ -236,12 +290,27 @@ fn check_frames(events: &[Event], frame_ms: u64, steady_from_ms: u64) -> (u64, u
         let list = &by_node[&node];
         list.partition_point(|(at, _)| *at <= at_ms) as u64
     };
+    // Where each numbered message was taken in: `(from, msg, to) -> seq of the receive`.
+    let receives: BTreeMap<(NodeId, u64, NodeId), u64> = events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::MessageReceived { from, msg, .. } => {
+                Some(((*from, *msg, event.node), event.seq))
+            }
+            _ => None,
+        })
+        .collect();
     // Each message with the seq that must wait for it (a send) or that it must wait for (an ack).
+    // A numbered message's effect on its receiver starts at its receive; an unnumbered one's may be
+    // anything the receiver reports from the millisecond of the send on.
     let mut messages: Vec<(&Event, Message, u64)> = events
         .iter()
         .filter_map(|event| {
             let message = message_of(event)?;
             let seq = match message.reported {
+                Reported::AtSend if message.msg != 0 => {
+                    *receives.get(&(event.node, message.msg, message.to))?
+                }
                 Reported::AtSend => first_seq_from(message.to, event.at_ms)?,
                 // What an ack answers happened in an earlier millisecond; within its own millisecond
                 // the acking node may already be taking in the next append.
@@ -268,7 +337,12 @@ fn check_frames(events: &[Event], frame_ms: u64, steady_from_ms: u64) -> (u64, u
             .iter()
             .map(|flight| ((flight.node, flight.seq), flight))
             .collect();
-        for flight in flights.values() {
+        // A numbered dot's landing is known once its receive is scheduled; until then its end is
+        // only how long it may wait.
+        for flight in flights
+            .values()
+            .filter(|f| f.msg == 0 || f.arrival != Arrival::Unknown)
+        {
             longest_flight_ms = longest_flight_ms.max(flight.end_ms - flight.start_ms);
         }
         let shown_seq = |node: NodeId| view.nodes[&node].last_seq;
@@ -355,6 +429,35 @@ fn at_slow_tempo_every_dot_flies_its_full_time_and_the_view_keeps_up() {
     assert!(
         steady_lag_ms <= DELAY_MS + 2 * leg_ms + 10,
         "steady lag {steady_lag_ms} ms"
+    );
+}
+
+#[test]
+fn numbered_messages_land_at_their_receives_in_causal_order_at_slow_tempo_and_at_full_speed() {
+    let leg_ms = flight_ms(500);
+    let events = Stream::generate(500, 500, 12, 7, true);
+    let (longest_flight_ms, worst_lag_ms, steady_lag_ms) = check_frames(&events, 5, 4_000);
+    // A receive 1-3 ms after its send is drawn as a visible flight, no longer than an unnumbered one
+    // plus the receiver's own queue.
+    assert!(
+        longest_flight_ms >= leg_ms && longest_flight_ms <= leg_ms + 10,
+        "longest flight {longest_flight_ms} ms"
+    );
+    assert!(
+        worst_lag_ms <= DELAY_MS + 6 * leg_ms + 20,
+        "worst lag {worst_lag_ms} ms"
+    );
+    assert!(
+        steady_lag_ms <= DELAY_MS + 2 * leg_ms + 20,
+        "steady lag {steady_lag_ms} ms"
+    );
+
+    let events = Stream::generate(50, 3, 300, 11, true);
+    let (longest_flight_ms, worst_lag_ms, _) = check_frames(&events, 4, 0);
+    assert!(longest_flight_ms <= flight_ms(50) + 10);
+    assert!(
+        worst_lag_ms <= MAX_LAG_MS + 4,
+        "worst lag {worst_lag_ms} ms"
     );
 }
 

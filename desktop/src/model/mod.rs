@@ -5,10 +5,20 @@
 //! paused, replay). May not touch the UI, the backend or the app: they depend on it, never the other
 //! way round.
 
+mod clock;
+mod failover;
+mod faults;
+mod flight;
+mod pairs;
 mod presenter;
 mod state;
 mod timeline;
 
+pub use clock::ClockOffsets;
+pub use failover::{Failover, Failovers};
+pub use faults::{fault_words, link_fault};
+pub use flight::{drop_words, Arrival, Drawn, FADE_MS, UNKNOWN_HOLD_MS, UNKNOWN_STOP};
+pub use pairs::{MessagePair, MessagePairs, PairEnd};
 pub use presenter::{Presenter, DELAY_MS, MAX_LAG_MS};
 pub use state::{
     flight_ms, message_of, ClusterState, Flight, FlightKind, Message, NodeView, ProcessState,
@@ -82,6 +92,11 @@ impl ClusterModel {
     /// Moves the live view to `now_ms`; call once a frame, whatever the view mode.
     pub fn advance(&mut self, now_ms: u64) {
         self.presenter.advance(now_ms);
+    }
+
+    /// The clock offsets between the nodes' streams the live view corrects for.
+    pub fn clock_offsets(&self) -> &ClockOffsets {
+        self.presenter.clocks()
     }
 
     /// The live view as drawn at the last [`Self::advance`].
@@ -255,3 +270,5 @@ mod tests;
 mod causal_stream_tests;
 #[cfg(test)]
 mod causal_tests;
+#[cfg(test)]
+mod wire_tests;

@@ -16,12 +16,21 @@
 //! quickening the dots that leave late. No dot lands later than `MAX_LAG_MS` after its message was
 //! reported: when the cluster outruns the eye the dots get quicker still rather than the view falling
 //! ever further behind, so the lag stays bounded.
+//!
+//! A numbered message (`msg` > 0) has its other end in the streams: its receiver's
+//! `message_received`, or its sender's `message_dropped`. Its dot leaves at the send and lands when
+//! the receive is drawn (never earlier than a visible flight after it left); a drop stops it where
+//! it died; with neither it stops short of the receiver, saying its arrival is unknown. The receive
+//! is the message's effect on the receiver, so only it waits for the dot. The streams' clocks are
+//! brought to one from the numbered messages' pairs (`clock.rs`) before anything is ordered.
 
-use super::state::{flight_ms, message_of, ClusterState, Flight, Reported};
+use super::clock::ClockOffsets;
+use super::flight::{settle_flight, Arrival, UNKNOWN_HOLD_MS};
+use super::state::{flight_ms, message_of, ClusterState, Flight, FlightKind, Reported};
 use super::timeline::Record;
 use flotilla_shared::event::EventKind;
 use flotilla_shared::NodeId;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 /// How far the view trails the cluster when nothing is in the air.
 pub const DELAY_MS: u64 = 150;
@@ -31,6 +40,19 @@ pub const MAX_LAG_MS: u64 = 1_500;
 const MAX_QUEUED: usize = 50_000;
 /// Records of one millisecond looked at together when ordering them (see `pick`).
 const MAX_TIE_GROUP: usize = 64;
+
+/// Numbered messages in the air whose end is not scheduled yet, at most; the oldest are forgotten.
+const MAX_OPEN: usize = 10_000;
+
+/// A numbered message launched (or about to be) whose receive or drop is not scheduled yet.
+struct Open {
+    to: NodeId,
+    start_ms: u64,
+    /// The send's own earliest display time: how far behind the view was when it left.
+    earliest_ms: u64,
+    /// Its launch in `due`, while not drawn yet.
+    due_key: (u64, u64),
+}
 
 /// What happens to the view at a display time.
 enum Due {
@@ -56,6 +78,12 @@ pub struct Presenter {
     /// Latest landing of a dot on each directed edge.
     edge: BTreeMap<(NodeId, NodeId), u64>,
     heartbeat_ms: BTreeMap<NodeId, u64>,
+    /// The streams' clock offsets, learned from message pairs.
+    clocks: ClockOffsets,
+    /// Numbered messages in the air, by `(sender, msg)`.
+    open: HashMap<(NodeId, u64), Open>,
+    /// Numbered sends pushed but not scheduled yet, by `(sender, msg)`: a receive waits for them.
+    unscheduled_sends: HashSet<(NodeId, u64)>,
 }
 
 impl Presenter {
@@ -76,7 +104,15 @@ impl Presenter {
             inbound: BTreeMap::new(),
             edge: BTreeMap::new(),
             heartbeat_ms,
+            clocks: ClockOffsets::default(),
+            open: HashMap::new(),
+            unscheduled_sends: HashSet::new(),
         }
+    }
+
+    /// The clock offsets the view corrects the streams by.
+    pub fn clocks(&self) -> &ClockOffsets {
+        &self.clocks
     }
 
     /// The state as drawn at the time last passed to [`Self::advance`].
@@ -97,6 +133,15 @@ impl Presenter {
     /// Takes in a record as soon as it is known; `position` is its place in the recording.
     pub fn push(&mut self, record: Record, position: u64) {
         let mut key = record.at_ms();
+        if let Record::Event(event) = &record {
+            self.clocks.observe(event);
+            key = self.clocks.corrected(event.node, key);
+            if let Some(message) = message_of(event) {
+                if message.msg != 0 && message.reported == Reported::AtSend {
+                    self.unscheduled_sends.insert((event.node, message.msg));
+                }
+            }
+        }
         if let Some(node) = record.node() {
             let last = self.last_at_ms.entry(node).or_default();
             key = key.max(*last);
@@ -152,9 +197,10 @@ impl Presenter {
         }
     }
 
-    fn put(&mut self, at_ms: u64, due: Due) {
+    fn put(&mut self, at_ms: u64, due: Due) -> (u64, u64) {
         self.scheduled += 1;
         self.due.insert((at_ms, self.scheduled), due);
+        (at_ms, self.scheduled)
     }
 
     fn frontier(&self, node: NodeId) -> u64 {
@@ -229,9 +275,119 @@ impl Presenter {
         choice
     }
 
+    /// A receive whose send is still pending (its stream's clock not corrected yet, or behind):
+    /// the sender's own records go first, in their order up to the send, so the dot leaves before
+    /// it lands and each node's story keeps its order.
+    fn send_first(&self, mut index: usize) -> usize {
+        // Bounded: streams whose clocks disagree can wait on each other in a circle.
+        for _ in 0..8 {
+            let Some((_, _, Record::Event(event))) = self.pending.get(index) else {
+                return index;
+            };
+            let EventKind::MessageReceived { from, msg, .. } = &event.kind else {
+                return index;
+            };
+            if !self.unscheduled_sends.contains(&(*from, *msg)) {
+                return index;
+            }
+            match self
+                .pending
+                .iter()
+                .position(|(_, _, record)| record.node() == Some(*from))
+            {
+                Some(first) if first != index => index = first,
+                _ => return index,
+            }
+        }
+        index
+    }
+
+    fn heartbeat_of(&self, node: NodeId) -> u64 {
+        self.heartbeat_ms.get(&node).copied().unwrap_or(0)
+    }
+
+    /// A visible flight for a message that left at `start_ms`, quickened when the view is behind
+    /// (it left later than its own `earliest_ms`), down to half.
+    fn visible_ms(&self, from: NodeId, start_ms: u64, earliest_ms: u64) -> u64 {
+        let full_ms = flight_ms(self.heartbeat_of(from));
+        let behind_ms = start_ms.saturating_sub(earliest_ms + full_ms);
+        full_ms.saturating_sub(behind_ms / 4).max(full_ms / 2)
+    }
+
+    /// Gives the flight of an open message its end, wherever the flight is now.
+    fn settle(&mut self, from: NodeId, msg: u64, open: &Open, arrival: Arrival, end_ms: u64) {
+        if let Some(Due::Launch(flight)) = self.due.get_mut(&open.due_key) {
+            settle_flight(flight, arrival, end_ms);
+        } else {
+            self.shown.settle(from, open.to, msg, arrival, end_ms);
+        }
+        if arrival == Arrival::Lands {
+            self.land(from, open.to, end_ms);
+        }
+    }
+
+    /// The receive or drop of a numbered message: lands or stops its dot. Returns the time the
+    /// record itself may be drawn.
+    fn end_of_message(&mut self, node: NodeId, kind: &EventKind, key: u64, at: u64) -> u64 {
+        match kind {
+            EventKind::MessageReceived { from, msg, .. } if *msg != 0 => {
+                // Not a message to this node: a restarted sender's reused number, left alone.
+                if self
+                    .open
+                    .get(&(*from, *msg))
+                    .is_none_or(|open| open.to != node)
+                {
+                    return at;
+                }
+                let Some(open) = self.open.remove(&(*from, *msg)) else {
+                    return at;
+                };
+                let visible = self.visible_ms(*from, open.start_ms, open.earliest_ms);
+                let end = at.max((open.start_ms + visible).min(key + MAX_LAG_MS));
+                self.settle(*from, *msg, &open, Arrival::Lands, end);
+                end
+            }
+            EventKind::MessageDropped { to, msg, reason } if *msg != 0 => {
+                match self.open.remove(&(node, *msg)) {
+                    Some(open) => {
+                        let visible = self.visible_ms(node, open.start_ms, open.earliest_ms);
+                        let end = at.max(open.start_ms + visible);
+                        self.settle(node, *msg, &open, Arrival::Dropped(*reason), end);
+                    }
+                    // A reply no event reports sending (an append's success), lost: drawn dying
+                    // as it leaves.
+                    None => {
+                        let visible = flight_ms(self.heartbeat_of(node)) / 2;
+                        self.put(
+                            at,
+                            Due::Launch(Flight {
+                                node,
+                                seq: 0,
+                                from: node,
+                                to: *to,
+                                kind: FlightKind::Ack,
+                                start_ms: at,
+                                end_ms: at + visible.max(1),
+                                detail: "its send is not in the recording (an append's reply \
+                                         is never reported sent)"
+                                    .into(),
+                                msg: *msg,
+                                arrival: Arrival::Dropped(*reason),
+                                travel_ms: visible,
+                            }),
+                        );
+                    }
+                }
+                at
+            }
+            _ => at,
+        }
+    }
+
     /// Gives the next pending record its display time.
     fn schedule_next(&mut self) {
-        let Some((key, position, record)) = self.pending.remove(self.pick()) else {
+        let index = self.send_first(self.pick());
+        let Some((key, position, record)) = self.pending.remove(index) else {
             return;
         };
         let earliest = key + DELAY_MS;
@@ -242,7 +398,42 @@ impl Presenter {
                     self.heartbeat_ms.insert(node, *heartbeat_ms);
                 }
                 let mut at = earliest.max(self.frontier(node)).max(self.inbound(node));
-                if let Some(message) = message_of(event) {
+                at = self.end_of_message(node, &event.kind, key, at);
+                let numbered = message_of(event)
+                    .filter(|message| message.msg != 0 && message.reported == Reported::AtSend);
+                if let Some(message) = numbered {
+                    self.unscheduled_sends.remove(&(node, message.msg));
+                    let travel_ms = self.visible_ms(node, at, earliest);
+                    let due_key = self.put(
+                        at,
+                        Due::Launch(Flight {
+                            node,
+                            seq: event.seq,
+                            from: node,
+                            to: message.to,
+                            kind: message.kind,
+                            start_ms: at,
+                            end_ms: at + UNKNOWN_HOLD_MS,
+                            detail: message.detail,
+                            msg: message.msg,
+                            arrival: Arrival::Unknown,
+                            travel_ms,
+                        }),
+                    );
+                    if self.open.len() >= MAX_OPEN {
+                        let horizon = earliest.saturating_sub(UNKNOWN_HOLD_MS + MAX_LAG_MS);
+                        self.open.retain(|_, open| open.start_ms >= horizon);
+                    }
+                    self.open.insert(
+                        (node, message.msg),
+                        Open {
+                            to: message.to,
+                            start_ms: at,
+                            earliest_ms: earliest,
+                            due_key,
+                        },
+                    );
+                } else if let Some(message) = message_of(event) {
                     let start = match message.reported {
                         Reported::AtSend => at,
                         // The ack left once its sender took in what it acknowledges.
@@ -262,6 +453,12 @@ impl Presenter {
                         at = at.max(end);
                     }
                     if end > start {
+                        // Only an ack is reported by its receiver: an unnumbered send's arrival is
+                        // not known, and its dot says so.
+                        let arrival = match message.reported {
+                            Reported::AtArrival => Arrival::Lands,
+                            Reported::AtSend => Arrival::Unknown,
+                        };
                         self.put(
                             start,
                             Due::Launch(Flight {
@@ -273,6 +470,9 @@ impl Presenter {
                                 start_ms: start,
                                 end_ms: end,
                                 detail: message.detail,
+                                msg: message.msg,
+                                arrival,
+                                travel_ms: end - start,
                             }),
                         );
                     }

@@ -1,7 +1,9 @@
 //! The cluster's state at one moment, built by applying records in order.
 
+use super::failover::Failovers;
+use super::flight::{Arrival, UNKNOWN_HOLD_MS};
 use super::timeline::Record;
-use flotilla_shared::api::{PeerStatus, Status};
+use flotilla_shared::api::{LinkFaultStatus, PeerStatus, Status};
 use flotilla_shared::event::{Event, EventKind, Role};
 use flotilla_shared::{LogIndex, NodeId, Term};
 use std::collections::{BTreeMap, VecDeque};
@@ -108,6 +110,10 @@ pub struct NodeView {
     pub heartbeat_ms: u64,
     /// The `seq` of this node's newest event taken in.
     pub last_seq: u64,
+    /// Faults on this node's outgoing links (admin API), from its status and events.
+    pub link_faults: Vec<LinkFaultStatus>,
+    /// Every storage write waits this long before its fsync (admin API): a slow disk.
+    pub disk_write_delay_ms: u64,
 }
 
 impl NodeView {
@@ -130,6 +136,8 @@ impl NodeView {
             peers: Vec::new(),
             heartbeat_ms: 0,
             last_seq: 0,
+            link_faults: Vec::new(),
+            disk_write_delay_ms: 0,
         }
     }
 
@@ -187,39 +195,47 @@ pub struct Message {
     /// The reason for a denial or rejection, shown on hover.
     pub detail: String,
     pub reported: Reported,
+    /// The sender's number for the message (`0`: not known, an older node).
+    pub msg: u64,
 }
 
 /// The message `event` reports, if it reports one.
 pub fn message_of(event: &Event) -> Option<Message> {
     let node = event.node;
-    let sent = |to: NodeId, kind: FlightKind, detail: String| Message {
+    let sent = |to: NodeId, kind: FlightKind, detail: String, msg: u64| Message {
         from: node,
         to,
         kind,
         detail,
         reported: Reported::AtSend,
+        msg,
     };
     let message = match &event.kind {
-        EventKind::VoteRequested { to, pre_vote, .. } => {
+        EventKind::VoteRequested {
+            to, pre_vote, msg, ..
+        } => {
             let kind = if *pre_vote {
                 FlightKind::PreVoteRequest
             } else {
                 FlightKind::VoteRequest
             };
-            sent(*to, kind, String::new())
+            sent(*to, kind, String::new(), *msg)
         }
-        EventKind::VoteGranted { to, pre_vote, .. } => {
+        EventKind::VoteGranted {
+            to, pre_vote, msg, ..
+        } => {
             let detail = if *pre_vote {
                 "pre-vote".into()
             } else {
                 String::new()
             };
-            sent(*to, FlightKind::VoteGranted, detail)
+            sent(*to, FlightKind::VoteGranted, detail, *msg)
         }
         EventKind::VoteDenied {
             to,
             reason,
             pre_vote,
+            msg,
             ..
         } => {
             let detail = if *pre_vote {
@@ -227,29 +243,37 @@ pub fn message_of(event: &Event) -> Option<Message> {
             } else {
                 reason.clone()
             };
-            sent(*to, FlightKind::VoteDenied, detail)
+            sent(*to, FlightKind::VoteDenied, detail, *msg)
         }
-        EventKind::AppendSent { to, entries, .. } => {
+        EventKind::AppendSent {
+            to, entries, msg, ..
+        } => {
             let kind = if *entries == 0 {
                 FlightKind::Heartbeat
             } else {
                 FlightKind::Append { entries: *entries }
             };
-            sent(*to, kind, String::new())
+            sent(*to, kind, String::new(), *msg)
         }
         EventKind::AppendAcked {
-            from, match_index, ..
+            from,
+            match_index,
+            msg,
+            ..
         } => Message {
             from: *from,
             to: node,
             kind: FlightKind::Ack,
             detail: format!("match index {}", match_index.0),
             reported: Reported::AtArrival,
+            msg: *msg,
         },
-        EventKind::AppendRejected { to, reason, .. } => {
-            sent(*to, FlightKind::Reject, reason.clone())
+        EventKind::AppendRejected {
+            to, reason, msg, ..
+        } => sent(*to, FlightKind::Reject, reason.clone(), *msg),
+        EventKind::TimeoutNowSent { to, msg, .. } => {
+            sent(*to, FlightKind::TimeoutNow, String::new(), *msg)
         }
-        EventKind::TimeoutNowSent { to, .. } => sent(*to, FlightKind::TimeoutNow, String::new()),
         _ => return None,
     };
     Some(message)
@@ -272,6 +296,12 @@ pub struct Flight {
     pub end_ms: u64,
     /// The reason for a denial or rejection, shown on hover.
     pub detail: String,
+    /// The sender's number for the message (`0`: not known, an older node).
+    pub msg: u64,
+    /// Whether and how it arrived; only a reported arrival lands (see `flight.rs`).
+    pub arrival: Arrival,
+    /// How long the dot travels before it stops short, while its arrival is unknown.
+    pub travel_ms: u64,
 }
 
 impl Flight {
@@ -306,6 +336,8 @@ pub struct ClusterState {
     /// The newest record time applied.
     pub last_at_ms: u64,
     pub events_applied: u64,
+    /// The failover stopwatch and its past runs.
+    pub failovers: Failovers,
 }
 
 impl ClusterState {
@@ -317,6 +349,7 @@ impl ClusterState {
             commits: VecDeque::new(),
             last_at_ms: 0,
             events_applied: 0,
+            failovers: Failovers::default(),
         }
     }
 
@@ -355,6 +388,7 @@ impl ClusterState {
 
     fn apply_at(&mut self, record: &Record, shown_ms: Option<u64>) {
         let at_ms = record.at_ms();
+        let failover_cause = self.failover_cause(record);
         self.last_at_ms = self.last_at_ms.max(at_ms);
         match record {
             Record::Event(event) => self.apply_event(event, shown_ms),
@@ -382,6 +416,7 @@ impl ClusterState {
                 }
             }
         }
+        self.time_failover(record, failover_cause, shown_ms.unwrap_or(at_ms));
         self.forget_old_flights();
     }
 
@@ -393,9 +428,17 @@ impl ClusterState {
             .get(&message.from)
             .map_or(0, |node| node.heartbeat_ms);
         let duration = flight_ms(heartbeat);
-        let (start_ms, end_ms) = match message.reported {
-            Reported::AtArrival => (event.at_ms.saturating_sub(duration), event.at_ms),
-            Reported::AtSend => (event.at_ms, event.at_ms + duration),
+        // Only the receiver's report lands a dot: an ack is one; a send waits for its receive.
+        let (start_ms, end_ms, arrival) = match message.reported {
+            Reported::AtArrival => (
+                event.at_ms.saturating_sub(duration),
+                event.at_ms,
+                Arrival::Lands,
+            ),
+            Reported::AtSend if message.msg == 0 => {
+                (event.at_ms, event.at_ms + duration, Arrival::Unknown)
+            }
+            Reported::AtSend => (event.at_ms, event.at_ms + UNKNOWN_HOLD_MS, Arrival::Unknown),
         };
         self.flights.push_back(Flight {
             node: event.node,
@@ -406,13 +449,16 @@ impl ClusterState {
             start_ms,
             end_ms,
             detail: message.detail,
+            msg: message.msg,
+            arrival,
+            travel_ms: duration,
         });
     }
 
     fn forget_old_flights(&mut self) {
         let horizon = self.last_at_ms.saturating_sub(FLIGHT_MEMORY_MS);
         while self.flights.len() > MAX_FLIGHTS
-            || self.flights.front().is_some_and(|f| f.end_ms < horizon)
+            || self.flights.front().is_some_and(|f| f.gone_ms() < horizon)
         {
             self.flights.pop_front();
         }
@@ -427,6 +473,16 @@ impl ClusterState {
         if shown_ms.is_none() {
             if let Some(message) = message_of(event) {
                 self.add_flight(event, message);
+            }
+            // The other end of a numbered message, on the reporting nodes' own clocks.
+            match &event.kind {
+                EventKind::MessageReceived { from, msg, .. } => {
+                    self.settle(*from, node, *msg, Arrival::Lands, event.at_ms);
+                }
+                EventKind::MessageDropped { to, msg, reason } => {
+                    self.settle(node, *to, *msg, Arrival::Dropped(*reason), event.at_ms);
+                }
+                _ => {}
             }
         }
         // Times the node reported, moved to the clock they are drawn on.
@@ -497,6 +553,16 @@ impl ClusterState {
                 view.isolated_from = isolated_from.clone();
             }
             EventKind::TimingChanged { heartbeat_ms, .. } => view.heartbeat_ms = *heartbeat_ms,
+            EventKind::LinkFaultChanged { to, fault } => {
+                view.link_faults.retain(|link| link.to != *to);
+                if let Some(fault) = fault.filter(|fault| !fault.is_healed()) {
+                    view.link_faults.push(LinkFaultStatus { to: *to, fault });
+                    view.link_faults.sort_by_key(|link| link.to);
+                }
+            }
+            EventKind::DiskFaultChanged { write_delay_ms } => {
+                view.disk_write_delay_ms = *write_delay_ms;
+            }
             EventKind::ShuttingDown => {
                 view.process = ProcessState::Dead;
                 view.election_deadline_ms = None;
@@ -527,6 +593,8 @@ impl ClusterState {
         view.persisted_index = view.persisted_index.max(status.persisted_index.0);
         view.peers = status.peers.clone();
         view.isolated_from = status.isolated_from.clone();
+        view.link_faults = status.link_faults.clone();
+        view.disk_write_delay_ms = status.disk_write_delay_ms;
         if status.heartbeat_ms > 0 {
             view.heartbeat_ms = status.heartbeat_ms;
         }

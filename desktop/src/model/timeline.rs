@@ -1,6 +1,7 @@
 //! The recording: a bounded ring of records with periodic state checkpoints, so any recorded moment
 //! can be rebuilt quickly for scrubbing and replay.
 
+use super::pairs::MessagePairs;
 use super::state::{ClusterState, ProcessState, SubmitRecord};
 use flotilla_shared::api::Status;
 use flotilla_shared::event::Event;
@@ -76,6 +77,8 @@ pub struct Timeline {
     checkpoints: VecDeque<(u64, ClusterState)>,
     /// The state after the newest record, for the next checkpoint.
     head: ClusterState,
+    /// Each numbered message's send and receive (or drop).
+    pairs: MessagePairs,
 }
 
 impl Timeline {
@@ -87,7 +90,13 @@ impl Timeline {
             base: initial.clone(),
             checkpoints: VecDeque::new(),
             head: initial,
+            pairs: MessagePairs::default(),
         }
+    }
+
+    /// Each numbered message's two ends, as recorded.
+    pub fn pairs(&self) -> &MessagePairs {
+        &self.pairs
     }
 
     /// The position of the oldest record kept.
@@ -127,6 +136,9 @@ impl Timeline {
             self.checkpoints.push_back((position, self.head.clone()));
         }
         self.head.apply(&record);
+        if let Record::Event(event) = &record {
+            self.pairs.observe(event, position);
+        }
         self.records.push_back(record);
         while self.records.len() > self.capacity {
             if let Some(oldest) = self.records.pop_front() {

@@ -6,7 +6,7 @@ use flotilla_shared::event::{Event, EventKind};
 use flotilla_shared::NodeId;
 
 /// Every event kind, in the order the filter offers them.
-pub const KINDS: [&str; 21] = [
+pub const KINDS: [&str; 25] = [
     "role_changed",
     "term_changed",
     "vote_requested",
@@ -28,6 +28,10 @@ pub const KINDS: [&str; 21] = [
     "partition_changed",
     "timing_changed",
     "shutting_down",
+    "message_received",
+    "message_dropped",
+    "link_fault_changed",
+    "disk_fault_changed",
 ];
 
 /// Rows shown at most; older ones are a scrub away.
@@ -52,7 +56,10 @@ impl EventFilter {
         if !self.show_heartbeats && self.kind.is_none() {
             let heartbeat = match &event.kind {
                 EventKind::AppendSent { entries, .. } => *entries == 0,
-                EventKind::AppendAcked { .. } | EventKind::ElectionTimerReset { .. } => true,
+                // A receive is told on its send's row too (see `MessagePairs`).
+                EventKind::AppendAcked { .. }
+                | EventKind::ElectionTimerReset { .. }
+                | EventKind::MessageReceived { .. } => true,
                 _ => false,
             };
             return !heartbeat;
@@ -243,7 +250,7 @@ pub fn events_ui(
     });
     ui.checkbox(
         &mut filter.show_heartbeats,
-        "show heartbeats and timer resets",
+        "show heartbeats, timer resets and receives",
     );
     let rows: Vec<&Event> = timeline
         .iter()
@@ -274,6 +281,13 @@ pub fn events_ui(
                     );
                     ui.label(egui::RichText::new(describe(event)).size(12.0))
                         .on_hover_text(format!("{} · seq {}", event.kind.name(), event.seq));
+                    if let Some(other_end) = timeline.pairs().describe_other_end(event, until) {
+                        ui.label(
+                            egui::RichText::new(other_end)
+                                .size(11.0)
+                                .color(palette::DIM_TEXT),
+                        );
+                    }
                 });
             }
         });

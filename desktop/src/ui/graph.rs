@@ -1,7 +1,7 @@
 //! The cluster as a ring of nodes with messages travelling along the edges.
 
-use super::{palette, Intent};
-use crate::model::{ClusterState, FlightKind, NodeView, ProcessState};
+use super::{faults, palette, Intent};
+use crate::model::{link_fault, Arrival, ClusterState, FlightKind, NodeView, ProcessState};
 use egui::{pos2, vec2, Align2, Color32, FontId, Pos2, Sense, Shape, Stroke, Vec2};
 use flotilla_shared::event::Role;
 use flotilla_shared::NodeId;
@@ -106,7 +106,7 @@ pub fn graph_ui(
 ) -> Vec<Intent> {
     let mut intents = Vec::new();
     let size = ui.available_size().max(vec2(200.0, 200.0));
-    let (rect, response) = ui.allocate_exact_size(size, Sense::hover());
+    let (rect, response) = ui.allocate_exact_size(size, Sense::click());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 8.0, palette::BACKGROUND);
     let count = state.nodes.len().max(1);
@@ -124,6 +124,7 @@ pub fn graph_ui(
 
     // Edges: every pair talks; a partition on either side cuts the link.
     let ids: Vec<NodeId> = positions.keys().copied().collect();
+    let mut links = Vec::new();
     for (i, a) in ids.iter().enumerate() {
         for b in &ids[i + 1..] {
             let (pa, pb) = (positions[a], positions[b]);
@@ -140,6 +141,22 @@ pub fn graph_ui(
             } else {
                 painter.line_segment([pa, pb], Stroke::new(1.5, palette::EDGE));
             }
+            // Link faults live on one node's outgoing link: each direction drawn on its side.
+            for (from, to, pf, pt) in [(*a, *b, pa, pb), (*b, *a, pb, pa)] {
+                if let Some(fault) = link_fault(state, from, to) {
+                    faults::draw_faulty_direction(&painter, pf, pt, &fault);
+                }
+            }
+            intents.extend(faults::link_handle(ui, *a, *b, pa, pb));
+            links.push((*a, *b, pa, pb));
+        }
+    }
+    if response.clicked() {
+        let link = response
+            .interact_pointer_pos()
+            .and_then(|pointer| faults::link_at(pointer, &links));
+        if let Some((a, b)) = link {
+            intents.push(Intent::OpenLink(a, b));
         }
     }
 
@@ -147,7 +164,7 @@ pub fn graph_ui(
     let pointer = response.hover_pos();
     let mut hovered: Option<String> = None;
     for flight in &state.flights {
-        let Some(progress) = flight.progress(now_ms) else {
+        let Some(drawn) = flight.drawn(now_ms) else {
             continue;
         };
         let (Some(from), Some(to)) = (positions.get(&flight.from), positions.get(&flight.to))
@@ -158,23 +175,34 @@ pub fn graph_ui(
         let start = *from + dir * NODE_RADIUS;
         let end = *to - dir * NODE_RADIUS;
         let side = if flight.from < flight.to { 1.0 } else { -1.0 };
-        // A message into a cut link is dropped at the cut: it stops half way and fades.
-        let (progress, fade) = if is_cut(state, flight.from, flight.to) {
-            (
-                progress.min(0.5),
-                if progress > 0.5 {
-                    1.0 - (progress - 0.5) * 2.0
-                } else {
-                    1.0
-                },
-            )
+        // An older node does not report drops: its message into a cut link stops at the cut.
+        let progress = if flight.msg == 0 && is_cut(state, flight.from, flight.to) {
+            drawn.progress.min(0.5)
         } else {
-            (progress, 1.0)
+            drawn.progress
         };
         let at = start + (end - start) * ease(progress) + dir.rot90() * 7.0 * side;
         let (color, radius) = flight_style(flight.kind);
-        let color = color.gamma_multiply(fade.clamp(0.0, 1.0));
-        painter.circle_filled(at, radius, color);
+        let color = color.gamma_multiply(drawn.alpha.clamp(0.0, 1.0));
+        match flight.arrival {
+            Arrival::Lands => {
+                painter.circle_filled(at, radius, color);
+            }
+            // Nobody reported its arrival (yet): a ring, not a dot, short of the receiver.
+            Arrival::Unknown => {
+                painter.circle_filled(at, radius * 0.6, color.gamma_multiply(0.35));
+                painter.circle_stroke(at, radius, Stroke::new(1.8, color));
+            }
+            Arrival::Dropped(_) => {
+                painter.circle_filled(at, radius, color);
+                if now_ms >= flight.end_ms {
+                    let d = radius * 0.9;
+                    let stroke = Stroke::new(2.0, palette::BAD.gamma_multiply(drawn.alpha));
+                    painter.line_segment([at + vec2(-d, -d), at + vec2(d, d)], stroke);
+                    painter.line_segment([at + vec2(d, -d), at + vec2(-d, d)], stroke);
+                }
+            }
+        }
         if let FlightKind::Append { entries } = flight.kind {
             painter.text(
                 at + vec2(0.0, -radius - 7.0),
@@ -193,9 +221,24 @@ pub fn graph_ui(
                 flight.seq,
                 flight.node
             );
+            if flight.msg != 0 {
+                text.push_str(&format!(
+                    " · message #{} of node {}",
+                    flight.msg, flight.from
+                ));
+            }
             if !flight.detail.is_empty() {
                 text.push_str(&format!("\n{}", flight.detail));
             }
+            let receiver_down = state
+                .nodes
+                .get(&flight.to)
+                .and_then(|node| match node.process {
+                    ProcessState::Dead => Some("dead"),
+                    ProcessState::Paused => Some("paused"),
+                    ProcessState::Running => None,
+                });
+            text.push_str(&format!("\n{}", flight.arrival_words(receiver_down)));
             hovered = Some(text);
         }
     }
@@ -273,6 +316,9 @@ pub fn graph_ui(
             FontId::proportional(11.0),
             text_color.gamma_multiply(0.85),
         );
+        if node.disk_write_delay_ms > 0 {
+            faults::draw_slow_disk(&painter, at, NODE_RADIUS, node.disk_write_delay_ms);
+        }
         match node.process {
             ProcessState::Dead => {
                 let d = NODE_RADIUS * 0.55;
@@ -307,7 +353,10 @@ pub fn graph_ui(
 
 /// Whether anything on the ring moves at `now_ms`: a message in the air or a running timer.
 pub fn is_animating(state: &ClusterState, now_ms: u64) -> bool {
-    state.flights.iter().any(|flight| flight.end_ms >= now_ms)
+    state
+        .flights
+        .iter()
+        .any(|flight| flight.gone_ms() >= now_ms)
         || state.nodes.values().any(|node| {
             node.process == ProcessState::Running
                 && node

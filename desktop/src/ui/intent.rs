@@ -1,7 +1,7 @@
 //! What the user asks for, in the window's own terms. The panels return these; the app applies them
 //! in one place and turns the cluster's into backend commands.
 
-use flotilla_shared::api::TimingRequest;
+use flotilla_shared::api::{LinkFault, TimingRequest};
 use flotilla_shared::NodeId;
 
 /// What the user asked for this frame.
@@ -19,6 +19,9 @@ pub enum Intent {
     Replay {
         speed: f64,
     },
+    /// Open the fault editor of the link between these two nodes.
+    OpenLink(NodeId, NodeId),
+    CloseLink,
 }
 
 /// Something the user wants done to the cluster.
@@ -36,6 +39,17 @@ pub enum ClusterIntent {
     SetTempo(Tempo),
     /// Leave the current cluster and watch the Docker compose cluster instead (the offer's button).
     WatchDocker,
+    /// Faults on `from`'s outgoing link to `to` (one way); `None` heals it.
+    SetLinkFault {
+        from: NodeId,
+        to: NodeId,
+        fault: Option<LinkFault>,
+    },
+    /// Every storage write on `node` waits this long before its fsync; 0 heals.
+    SetDiskDelay {
+        node: NodeId,
+        write_delay_ms: u64,
+    },
 }
 
 /// How slowly the cluster runs: Raft's timers multiplied by `factor` so humans can follow.

@@ -7,6 +7,8 @@
 
 mod chart;
 mod events;
+mod failover;
+mod faults;
 mod graph;
 mod intent;
 mod logs;
@@ -15,6 +17,8 @@ mod panels;
 
 pub use chart::chart_ui;
 pub use events::{events_ui, EventFilter};
+pub use failover::failover_ui;
+pub use faults::{faults_ui, link_editor_ui, preset_intents, LinkEditor, Preset};
 pub use graph::{graph_ui, is_animating};
 pub use intent::{ClusterIntent, Intent, Tempo};
 pub use logs::logs_ui;

@@ -331,6 +331,17 @@ pub fn timeline_ui(
                 .monospace()
                 .size(11.0),
         );
+        // The message at the shown moment, with its other end (send → receive or drop).
+        if let Some(pair) = timeline
+            .get(position)
+            .and_then(|record| record.event())
+            .and_then(|event| {
+                let words = timeline.pairs().describe_other_end(event, end)?;
+                Some(format!("n{} {} {words}", event.node, event.kind.name()))
+            })
+        {
+            ui.label(RichText::new(pair).size(11.0).color(palette::DIM_TEXT));
+        }
     });
     intents
 }
