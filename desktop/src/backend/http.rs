@@ -11,6 +11,9 @@ use flotilla_shared::NodeId;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+mod cluster_admin;
+pub use cluster_admin::*;
+
 /// Events replayed from a node's buffer when (re)connecting; duplicates are skipped.
 const HISTORY_EVENTS: u32 = 2_000;
 const STATUS_EVERY: Duration = Duration::from_millis(250);

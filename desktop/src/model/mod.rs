@@ -5,7 +5,9 @@
 //! paused, replay). May not touch the UI, the backend or the app: they depend on it, never the other
 //! way round.
 
+mod membership;
 mod presenter;
+mod snapshots;
 mod state;
 mod timeline;
 
@@ -14,6 +16,8 @@ pub use state::{
     flight_ms, message_of, ClusterState, Flight, FlightKind, Message, NodeView, ProcessState,
     Reported, SubmitRecord,
 };
+pub use membership::{CatchUp, ConfigView, MAX_NODES};
+pub use snapshots::{bytes_words, SnapshotTransfer, SnapshotView};
 pub use timeline::{Record, Timeline};
 
 use flotilla_shared::event::Event;

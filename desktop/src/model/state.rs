@@ -108,6 +108,10 @@ pub struct NodeView {
     pub heartbeat_ms: u64,
     /// The `seq` of this node's newest event taken in.
     pub last_seq: u64,
+    /// Its latest snapshot and where its log starts.
+    pub snapshot: super::SnapshotView,
+    /// The configuration in force on it.
+    pub config: super::ConfigView,
 }
 
 impl NodeView {
@@ -130,6 +134,8 @@ impl NodeView {
             peers: Vec::new(),
             heartbeat_ms: 0,
             last_seq: 0,
+            snapshot: Default::default(),
+            config: Default::default(),
         }
     }
 
@@ -306,6 +312,8 @@ pub struct ClusterState {
     /// The newest record time applied.
     pub last_at_ms: u64,
     pub events_applied: u64,
+    /// Snapshots on their way to followers.
+    pub transfers: Vec<super::SnapshotTransfer>,
 }
 
 impl ClusterState {
@@ -317,6 +325,7 @@ impl ClusterState {
             commits: VecDeque::new(),
             last_at_ms: 0,
             events_applied: 0,
+            transfers: Vec::new(),
         }
     }
 
@@ -374,6 +383,7 @@ impl ClusterState {
                         view.election_deadline_ms = None;
                     }
                 }
+                self.forget_departed();
             }
             Record::Submitted(submit) => {
                 self.submits.push_back(submit.clone());
@@ -431,6 +441,7 @@ impl ClusterState {
         }
         // Times the node reported, moved to the clock they are drawn on.
         let lag_ms = shown_ms.map_or(0, |shown| shown.saturating_sub(event.at_ms));
+        self.note_transfer(event, lag_ms);
         let Some(view) = self.nodes.get_mut(&node) else {
             return;
         };
@@ -440,6 +451,8 @@ impl ClusterState {
             view.reachable = true;
         }
         view.last_seq = event.seq;
+        super::snapshots::apply_node_event(view, &event.kind);
+        super::membership::apply_node_event(view, &event.kind);
         match &event.kind {
             EventKind::RoleChanged {
                 role,
@@ -533,5 +546,7 @@ impl ClusterState {
         if status.role == Role::Leader {
             view.election_deadline_ms = None;
         }
+        super::snapshots::apply_status(view, status);
+        super::membership::apply_status(view, status);
     }
 }

@@ -79,6 +79,17 @@ impl Actions {
             ProcessAction::Resume => {
                 self.act(node, "unpause", QUICK_TIMEOUT, ContainerState::Running)
             }
+            // A new container of the same compose service on a new, empty volume.
+            ProcessAction::Wipe => {
+                wipe_container(&self.cli, &self.container(node)?.name)?;
+                self.observed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .states
+                    .insert(node, ContainerState::Running);
+                self.retime_when_up(node, runtime);
+                Ok(())
+            }
         }
     }
 

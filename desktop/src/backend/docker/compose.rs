@@ -110,4 +110,30 @@ impl Compose {
         self.run(files, project, &["down", "-v", "-t", "2"], envs, timeout)
             .map(drop)
     }
+
+    /// `rm -s -f <service>`: stops and removes one service's container (its volumes stay).
+    pub(super) fn remove_service(
+        &self,
+        files: &[PathBuf],
+        project: &str,
+        service: &str,
+        envs: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(), CliError> {
+        self.run(files, project, &["rm", "-s", "-f", service], envs, timeout)
+            .map(drop)
+    }
+
+    /// `up -d --no-deps --no-build <service>`: creates one service's container again, alone.
+    pub(super) fn up_service(
+        &self,
+        files: &[PathBuf],
+        project: &str,
+        service: &str,
+        envs: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(), CliError> {
+        let action = ["up", "-d", "--no-deps", "--no-build", service];
+        self.run(files, project, &action, envs, timeout).map(drop)
+    }
 }

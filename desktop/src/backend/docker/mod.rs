@@ -19,6 +19,7 @@ mod compose;
 mod control;
 mod parse;
 mod waiting;
+mod wipe;
 
 use actions::*;
 pub use cli::*;
@@ -26,6 +27,7 @@ pub use compose::*;
 pub use control::*;
 pub use parse::*;
 pub use waiting::*;
+pub use wipe::*;
 
 use super::ClusterControl;
 
