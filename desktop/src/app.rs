@@ -185,6 +185,13 @@ impl FlotillaApp {
                     controls_processes,
                     mode == ViewMode::Live,
                 ));
+                intents.extend(ui::cluster_ops_ui(
+                    ui,
+                    view,
+                    selected,
+                    controls_processes,
+                    mode == ViewMode::Live,
+                ));
                 ui.separator();
                 ui.heading("Events");
                 ui::events_ui(ui, timeline, until, &nodes, &mut self.filter);
@@ -269,6 +276,10 @@ fn backend_command(intent: ClusterIntent) -> Command {
         ClusterIntent::Submit(text) => Command::Submit(text),
         ClusterIntent::SetTempo(tempo) => Command::SetTiming(tempo.timing()),
         ClusterIntent::WatchDocker => Command::WatchDocker,
+        ClusterIntent::Wipe(node) => Command::Wipe(node),
+        ClusterIntent::TakeSnapshot(node) => Command::TakeSnapshot(node),
+        ClusterIntent::AddNode => Command::AddNode,
+        ClusterIntent::RemoveNode(node) => Command::RemoveNode(node),
     }
 }
 

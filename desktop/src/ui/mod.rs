@@ -6,14 +6,17 @@
 //! the backend: what the user asks of the cluster goes out as an intent the app translates.
 
 mod chart;
+mod cluster_ops;
 mod events;
 mod graph;
 mod intent;
 mod logs;
 pub mod palette;
 mod panels;
+mod reshape;
 
 pub use chart::chart_ui;
+pub use cluster_ops::{cluster_ops_ui, ADD_NODE};
 pub use events::{events_ui, EventFilter};
 pub use graph::{graph_ui, is_animating};
 pub use intent::{ClusterIntent, Intent, Tempo};
