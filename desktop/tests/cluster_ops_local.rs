@@ -150,33 +150,43 @@ fn a_wiped_follower_comes_back_blank_and_catches_up() {
         .path()
         .join("cluster-3")
         .join(format!("node-{}", follower.id.0));
-    assert!(data_dir.exists(), "the follower keeps its data in {data_dir:?}");
+    assert!(
+        data_dir.exists(),
+        "the follower keeps its data in {data_dir:?}"
+    );
     // Anything in the data dir goes with the wipe.
     let marker = data_dir.join("left-before-the-wipe");
     std::fs::write(&marker, b"x").expect("marker");
     let recorded_before = app.state().model.timeline.end();
 
     select(&mut app, follower.id);
-    click(&mut app, &format!("Wipe disk and restart node {}", follower.id));
+    click(
+        &mut app,
+        &format!("Wipe disk and restart node {}", follower.id),
+    );
     // The node starts over: its first append after the wipe starts at index 1. (The leader must see
     // that the follower lost what it had acknowledged: a log too short for the leader's match index.)
-    wait_for(&mut app, "the wiped node taking entries from index 1", |app| {
-        app.state()
-            .model
-            .timeline
-            .iter()
-            .filter(|(position, _)| *position >= recorded_before)
-            .any(|(_, record)| {
-                record.event().is_some_and(|event| {
-                    event.node == follower.id
-                        && matches!(
-                            event.kind,
-                            EventKind::EntryAppended { first, .. } if first.0 == 1
-                        )
+    wait_for(
+        &mut app,
+        "the wiped node taking entries from index 1",
+        |app| {
+            app.state()
+                .model
+                .timeline
+                .iter()
+                .filter(|(position, _)| *position >= recorded_before)
+                .any(|(_, record)| {
+                    record.event().is_some_and(|event| {
+                        event.node == follower.id
+                            && matches!(
+                                event.kind,
+                                EventKind::EntryAppended { first, .. } if first.0 == 1
+                            )
+                    })
                 })
-            })
-            .then_some(())
-    });
+                .then_some(())
+        },
+    );
     assert!(!marker.exists(), "the data dir was not wiped");
 
     wait_for(&mut app, "the wiped node listing every message", |_| {
@@ -205,9 +215,10 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
         wait_for(&mut app, "the new node a voter", |app| {
             let live = &app.state().model.live;
             let config = live.configuration()?;
-            let voter = config.members.iter().any(|member| {
-                member.id == added && member.role == MemberRole::Voter
-            });
+            let voter = config
+                .members
+                .iter()
+                .any(|member| member.id == added && member.role == MemberRole::Voter);
             (voter && config.committed && live.nodes.get(&added)?.is_up()).then_some(())
         });
         let text = format!("after adding {added}");
@@ -223,7 +234,9 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
         let live = &app.state().model.live;
         let gone = !live.nodes.contains_key(&leader);
         let new_leader = agreed_leader(app).filter(|id| *id != leader);
-        (gone && live.nodes.len() == 4).then_some(new_leader).flatten()
+        (gone && live.nodes.len() == 4)
+            .then_some(new_leader)
+            .flatten()
     });
     submit(&mut app, "after removing the leader");
     sent.push("after removing the leader".into());
@@ -245,7 +258,14 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
     sent.push("three again".into());
 
     let remaining: Vec<(NodeId, String)> = {
-        let statuses = app.state().model.live.nodes.keys().copied().collect::<Vec<_>>();
+        let statuses = app
+            .state()
+            .model
+            .live
+            .nodes
+            .keys()
+            .copied()
+            .collect::<Vec<_>>();
         assert_eq!(statuses.len(), 3, "three members remain");
         let config = app
             .state()
@@ -261,9 +281,11 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
             .collect()
     };
     for (id, url) in &remaining {
-        wait_for(&mut app, "every message exactly once on every member", |_| {
-            (texts(url)? == sent).then_some(())
-        });
+        wait_for(
+            &mut app,
+            "every message exactly once on every member",
+            |_| (texts(url)? == sent).then_some(()),
+        );
         eprintln!("node {id} lists all {} messages once", sent.len());
     }
 }

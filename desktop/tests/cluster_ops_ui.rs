@@ -105,7 +105,10 @@ fn seven_nodes_fill_the_ring_and_attached_clusters_cannot_wipe() {
         .accesskit_node()
         .is_disabled());
     click(&mut harness, ADD_NODE);
-    assert!(commands.try_recv().is_err(), "a disabled button sends nothing");
+    assert!(
+        commands.try_recv().is_err(),
+        "a disabled button sends nothing"
+    );
 
     let (sender, _receiver) = unbounded_channel();
     let mut app = FlotillaApp::detached(&[NodeId(1), NodeId(2), NodeId(3)], sender, false);
@@ -223,6 +226,9 @@ fn a_learner_a_snapshot_and_a_departed_node_are_shown_as_the_nodes_report_them()
         node: NodeId(3),
         state: flotilla::model::ProcessState::Dead,
     });
-    assert!(!model.live.nodes.contains_key(&NodeId(3)), "gone once stopped");
+    assert!(
+        !model.live.nodes.contains_key(&NodeId(3)),
+        "gone once stopped"
+    );
     assert_eq!(model.live.member_role(NodeId(4)), Some(MemberRole::Voter));
 }

@@ -118,8 +118,7 @@ impl ClusterState {
             return;
         };
         let members: Vec<NodeId> = config.members.iter().map(|member| member.id).collect();
-        self.nodes.retain(|id, node| {
-            members.contains(id) || node.process != ProcessState::Dead
-        });
+        self.nodes
+            .retain(|id, node| members.contains(id) || node.process != ProcessState::Dead);
     }
 }

@@ -11,13 +11,13 @@ mod snapshots;
 mod state;
 mod timeline;
 
+pub use membership::{CatchUp, ConfigView, MAX_NODES};
 pub use presenter::{Presenter, DELAY_MS, MAX_LAG_MS};
+pub use snapshots::{bytes_words, SnapshotTransfer, SnapshotView};
 pub use state::{
     flight_ms, message_of, ClusterState, Flight, FlightKind, Message, NodeView, ProcessState,
     Reported, SubmitRecord,
 };
-pub use membership::{CatchUp, ConfigView, MAX_NODES};
-pub use snapshots::{bytes_words, SnapshotTransfer, SnapshotView};
 pub use timeline::{Record, Timeline};
 
 use flotilla_shared::event::Event;

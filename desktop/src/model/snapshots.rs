@@ -124,7 +124,10 @@ impl ClusterState {
         self.transfers.retain(|transfer| transfer.is_shown(at_ms));
         let from = event.node;
         let same = |transfer: &SnapshotTransfer| {
-            transfer.from == from && transfer.to == *to && transfer.index == index.0 && !transfer.done
+            transfer.from == from
+                && transfer.to == *to
+                && transfer.index == index.0
+                && !transfer.done
         };
         let sent_bytes = offset + bytes;
         match self.transfers.iter_mut().find(|transfer| same(transfer)) {

@@ -18,21 +18,22 @@ pub fn cluster_ops_ui(
     live: bool,
 ) -> Vec<Intent> {
     let mut intents = Vec::new();
-    let mut button = |ui: &mut egui::Ui, label: String, why_not: Option<String>, hover: &str, intent| {
-        let why_not = if live {
-            why_not
-        } else {
-            Some("the view shows the recording: go live to act".to_owned())
+    let mut button =
+        |ui: &mut egui::Ui, label: String, why_not: Option<String>, hover: &str, intent| {
+            let why_not = if live {
+                why_not
+            } else {
+                Some("the view shows the recording: go live to act".to_owned())
+            };
+            let response = ui.add_enabled(why_not.is_none(), egui::Button::new(label));
+            let response = match why_not {
+                Some(reason) => response.on_disabled_hover_text(reason),
+                None => response.on_hover_text(hover),
+            };
+            if response.clicked() {
+                intents.push(Intent::Cluster(intent));
+            }
         };
-        let response = ui.add_enabled(why_not.is_none(), egui::Button::new(label));
-        let response = match why_not {
-            Some(reason) => response.on_disabled_hover_text(reason),
-            None => response.on_hover_text(hover),
-        };
-        if response.clicked() {
-            intents.push(Intent::Cluster(intent));
-        }
-    };
     let no_process = "attached cluster: the desktop does not own these processes".to_owned();
     let leader = state.leader().map(|leader| leader.id);
     ui.horizontal_wrapped(|ui| {

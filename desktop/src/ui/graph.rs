@@ -190,15 +190,9 @@ pub fn graph_ui(
         }
     }
 
-    hovered = super::reshape::draw_transfers(
-        &painter,
-        state,
-        &positions,
-        NODE_RADIUS,
-        now_ms,
-        pointer,
-    )
-    .or(hovered);
+    hovered =
+        super::reshape::draw_transfers(&painter, state, &positions, NODE_RADIUS, now_ms, pointer)
+            .or(hovered);
 
     for (id, node) in &state.nodes {
         let Some(at) = positions.get(id).copied() else {
@@ -311,7 +305,10 @@ pub fn graph_ui(
 /// Whether anything on the ring moves at `now_ms`: a message in the air or a running timer.
 pub fn is_animating(state: &ClusterState, now_ms: u64) -> bool {
     state.flights.iter().any(|flight| flight.end_ms >= now_ms)
-        || state.transfers.iter().any(|transfer| transfer.is_shown(now_ms))
+        || state
+            .transfers
+            .iter()
+            .any(|transfer| transfer.is_shown(now_ms))
         || state.nodes.values().any(|node| {
             node.process == ProcessState::Running
                 && node

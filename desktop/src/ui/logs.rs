@@ -148,7 +148,10 @@ pub fn logs_ui(ui: &mut egui::Ui, state: &ClusterState) {
                 palette::TEXT,
                 Stroke::new(1.0, palette::BACKGROUND),
             ));
-            if response.hover_pos().is_some_and(|p| p.distance(center) <= CELL / 2.0) {
+            if response
+                .hover_pos()
+                .is_some_and(|p| p.distance(center) <= CELL / 2.0)
+            {
                 hovered = Some(format!(
                     "node {} entry {index}: a configuration change{}",
                     id.0,

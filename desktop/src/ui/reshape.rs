@@ -66,7 +66,9 @@ pub fn member_overlay(
         let sweep = TAU * catch_up.fraction();
         let steps = ((sweep / TAU) * 64.0).ceil().max(2.0) as usize;
         let points: Vec<Pos2> = (0..=steps)
-            .map(|step| at + (radius - 10.0) * Vec2::angled(-TAU / 4.0 + sweep * step as f32 / steps as f32))
+            .map(|step| {
+                at + (radius - 10.0) * Vec2::angled(-TAU / 4.0 + sweep * step as f32 / steps as f32)
+            })
             .collect();
         painter.add(egui::Shape::line(points, Stroke::new(3.0, palette::GOOD)));
         painter.text(

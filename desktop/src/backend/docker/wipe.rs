@@ -102,7 +102,10 @@ pub fn parse_compose_origin(output: &str) -> anyhow::Result<ComposeOrigin> {
     let data_volume = container
         .mounts
         .iter()
-        .find(|mount| mount.kind == "volume" && mount.destination.trim_end_matches('/') == data_dir.trim_end_matches('/'))
+        .find(|mount| {
+            mount.kind == "volume"
+                && mount.destination.trim_end_matches('/') == data_dir.trim_end_matches('/')
+        })
         .and_then(|mount| mount.name.clone())
         .with_context(|| format!("no named volume is mounted at the node's data dir {data_dir}"))?;
     Ok(ComposeOrigin {
@@ -112,7 +115,10 @@ pub fn parse_compose_origin(output: &str) -> anyhow::Result<ComposeOrigin> {
         data_volume,
         env: KEPT_ENV
             .iter()
-            .filter_map(|key| env.get(key).map(|value| ((*key).to_owned(), (*value).to_owned())))
+            .filter_map(|key| {
+                env.get(key)
+                    .map(|value| ((*key).to_owned(), (*value).to_owned()))
+            })
             .collect(),
     })
 }
@@ -188,12 +194,18 @@ mod tests {
     fn a_container_not_made_by_compose_or_without_a_data_volume_is_refused() {
         let no_compose = INSPECTED.replace("com.docker.compose.service", "other");
         let error = parse_compose_origin(&no_compose).expect_err("no service label");
-        assert!(format!("{error:#}").contains("not made by compose"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("not made by compose"),
+            "{error:#}"
+        );
         let bind_mount = INSPECTED.replace(
             r#"{"Type": "volume", "Name": "flotilla_node2-data""#,
             r#"{"Type": "bind", "Name": null"#,
         );
         let error = parse_compose_origin(&bind_mount).expect_err("no volume at /data");
-        assert!(format!("{error:#}").contains("no named volume"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("no named volume"),
+            "{error:#}"
+        );
     }
 }
