@@ -7,7 +7,7 @@
 //!   every acknowledged message is present exactly once on every remaining member. This needs nodes
 //!   with `--join` and `/v1/admin/members` (Raft §6).
 
-use egui_kittest::kittest::Queryable as _;
+use egui_kittest::kittest::{NodeT as _, Queryable as _};
 use egui_kittest::Harness;
 use flotilla::app::FlotillaApp;
 use flotilla::backend::{self, local};
@@ -49,9 +49,15 @@ fn start(data: &Path, first_port: u16) -> (App, Vec<backend::NodeEndpoint>) {
     (app, endpoints)
 }
 
+/// One frame, as the window draws it; every new notice is printed (shown when a test fails).
 fn frame(app: &mut App) {
+    let before = app.state().bar.notice.clone();
     app.state_mut().drain_updates(Duration::from_millis(50));
     app.run_steps(1);
+    let after = &app.state().bar.notice;
+    if *after != before {
+        eprintln!("notice: {after:?}");
+    }
 }
 
 fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> Option<T>) -> T {
@@ -71,7 +77,22 @@ fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> Opti
 }
 
 fn click(app: &mut App, label: &str) {
-    app.get_by_label(label).click();
+    let shown_leader = app
+        .state_mut()
+        .model
+        .view()
+        .leader()
+        .map(|leader| leader.id);
+    let shown_nodes = app.state_mut().model.view().nodes.len();
+    let button = app.get_by_label(label);
+    assert!(
+        !button.accesskit_node().is_disabled(),
+        "'{label}' is disabled; notice: {:?}; view mode {:?}; shown leader and nodes {:?}",
+        app.state().bar.notice,
+        app.state().model.mode,
+        (shown_leader, shown_nodes)
+    );
+    button.click();
     app.run_steps(2);
 }
 
@@ -211,6 +232,10 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
         sent.push(text);
     }
     for added in [NodeId(4), NodeId(5)] {
+        // As a user would: once the window shows the leader, the button is there to click.
+        wait_for(&mut app, "the window showing a leader", |app| {
+            app.state_mut().model.view().leader().map(|_| ())
+        });
         click(&mut app, ADD_NODE);
         wait_for(&mut app, "the new node a voter", |app| {
             let live = &app.state().model.live;
@@ -229,6 +254,9 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
 
     let leader = wait_for(&mut app, "a leader of five", |app| agreed_leader(app));
     select(&mut app, leader);
+    wait_for(&mut app, "the window showing the leader", |app| {
+        app.state_mut().model.view().leader().map(|_| ())
+    });
     click(&mut app, &format!("Remove node {leader}"));
     wait_for(&mut app, "the old leader gone and a new one", |app| {
         let live = &app.state().model.live;
@@ -250,6 +278,9 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
         .find(|id| agreed_leader(&app) != Some(**id))
         .expect("a follower");
     select(&mut app, other);
+    wait_for(&mut app, "the window showing a leader", |app| {
+        app.state_mut().model.view().leader().map(|_| ())
+    });
     click(&mut app, &format!("Remove node {other}"));
     wait_for(&mut app, "the follower gone", |app| {
         (!app.state().model.live.nodes.contains_key(&other)).then_some(())
