@@ -24,7 +24,10 @@ const KEPT_ENV: [&str; 2] = ["ADMIN_TOKEN", "CLUSTER_TOKEN"];
 pub struct ComposeOrigin {
     pub project: String,
     pub service: String,
+    /// As compose recorded them: absolute (v2), or relative to the folder it ran in (v1).
     pub config_files: Vec<PathBuf>,
+    /// The project folder: relative paths inside the compose files start there.
+    pub working_dir: Option<PathBuf>,
     pub data_volume: String,
     /// The container's values of [`KEPT_ENV`].
     pub env: Vec<(String, String)>,
@@ -84,10 +87,7 @@ pub fn parse_compose_origin(output: &str) -> anyhow::Result<ComposeOrigin> {
             files
                 .split(',')
                 .filter(|file| !file.is_empty())
-                .map(|file| match &working_dir {
-                    Some(dir) if Path::new(file).is_relative() => dir.join(file),
-                    _ => PathBuf::from(file),
-                })
+                .map(PathBuf::from)
                 .collect()
         })
         .unwrap_or_default();
@@ -112,6 +112,7 @@ pub fn parse_compose_origin(output: &str) -> anyhow::Result<ComposeOrigin> {
         project,
         service,
         config_files,
+        working_dir,
         data_volume,
         env: KEPT_ENV
             .iter()
@@ -123,15 +124,45 @@ pub fn parse_compose_origin(output: &str) -> anyhow::Result<ComposeOrigin> {
     })
 }
 
+impl ComposeOrigin {
+    /// The compose files on this machine. A relative one (compose v1) was relative to the folder
+    /// compose ran in, which is the project folder or one above it: the first of those that holds it.
+    pub fn resolved_config_files(&self) -> anyhow::Result<Vec<PathBuf>> {
+        self.config_files
+            .iter()
+            .map(|file| {
+                if file.is_absolute() {
+                    return Ok(file.clone());
+                }
+                let Some(dir) = &self.working_dir else {
+                    bail!("compose recorded {} without its folder", file.display());
+                };
+                dir.ancestors()
+                    .map(|folder| folder.join(file))
+                    .find(|candidate| candidate.is_file())
+                    .with_context(|| {
+                        format!(
+                            "cannot find the compose file {} from {} or above it",
+                            file.display(),
+                            dir.display()
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
 /// Removes `container` and its data volume, and has compose create its service's container again.
 /// Blocks for as long as the `docker` calls take (each bounded by its timeout).
 pub fn wipe_container(cli: &DockerCli, container: &str) -> anyhow::Result<()> {
     let origin = parse_compose_origin(&cli.run(&["inspect", container], QUICK_TIMEOUT)?)?;
+    let files = origin.resolved_config_files()?;
     let compose = Compose::detect(cli)?;
     compose
         .remove_service(
-            &origin.config_files,
+            &files,
             &origin.project,
+            origin.working_dir.as_deref(),
             &origin.service,
             &origin.env,
             START_TIMEOUT,
@@ -141,8 +172,9 @@ pub fn wipe_container(cli: &DockerCli, container: &str) -> anyhow::Result<()> {
         .with_context(|| format!("removing the volume {}", origin.data_volume))?;
     compose
         .up_service(
-            &origin.config_files,
+            &files,
             &origin.project,
+            origin.working_dir.as_deref(),
             &origin.service,
             &origin.env,
             START_TIMEOUT,
@@ -154,6 +186,29 @@ pub fn wipe_container(cli: &DockerCli, container: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_compose_file_is_found_from_the_project_folder_or_above() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let project = root.path().join("docker");
+        std::fs::create_dir_all(&project).expect("mkdir");
+        std::fs::write(project.join("compose.test.yml"), "services: {}").expect("write");
+        let origin = |file: &str| ComposeOrigin {
+            project: "p".into(),
+            service: "node1".into(),
+            config_files: vec![PathBuf::from(file)],
+            working_dir: Some(project.clone()),
+            data_volume: "p_node1-data".into(),
+            env: Vec::new(),
+        };
+        let expected = vec![project.join("compose.test.yml")];
+        // compose v1 run from the repository root, and from the project folder itself.
+        let from_root = origin("docker/compose.test.yml").resolved_config_files();
+        assert_eq!(from_root.expect("found"), vec![root.path().join("docker/compose.test.yml")]);
+        assert_eq!(origin("compose.test.yml").resolved_config_files().expect("found"), expected);
+        let missing = origin("elsewhere.yml").resolved_config_files();
+        assert!(format!("{:#}", missing.expect_err("missing")).contains("cannot find"));
+    }
 
     const INSPECTED: &str = r#"[{
         "Config": {
@@ -180,10 +235,11 @@ mod tests {
         assert_eq!(
             origin.config_files,
             vec![
-                PathBuf::from("/src/flotilla/docker-compose.yml"),
+                PathBuf::from("docker-compose.yml"),
                 PathBuf::from("/abs/compose.5.yml")
             ]
         );
+        assert_eq!(origin.working_dir, Some(PathBuf::from("/src/flotilla")));
         assert_eq!(
             origin.env,
             vec![("ADMIN_TOKEN".to_owned(), "secret".to_owned())]
