@@ -7,21 +7,16 @@
 //!   every acknowledged message is present exactly once on every remaining member. This needs nodes
 //!   with `--join` and `/v1/admin/members` (Raft §6).
 
-use egui_kittest::kittest::{NodeT as _, Queryable as _};
-use egui_kittest::Harness;
-use flotilla::app::FlotillaApp;
+mod window;
+
 use flotilla::backend::{self, local};
 use flotilla::ui::{Tempo, ADD_NODE};
-use flotilla_shared::api::{MemberRole, MessagesPage};
+use flotilla_shared::api::MemberRole;
 use flotilla_shared::event::EventKind;
 use flotilla_shared::NodeId;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-type App = Harness<'static, FlotillaApp>;
+use window::*;
 
 fn start(data: &Path, first_port: u16) -> (App, Vec<backend::NodeEndpoint>) {
     let tempo = Tempo { factor: 2 };
@@ -40,117 +35,7 @@ fn start(data: &Path, first_port: u16) -> (App, Vec<backend::NodeEndpoint>) {
     let endpoints = backend::ClusterControl::nodes(&control);
     let handle =
         backend::start(Box::new(control), tempo.timing(), Arc::new(|| {})).expect("backend");
-    let app = Harness::builder()
-        .with_size(egui::vec2(1280.0, 900.0))
-        .build_ui_state(
-            |ui, app: &mut FlotillaApp| app.frame_ui(ui),
-            FlotillaApp::new(handle, tempo),
-        );
-    (app, endpoints)
-}
-
-/// One frame, as the window draws it; every new notice is printed (shown when a test fails).
-fn frame(app: &mut App) {
-    let before = app.state().bar.notice.clone();
-    app.state_mut().drain_updates(Duration::from_millis(50));
-    app.run_steps(1);
-    let after = &app.state().bar.notice;
-    if *after != before {
-        eprintln!("notice: {after:?}");
-    }
-}
-
-fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        frame(app);
-        if let Some(value) = done(app) {
-            return value;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}; notice: {:?}",
-            app.state().bar.notice
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn click(app: &mut App, label: &str) {
-    let shown_leader = app
-        .state_mut()
-        .model
-        .view()
-        .leader()
-        .map(|leader| leader.id);
-    let shown_nodes = app.state_mut().model.view().nodes.len();
-    let button = app.get_by_label(label);
-    assert!(
-        !button.accesskit_node().is_disabled(),
-        "'{label}' is disabled; notice: {:?}; view mode {:?}; shown leader and nodes {:?}",
-        app.state().bar.notice,
-        app.state().model.mode,
-        (shown_leader, shown_nodes)
-    );
-    button.click();
-    app.run_steps(2);
-}
-
-/// The leader all nodes up agree on.
-fn agreed_leader(app: &App) -> Option<NodeId> {
-    let live = &app.state().model.live;
-    let leader = live.leader()?;
-    let agree = live
-        .nodes
-        .values()
-        .filter(|node| node.is_up())
-        .all(|node| node.term == leader.term && node.leader_id == Some(leader.id));
-    agree.then_some(leader.id)
-}
-
-/// Submits `text` through the top bar and waits for its acknowledgement.
-fn submit(app: &mut App, text: &str) {
-    let before = app.state().model.live.submits.len();
-    app.get_by_role(egui::accesskit::Role::TextInput).focus();
-    app.run_steps(1);
-    app.get_by_role(egui::accesskit::Role::TextInput)
-        .type_text(text);
-    app.run_steps(1);
-    click(app, "Submit");
-    let outcome = wait_for(app, "the submit's answer", |app| {
-        let submits = &app.state().model.live.submits;
-        (submits.len() > before).then(|| submits.back().map(|s| s.outcome.clone()))
-    });
-    assert!(
-        matches!(outcome, Some(Ok(_))),
-        "'{text}' was not acknowledged: {outcome:?}"
-    );
-}
-
-/// Every message text `base_url` serves from its own applied state.
-fn texts(base_url: &str) -> Option<Vec<String>> {
-    let url = format!("{base_url}/v1/messages?from=1&limit=1000&stale=true");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let page: MessagesPage = runtime.block_on(async {
-        reqwest::Client::new()
-            .get(url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()
-    })?;
-    Some(page.entries.into_iter().map(|entry| entry.text).collect())
-}
-
-fn select(app: &mut App, node: NodeId) {
-    app.state_mut().selected = Some(node);
-    app.run_steps(2);
+    (window(handle, tempo), endpoints)
 }
 
 #[test]
@@ -232,10 +117,7 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
         sent.push(text);
     }
     for added in [NodeId(4), NodeId(5)] {
-        // As a user would: once the window shows the leader, the button is there to click.
-        wait_for(&mut app, "the window showing a leader", |app| {
-            app.state_mut().model.view().leader().map(|_| ())
-        });
+        wait_for_shown_leader(&mut app);
         click(&mut app, ADD_NODE);
         wait_for(&mut app, "the new node a voter", |app| {
             let live = &app.state().model.live;
@@ -254,9 +136,7 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
 
     let leader = wait_for(&mut app, "a leader of five", |app| agreed_leader(app));
     select(&mut app, leader);
-    wait_for(&mut app, "the window showing the leader", |app| {
-        app.state_mut().model.view().leader().map(|_| ())
-    });
+    wait_for_shown_leader(&mut app);
     click(&mut app, &format!("Remove node {leader}"));
     wait_for(&mut app, "the old leader gone and a new one", |app| {
         let live = &app.state().model.live;
@@ -278,9 +158,7 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
         .find(|id| agreed_leader(&app) != Some(**id))
         .expect("a follower");
     select(&mut app, other);
-    wait_for(&mut app, "the window showing a leader", |app| {
-        app.state_mut().model.view().leader().map(|_| ())
-    });
+    wait_for_shown_leader(&mut app);
     click(&mut app, &format!("Remove node {other}"));
     wait_for(&mut app, "the follower gone", |app| {
         (!app.state().model.live.nodes.contains_key(&other)).then_some(())

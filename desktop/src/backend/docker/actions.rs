@@ -27,6 +27,8 @@ pub(super) struct Observed {
     pub(super) exited: Vec<NodeId>,
     /// Whether the last poll failed (logged once per outage).
     pub(super) failing: bool,
+    /// Nodes whose container the control is replacing: the poller leaves them alone meanwhile.
+    pub(super) replacing: std::collections::BTreeSet<NodeId>,
 }
 
 /// What a process action needs: shared between the control and the thread that runs the actions.
@@ -81,12 +83,21 @@ impl Actions {
             }
             // A new container of the same compose service on a new, empty volume.
             ProcessAction::Wipe => {
-                wipe_container(&self.cli, &self.container(node)?.name)?;
-                self.observed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .states
-                    .insert(node, ContainerState::Running);
+                let name = &self.container(node)?.name;
+                // The container goes away on purpose: the poller must not report the node as
+                // having ended by itself meanwhile.
+                self.observed_now().replacing.insert(node);
+                let wiped = wipe_container(&self.cli, name);
+                let mut observed = self.observed_now();
+                observed.replacing.remove(&node);
+                let state = if wiped.is_ok() {
+                    ContainerState::Running
+                } else {
+                    ContainerState::Dead
+                };
+                observed.states.insert(node, state);
+                drop(observed);
+                wiped?;
                 self.retime_when_up(node, runtime);
                 Ok(())
             }
@@ -104,12 +115,17 @@ impl Actions {
     ) -> anyhow::Result<()> {
         let name = &self.container(node)?.name;
         self.cli.run(&[verb, name], timeout)?;
-        self.observed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .states
-            .insert(node, after);
+        self.set_observed(node, after);
         Ok(())
+    }
+
+    fn observed_now(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the state the control brought the node into.
+    fn set_observed(&self, node: NodeId, state: ContainerState) {
+        self.observed_now().states.insert(node, state);
     }
 
     /// A restarted container starts with the tempo its environment gives; put the app's back once the

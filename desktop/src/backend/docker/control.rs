@@ -193,6 +193,9 @@ fn poll_states(
                     }
                 }
                 for node in names.values() {
+                    if observed.replacing.contains(node) {
+                        continue;
+                    }
                     // A container removed behind our back is as gone as an exited one.
                     let now = seen.remove(node).unwrap_or(ContainerState::Dead);
                     let before = observed.states.insert(*node, now.clone());

@@ -7,7 +7,7 @@ use super::*;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const PROJECT_LABEL: &str = "com.docker.compose.project";
 const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -204,8 +204,16 @@ mod tests {
         let expected = vec![project.join("compose.test.yml")];
         // compose v1 run from the repository root, and from the project folder itself.
         let from_root = origin("docker/compose.test.yml").resolved_config_files();
-        assert_eq!(from_root.expect("found"), vec![root.path().join("docker/compose.test.yml")]);
-        assert_eq!(origin("compose.test.yml").resolved_config_files().expect("found"), expected);
+        assert_eq!(
+            from_root.expect("found"),
+            vec![root.path().join("docker/compose.test.yml")]
+        );
+        assert_eq!(
+            origin("compose.test.yml")
+                .resolved_config_files()
+                .expect("found"),
+            expected
+        );
         let missing = origin("elsewhere.yml").resolved_config_files();
         assert!(format!("{:#}", missing.expect_err("missing")).contains("cannot find"));
     }
