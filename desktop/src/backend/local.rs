@@ -83,7 +83,7 @@ pub struct LocalControl {
 }
 
 /// Finds `count` ports from `first` up that nothing listens on.
-fn free_ports(first: u16, count: usize) -> anyhow::Result<Vec<u16>> {
+pub(crate) fn free_ports(first: u16, count: usize) -> anyhow::Result<Vec<u16>> {
     let mut ports = Vec::with_capacity(count);
     let mut port = first;
     while ports.len() < count {

@@ -32,9 +32,12 @@ pub(super) struct Observed {
 }
 
 /// What a process action needs: shared between the control and the thread that runs the actions.
+/// The nodes' containers, shared with the state poller; nodes added from the window join it.
+pub(super) type SharedNodes = Arc<Mutex<BTreeMap<NodeId, NodeContainer>>>;
+
 pub(super) struct Actions {
     pub(super) cli: DockerCli,
-    pub(super) nodes: BTreeMap<NodeId, NodeContainer>,
+    pub(super) nodes: SharedNodes,
     pub(super) admin_token: Option<String>,
     /// The app's tempo, put back on a restarted node (its container starts with its own).
     pub(super) timing: Mutex<Option<TimingRequest>>,
@@ -42,10 +45,17 @@ pub(super) struct Actions {
 }
 
 impl Actions {
-    pub(super) fn container(&self, node: NodeId) -> anyhow::Result<&NodeContainer> {
-        self.nodes
-            .get(&node)
+    pub(super) fn container(&self, node: NodeId) -> anyhow::Result<NodeContainer> {
+        self.node_list()
+            .remove(&node)
             .ok_or_else(|| anyhow!("no container runs node {node}"))
+    }
+
+    pub(super) fn node_list(&self) -> BTreeMap<NodeId, NodeContainer> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(super) fn states(&self) -> BTreeMap<NodeId, ContainerState> {

@@ -93,18 +93,16 @@ impl DockerControl {
             ..Observed::default()
         }));
         let stop_polling = Arc::new(AtomicBool::new(false));
+        let nodes: SharedNodes = Arc::new(Mutex::new(nodes));
         let poller = {
             let cli = cli.clone();
             let cluster = cluster.to_owned();
-            let names: BTreeMap<String, NodeId> = nodes
-                .iter()
-                .map(|(id, node)| (node.name.clone(), *id))
-                .collect();
+            let nodes = nodes.clone();
             let observed = observed.clone();
             let stop = stop_polling.clone();
             std::thread::Builder::new()
                 .name("flotilla-docker-poll".into())
-                .spawn(move || poll_states(&cli, &cluster, &names, &observed, &stop))?
+                .spawn(move || poll_states(&cli, &cluster, &nodes, &observed, &stop))?
         };
         let actions = Arc::new(Actions {
             cli,
@@ -152,9 +150,14 @@ impl DockerControl {
             .ok_or_else(|| anyhow!("docker inspect returned nothing for {name}"))
     }
 
+    /// The cluster label's value this control watches.
+    pub(super) fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
     /// The container that runs `node`.
-    pub fn container_name(&self, node: NodeId) -> Option<&str> {
-        self.actions.nodes.get(&node).map(|node| node.name.as_str())
+    pub fn container_name(&self, node: NodeId) -> Option<String> {
+        self.actions.container(node).ok().map(|node| node.name)
     }
 
     fn stop_poller(&mut self) {
@@ -170,7 +173,7 @@ impl DockerControl {
 fn poll_states(
     cli: &DockerCli,
     cluster: &str,
-    names: &BTreeMap<String, NodeId>,
+    nodes: &SharedNodes,
     observed: &Mutex<Observed>,
     stop: &AtomicBool,
 ) {
@@ -181,6 +184,12 @@ fn poll_states(
             continue;
         }
         last_poll = Instant::now();
+        let names: BTreeMap<String, NodeId> = nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, node)| (node.name.clone(), *id))
+            .collect();
         let listed = cli.list(cluster);
         let mut observed = observed.lock().unwrap_or_else(PoisonError::into_inner);
         match listed {
@@ -218,18 +227,18 @@ impl ClusterControl for DockerControl {
     fn describe(&self) -> String {
         format!(
             "{} Docker containers ({CLUSTER_LABEL}={})",
-            self.actions.nodes.len(),
+            self.actions.node_list().len(),
             self.cluster
         )
     }
 
     fn nodes(&self) -> Vec<NodeEndpoint> {
         self.actions
-            .nodes
-            .iter()
+            .node_list()
+            .into_iter()
             .map(|(id, node)| NodeEndpoint {
-                id: *id,
-                base_url: node.base_url.clone(),
+                id,
+                base_url: node.base_url,
             })
             .collect()
     }
@@ -305,6 +314,15 @@ impl ClusterControl for DockerControl {
 
     fn shared_nodes(&self) -> bool {
         true
+    }
+
+    /// `docker run` of a container made like the cluster's (seconds at most, bounded by its timeout).
+    fn start_joining_node(&mut self) -> anyhow::Result<crate::backend::JoiningNode> {
+        self.start_joining_container()
+    }
+
+    fn forget_node(&mut self, node: NodeId) -> anyhow::Result<()> {
+        self.remove_container(node)
     }
 }
 

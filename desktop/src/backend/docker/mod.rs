@@ -17,6 +17,7 @@ mod actions;
 mod cli;
 mod compose;
 mod control;
+mod joining;
 mod parse;
 mod waiting;
 mod wipe;
@@ -25,6 +26,7 @@ use actions::*;
 pub use cli::*;
 pub use compose::*;
 pub use control::*;
+pub use joining::*;
 pub use parse::*;
 pub use waiting::*;
 pub use wipe::*;
@@ -83,10 +85,10 @@ pub fn discover(options: &DockerOptions) -> anyhow::Result<Box<dyn ClusterContro
         &options.cluster,
         options.admin_token.clone(),
     )?;
-    if control.actions.nodes.len() != options.nodes {
+    if control.actions.node_list().len() != options.nodes {
         tracing::info!(
             "found {} Flotilla containers (--nodes {} ignored: the containers decide)",
-            control.actions.nodes.len(),
+            control.actions.node_list().len(),
             options.nodes
         );
     }

@@ -1,8 +1,14 @@
-//! "Wipe disk and restart" on Docker, through the window's click path (kittest click → intent →
-//! backend → `docker`/compose): on a compose cluster (`docker/compose.test.yml`, the scratch test
-//! image built from this checkout's node), a click on a follower removes its container and its data
-//! volume and has compose create the service again; the node comes back on a new, empty volume (its
-//! first append starts at index 1) and catches up with every message.
+//! Reshaping a Docker cluster through the window's click path (kittest click → intent → backend →
+//! `docker`/compose), on a compose cluster (`docker/compose.test.yml`, the scratch test image built
+//! from this checkout's node):
+//! - "Wipe disk and restart" on a follower removes its container and its data volume and has compose
+//!   create the service again; the node comes back on a new, empty volume (its first append starts at
+//!   index 1) and catches up with every message.
+//! - "Add node" twice (containers made like the cluster's, `JOIN=1`), then "Remove node" on the leader
+//!   and on another member: every acknowledged message is present exactly once on every remaining
+//!   member. This needs nodes with `JOIN` and `/v1/admin/members` (Raft §6).
+//!
+//! The two tests share the container names of `compose.test.yml`, so they take turns.
 //!
 //! Needs a reachable Docker daemon (`.ci/docker.sh` starts one); without one the test fails under
 //! `CI=true` and elsewhere says so loudly and passes without checking anything.
@@ -12,8 +18,10 @@ mod window;
 use anyhow::{bail, Context as _, Result};
 use flotilla::backend::docker::{Compose, DockerCli, DockerControl};
 use flotilla::backend::{self, ClusterControl as _};
-use flotilla::ui::Tempo;
+use flotilla::ui::{Tempo, ADD_NODE};
+use flotilla_shared::api::MemberRole;
 use flotilla_shared::event::EventKind;
+use flotilla_shared::NodeId;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -21,9 +29,11 @@ use std::time::Duration;
 use window::*;
 
 const CLUSTER: &str = "flotilla-test";
-const PROJECT: &str = "flotilla-wipe";
-const IMAGE: &str = "flotilla-node:wipe";
-const ADMIN_TOKEN: &str = "wipe-admin-token";
+const PROJECT: &str = "flotilla-reshape";
+const IMAGE: &str = "flotilla-node:reshape";
+const ADMIN_TOKEN: &str = "reshape-admin-token";
+/// The tests take turns: they use the same container names.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,7 +56,14 @@ impl ComposeProject {
             self.compose
                 .down_with_volumes(&self.files, PROJECT, &self.envs, timeout)
         {
-            eprintln!("docker_wipe: cleaning up the test cluster failed: {error}");
+            eprintln!("docker_reshape: cleaning up the test cluster failed: {error}");
+        }
+        // Nodes added from the window have volumes the compose file does not know.
+        let cli = DockerCli::from_env();
+        let filter = format!("name={PROJECT}_");
+        let listed = cli.run(&["volume", "ls", "-q", "--filter", &filter], timeout);
+        for volume in listed.unwrap_or_default().lines() {
+            let _ = cli.run(&["volume", "rm", "-f", volume.trim()], timeout);
         }
     }
 }
@@ -61,8 +78,16 @@ fn inspect(cli: &DockerCli, what: &[&str]) -> Result<String> {
     Ok(cli.run(what, Duration::from_secs(10))?.trim().to_owned())
 }
 
-#[test]
-fn a_wiped_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
+/// A running compose test cluster watched by a window, or `None` without an engine (outside CI).
+struct Watched {
+    app: App,
+    cli: DockerCli,
+    endpoints: Vec<backend::NodeEndpoint>,
+    // Dropped after the window: the backend lets go of the containers before they are removed.
+    _project: ComposeProject,
+}
+
+fn watched_cluster() -> Result<Option<Watched>> {
     let cli = DockerCli::from_env();
     if let Err(error) = cli.ping() {
         assert!(
@@ -71,11 +96,11 @@ fn a_wiped_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
         );
         eprintln!(
             "\n==========================================================================\n\
-             docker_wipe SKIPPED: no Docker daemon reachable ({error}).\n\
+             docker_reshape SKIPPED: no Docker daemon reachable ({error}).\n\
              .ci/docker.sh starts one (as root): . .ci/docker.sh && start_dockerd\n\
              ==========================================================================\n"
         );
-        return Ok(());
+        return Ok(None);
     }
     let compose = Compose::detect(&cli).context("the Docker test needs docker compose")?;
     let binary = flotilla_tests::node_binary()?;
@@ -133,7 +158,29 @@ fn a_wiped_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
     let endpoints = control.nodes();
     let tempo = Tempo { factor: 2 };
     let handle = backend::start(Box::new(control), tempo.timing(), Arc::new(|| {}))?;
-    let mut app = window(handle, tempo);
+    let app = window(handle, tempo);
+    Ok(Some(Watched {
+        app,
+        cli,
+        endpoints,
+        _project: project,
+    }))
+}
+
+#[test]
+fn a_wiped_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(Watched {
+        mut app,
+        cli,
+        endpoints,
+        _project,
+    }) = watched_cluster()?
+    else {
+        return Ok(());
+    };
     let leader = wait_for(&mut app, "a leader", |app| agreed_leader(app));
     let sent: Vec<String> = (0..3).map(|n| format!("before the wipe {n}")).collect();
     for text in &sent {
@@ -201,6 +248,110 @@ fn a_wiped_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
         (texts(&follower.base_url)? == sent).then_some(())
     });
     drop(app);
-    drop(project);
+    Ok(())
+}
+
+#[test]
+fn grow_to_five_then_remove_the_leader_and_another_by_click() -> Result<()> {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(Watched {
+        mut app,
+        cli,
+        _project,
+        ..
+    }) = watched_cluster()?
+    else {
+        return Ok(());
+    };
+    wait_for(&mut app, "a leader", |app| agreed_leader(app));
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        let text = format!("three containers {round}");
+        submit(&mut app, &text);
+        sent.push(text);
+    }
+    for added in [NodeId(4), NodeId(5)] {
+        wait_for_shown_leader(&mut app);
+        click(&mut app, ADD_NODE);
+        wait_for(&mut app, "the new node a voter", |app| {
+            let live = &app.state().model.live;
+            let config = live.configuration()?;
+            let voter = config
+                .members
+                .iter()
+                .any(|member| member.id == added && member.role == MemberRole::Voter);
+            (voter && config.committed && live.nodes.get(&added)?.is_up()).then_some(())
+        });
+        let text = format!("after adding {added}");
+        submit(&mut app, &text);
+        sent.push(text);
+    }
+    let leader = wait_for(&mut app, "a leader of five", |app| agreed_leader(app));
+    select(&mut app, leader);
+    wait_for_shown_leader(&mut app);
+    click(&mut app, &format!("Remove node {leader}"));
+    wait_for(&mut app, "the old leader gone and a new one", |app| {
+        let gone = !app.state().model.live.nodes.contains_key(&leader);
+        let new_leader = agreed_leader(app).filter(|id| *id != leader);
+        gone.then_some(new_leader).flatten()
+    });
+    let removed_container = format!("flotilla-test-node{}", leader.0);
+    assert!(
+        cli.run(&["inspect", &removed_container], Duration::from_secs(10))
+            .is_err(),
+        "the removed leader's container is gone"
+    );
+    submit(&mut app, "after removing the leader");
+    sent.push("after removing the leader".into());
+    let other = *app
+        .state()
+        .model
+        .live
+        .nodes
+        .keys()
+        .find(|id| agreed_leader(&app) != Some(**id))
+        .context("a follower")?;
+    select(&mut app, other);
+    wait_for_shown_leader(&mut app);
+    click(&mut app, &format!("Remove node {other}"));
+    wait_for(&mut app, "the follower gone", |app| {
+        (!app.state().model.live.nodes.contains_key(&other)).then_some(())
+    });
+    submit(&mut app, "three again");
+    sent.push("three again".into());
+    let members = app
+        .state()
+        .model
+        .live
+        .configuration()
+        .cloned()
+        .context("a configuration")?
+        .members;
+    assert_eq!(members.len(), 3, "three members remain: {members:?}");
+    let urls: Vec<String> = {
+        let endpoints = app
+            .state()
+            .model
+            .live
+            .nodes
+            .keys()
+            .copied()
+            .collect::<Vec<_>>();
+        assert_eq!(endpoints.len(), 3);
+        members
+            .iter()
+            .map(|member| format!("http://{}", member.addr))
+            .collect()
+    };
+    for url in urls {
+        wait_for(
+            &mut app,
+            "every message exactly once on every member",
+            |_| (texts(&url)? == sent).then_some(()),
+        );
+    }
+    drop(app);
     Ok(())
 }
