@@ -140,7 +140,15 @@ impl FlotillaApp {
         // Borrow the view once; the timeline and the view are separate fields of the model.
         let selected = self.selected;
         let controls_processes = self.controls_processes;
-        let nodes = self.nodes.clone();
+        // Nodes added from the window are filtered by too.
+        let mut nodes = self.nodes.clone();
+        nodes.extend(
+            self.model
+                .live
+                .nodes
+                .keys()
+                .filter(|id| !self.nodes.contains(id)),
+        );
         let (view, timeline) = self.model.view_and_timeline();
 
         if let Some(offer) = &self.offer {

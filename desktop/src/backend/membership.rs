@@ -3,7 +3,7 @@
 //! its removal has committed. The HTTP calls run on the runtime; what they decide about processes
 //! and watching comes back to the run loop, which owns the control and the session.
 
-use super::{http, unix_ms, ClusterControl, Session, UiSender};
+use super::{http, unix_ms, ClusterControl, JoiningNode, Session, UiSender};
 use crate::model::{ProcessState, Record};
 use flotilla_shared::NodeId;
 
@@ -13,6 +13,8 @@ pub const MAX_NODES: usize = 7;
 /// What a membership change left for the run loop to do.
 #[derive(Debug)]
 pub(super) enum Outcome {
+    /// A node started elsewhere (a container) is up, or could not be started.
+    Started(anyhow::Result<JoiningNode>),
     /// The node could not be added: stop it again.
     AddFailed(NodeId),
     /// The node's removal committed: stop it.
@@ -21,7 +23,7 @@ pub(super) enum Outcome {
 
 pub(super) type OutcomeSender = tokio::sync::mpsc::UnboundedSender<Outcome>;
 
-/// Starts a joining node, watches it, and asks the leader to add it.
+/// Starts a joining node; once it runs, watches it and asks the leader to add it.
 pub(super) fn add(
     control: &mut dyn ClusterControl,
     session: &mut Session,
@@ -35,7 +37,30 @@ pub(super) fn add(
         );
         return;
     }
-    let joining = match control.start_joining_node() {
+    if let Some(pending) = control.start_joining_node_elsewhere() {
+        ui.notice("starting a new node…", false);
+        let done = done.clone();
+        tokio::spawn(async move {
+            let started = pending
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the start was abandoned")));
+            let _ = done.send(Outcome::Started(started));
+        });
+        return;
+    }
+    let started = control.start_joining_node();
+    started_node(started, control, session, ui, done);
+}
+
+/// Watches a node started to join and asks the leader to add it.
+fn started_node(
+    started: anyhow::Result<JoiningNode>,
+    control: &mut dyn ClusterControl,
+    session: &mut Session,
+    ui: &UiSender,
+    done: &OutcomeSender,
+) {
+    let joining = match started {
         Ok(joining) => joining,
         Err(error) => {
             ui.notice(format!("could not start a new node: {error:#}"), true);
@@ -109,8 +134,12 @@ pub(super) fn settle(
     control: &mut dyn ClusterControl,
     session: &mut Session,
     ui: &UiSender,
+    done: &OutcomeSender,
 ) {
-    let (Outcome::AddFailed(node) | Outcome::Removed(node)) = outcome;
+    let node = match outcome {
+        Outcome::Started(started) => return started_node(started, control, session, ui, done),
+        Outcome::AddFailed(node) | Outcome::Removed(node) => node,
+    };
     session.unwatch(node);
     if let Err(error) = control.forget_node(node) {
         ui.notice(format!("node {node} left the cluster: {error:#}"), true);

@@ -124,6 +124,9 @@ pub struct JoiningNode {
     pub peer_addr: String,
 }
 
+/// The eventual new node of a control that starts it elsewhere.
+pub type PendingJoin = tokio::sync::oneshot::Receiver<anyhow::Result<JoiningNode>>;
+
 /// How to reach one node's HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeEndpoint {
@@ -154,6 +157,11 @@ pub trait ClusterControl: Send {
     /// Starts a new node that waits to be added to the configuration (`--join`).
     fn start_joining_node(&mut self) -> anyhow::Result<JoiningNode> {
         anyhow::bail!("this cluster's processes run elsewhere: start the new node there")
+    }
+    /// [`Self::start_joining_node`] run somewhere that cannot stall the backend's runtime (a slow
+    /// `docker run`); `None` means the control starts nodes inline (they start at once).
+    fn start_joining_node_elsewhere(&mut self) -> Option<PendingJoin> {
+        None
     }
     /// Stops a node that left the configuration (or never joined it) and forgets it.
     fn forget_node(&mut self, node: NodeId) -> anyhow::Result<()> {
@@ -481,7 +489,7 @@ async fn run(
                 None => None,
             },
             Some(outcome) = membership_rx.recv() => {
-                membership::settle(outcome, control.as_mut(), &mut session, &ui);
+                membership::settle(outcome, control.as_mut(), &mut session, &ui, &membership_tx);
                 None
             }
             _ = exit_check.tick() => {

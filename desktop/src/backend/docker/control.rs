@@ -150,11 +150,6 @@ impl DockerControl {
             .ok_or_else(|| anyhow!("docker inspect returned nothing for {name}"))
     }
 
-    /// The cluster label's value this control watches.
-    pub(super) fn cluster(&self) -> &str {
-        &self.cluster
-    }
-
     /// The container that runs `node`.
     pub fn container_name(&self, node: NodeId) -> Option<String> {
         self.actions.container(node).ok().map(|node| node.name)
@@ -316,9 +311,25 @@ impl ClusterControl for DockerControl {
         true
     }
 
-    /// `docker run` of a container made like the cluster's (seconds at most, bounded by its timeout).
+    /// `docker run` of a container made like the cluster's, here and now (blocks for it).
     fn start_joining_node(&mut self) -> anyhow::Result<crate::backend::JoiningNode> {
-        self.start_joining_container()
+        self.actions.start_joining_container(&self.cluster)
+    }
+
+    /// `docker run` can take seconds: on a thread of its own, so the event streams keep flowing.
+    fn start_joining_node_elsewhere(&mut self) -> Option<crate::backend::PendingJoin> {
+        let (reply, pending) = tokio::sync::oneshot::channel();
+        let actions = self.actions.clone();
+        let cluster = self.cluster.clone();
+        let started = std::thread::Builder::new()
+            .name("flotilla-docker-join".into())
+            .spawn(move || {
+                let _ = reply.send(actions.start_joining_container(&cluster));
+            });
+        if let Err(error) = started {
+            tracing::warn!("cannot start a thread for the new container: {error}");
+        }
+        Some(pending)
     }
 
     fn forget_node(&mut self, node: NodeId) -> anyhow::Result<()> {

@@ -216,28 +216,30 @@ pub fn join_plan(
     })
 }
 
-impl DockerControl {
-    /// Starts node `max id + 1` in a container made like the first node's, waiting to be added.
-    pub(super) fn start_joining_container(&mut self) -> anyhow::Result<JoiningNode> {
-        let nodes = self.actions.node_list();
+impl Actions {
+    /// Starts node `max id + 1` of `cluster` in a container made like the first node's, waiting to
+    /// be added. Blocks for as long as `docker run` takes (bounded by its timeout).
+    pub(super) fn start_joining_container(&self, cluster: &str) -> anyhow::Result<JoiningNode> {
+        let nodes = self.node_list();
         let Some(template) = nodes.values().next() else {
             bail!("no container to copy the new node's from");
         };
-        let cli = &self.actions.cli;
-        let template = parse_join_template(&cli.run(&["inspect", &template.name], QUICK_TIMEOUT)?)?;
+        let template =
+            parse_join_template(&self.cli.run(&["inspect", &template.name], QUICK_TIMEOUT)?)?;
         let id = NodeId(nodes.keys().map(|id| id.0).max().unwrap_or(0) + 1);
         let host_port = crate::backend::local::free_ports(
             crate::backend::local::FIRST_PORT + (id.0 as u16).saturating_sub(1),
             1,
         )?[0];
-        let plan = join_plan(&template, self.cluster(), id, host_port)?;
+        let plan = join_plan(&template, cluster, id, host_port)?;
         // A node of that id removed earlier left its volume: the new node starts blank.
-        cli.run(&["volume", "rm", "-f", &plan.volume], QUICK_TIMEOUT)?;
+        self.cli
+            .run(&["volume", "rm", "-f", &plan.volume], QUICK_TIMEOUT)?;
         let args: Vec<&str> = plan.run_args.iter().map(String::as_str).collect();
-        cli.run(&args, START_TIMEOUT)
+        self.cli
+            .run(&args, START_TIMEOUT)
             .with_context(|| format!("starting the container {}", plan.name))?;
-        self.actions
-            .nodes
+        self.nodes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(
@@ -252,7 +254,9 @@ impl DockerControl {
             peer_addr: plan.peer_addr,
         })
     }
+}
 
+impl DockerControl {
     /// Takes a node that left the configuration away: its container goes, its volume stays.
     pub(super) fn remove_container(&mut self, node: NodeId) -> anyhow::Result<()> {
         let container = self.actions.container(node)?;
