@@ -231,4 +231,28 @@ fn a_learner_a_snapshot_and_a_departed_node_are_shown_as_the_nodes_report_them()
         "gone once stopped"
     );
     assert_eq!(model.live.member_role(NodeId(4)), Some(MemberRole::Voter));
+
+    // The other order: node 2 is stopped first (its stream had not shown the removal yet), then the
+    // configuration without it arrives.
+    model.record(flotilla::model::Record::Process {
+        at_ms: 1_300,
+        node: NodeId(2),
+        state: flotilla::model::ProcessState::Dead,
+    });
+    assert!(model.live.nodes.contains_key(&NodeId(2)), "still a member");
+    model.apply_event(ev(
+        1,
+        7,
+        1_400,
+        EventKind::MembershipChanged {
+            members: vec![member(1, MemberRole::Voter), member(4, MemberRole::Voter)],
+            config_index: LogIndex(11),
+            committed: true,
+        },
+    ));
+    assert!(
+        !model.live.nodes.contains_key(&NodeId(2)),
+        "gone once removed"
+    );
+    assert_eq!(model.live.nodes.len(), 2);
 }

@@ -2,6 +2,7 @@
 //! catching up, and which log entries changed it.
 
 use super::state::{ClusterState, NodeView, ProcessState};
+use super::timeline::Record;
 use flotilla_shared::api::{Member, MemberRole, Status};
 use flotilla_shared::event::EventKind;
 use flotilla_shared::NodeId;
@@ -52,6 +53,16 @@ pub(crate) fn apply_node_event(view: &mut NodeView, kind: &EventKind) {
         // A snapshot or truncation can take configuration entries with it.
         EventKind::LogTruncated { index } => view.config.entries.retain(|entry| *entry <= index.0),
         _ => {}
+    }
+}
+
+/// Whether `record` can tell that a node left: it stopped, or a configuration arrived (in either
+/// order: the removal's commit and the node's stop race).
+pub(crate) fn may_change_members(record: &Record) -> bool {
+    match record {
+        Record::Process { .. } | Record::Status { .. } => true,
+        Record::Event(event) => matches!(event.kind, EventKind::MembershipChanged { .. }),
+        _ => false,
     }
 }
 

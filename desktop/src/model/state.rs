@@ -383,7 +383,6 @@ impl ClusterState {
                         view.election_deadline_ms = None;
                     }
                 }
-                self.forget_departed();
             }
             Record::Submitted(submit) => {
                 self.submits.push_back(submit.clone());
@@ -391,6 +390,9 @@ impl ClusterState {
                     self.submits.pop_front();
                 }
             }
+        }
+        if super::membership::may_change_members(record) {
+            self.forget_departed();
         }
         self.forget_old_flights();
     }
