@@ -193,11 +193,15 @@ pub fn join_plan(
     args.extend(["--label".into(), format!("{CLUSTER_LABEL}={cluster}")]);
     args.extend(["--label".into(), format!("{NODE_ID_LABEL}={}", id.0)]);
     if let Some(project) = project {
-        // Compose lists it with the project (an orphan: `down --remove-orphans` takes it away).
-        args.extend([
-            "--label".into(),
+        // Compose counts it with the project, as an orphan (a service its files do not name):
+        // `down --remove-orphans` takes it away.
+        for label in [
             format!("com.docker.compose.project={project}"),
-        ]);
+            format!("com.docker.compose.service=node{}", id.0),
+            "com.docker.compose.oneoff=False".to_owned(),
+        ] {
+            args.extend(["--label".into(), label]);
+        }
     }
     for (key, value) in env {
         args.extend(["-e".into(), format!("{key}={value}")]);
