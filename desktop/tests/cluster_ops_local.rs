@@ -1,8 +1,8 @@
 //! Reshaping a cluster of real local node processes through the window's click path (kittest clicks
 //! → intents → backend → processes and admin API):
-//! - "Wipe disk and restart" on a follower deletes its data dir and starts it again blank: it comes
-//!   back with an empty log (its first append after the wipe starts at index 1) and catches up with
-//!   every message.
+//! - "Wipe disk and restart" on a follower, and on the leader, deletes its data dir and starts it
+//!   again blank: it comes back with an empty log (its first append after the wipe starts at index 1)
+//!   and catches up with every message.
 //! - "Add node" twice, then "Remove node" on the leader and on another member (3 → 5 → 3 nodes):
 //!   every acknowledged message is present exactly once on every remaining member. This needs nodes
 //!   with `--join` and `/v1/admin/members` (Raft §6).
@@ -38,40 +38,57 @@ fn start(data: &Path, first_port: u16) -> (App, Vec<backend::NodeEndpoint>) {
     (window(handle, tempo), endpoints)
 }
 
+/// Which node the wipe tests pick.
+#[derive(Clone, Copy, PartialEq)]
+enum Wiped {
+    /// The leader keeps its match index for the follower, which no longer has those entries: the
+    /// leader must notice the follower's log is now shorter than what it acknowledged.
+    Follower,
+    /// A new leader is elected and starts from nothing known of the wiped node.
+    Leader,
+}
+
 #[test]
 fn a_wiped_follower_comes_back_blank_and_catches_up() {
+    wipe_and_watch_it_rebuilt(Wiped::Follower, 17_800);
+}
+
+#[test]
+fn a_wiped_leader_comes_back_blank_and_catches_up() {
+    wipe_and_watch_it_rebuilt(Wiped::Leader, 17_810);
+}
+
+/// Clicks "Wipe disk and restart" on the node `which` picks: its data dir goes, it comes back blank
+/// (its first append starts at index 1) and catches up with every message.
+fn wipe_and_watch_it_rebuilt(which: Wiped, first_port: u16) {
     let data = tempfile::tempdir().expect("tempdir");
-    let (mut app, endpoints) = start(data.path(), 17_800);
+    let (mut app, endpoints) = start(data.path(), first_port);
     let leader = wait_for(&mut app, "a leader", |app| agreed_leader(app));
     let sent: Vec<String> = (0..5).map(|n| format!("before wipe {n}")).collect();
     for text in &sent {
         submit(&mut app, text);
     }
-    let follower = endpoints
+    let wiped = endpoints
         .iter()
-        .find(|endpoint| endpoint.id != leader)
+        .find(|endpoint| (endpoint.id == leader) == (which == Wiped::Leader))
         .cloned()
-        .expect("a follower");
+        .expect("the node to wipe");
     let data_dir = data
         .path()
         .join("cluster-3")
-        .join(format!("node-{}", follower.id.0));
-    assert!(
-        data_dir.exists(),
-        "the follower keeps its data in {data_dir:?}"
-    );
+        .join(format!("node-{}", wiped.id.0));
+    assert!(data_dir.exists(), "the node keeps its data in {data_dir:?}");
     // Anything in the data dir goes with the wipe.
     let marker = data_dir.join("left-before-the-wipe");
     std::fs::write(&marker, b"x").expect("marker");
     let recorded_before = app.state().model.timeline.end();
 
-    select(&mut app, follower.id);
+    select(&mut app, wiped.id);
     click(
         &mut app,
-        &format!("Wipe disk and restart node {}", follower.id),
+        &format!("Wipe disk and restart node {}", wiped.id),
     );
-    // The node starts over: its first append after the wipe starts at index 1. (The leader must see
-    // that the follower lost what it had acknowledged: a log too short for the leader's match index.)
+    // The node starts over: its first append after the wipe starts at index 1.
     wait_for(
         &mut app,
         "the wiped node taking entries from index 1",
@@ -83,7 +100,7 @@ fn a_wiped_follower_comes_back_blank_and_catches_up() {
                 .filter(|(position, _)| *position >= recorded_before)
                 .any(|(_, record)| {
                     record.event().is_some_and(|event| {
-                        event.node == follower.id
+                        event.node == wiped.id
                             && matches!(
                                 event.kind,
                                 EventKind::EntryAppended { first, .. } if first.0 == 1
@@ -96,7 +113,7 @@ fn a_wiped_follower_comes_back_blank_and_catches_up() {
     assert!(!marker.exists(), "the data dir was not wiped");
 
     wait_for(&mut app, "the wiped node listing every message", |_| {
-        (texts(&follower.base_url)? == sent).then_some(())
+        (texts(&wiped.base_url)? == sent).then_some(())
     });
     let notice = app.state().bar.notice.clone();
     assert!(
