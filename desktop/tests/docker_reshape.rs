@@ -1,14 +1,14 @@
 //! Reshaping a Docker cluster through the window's click path (kittest click → intent → backend →
 //! `docker`/compose), on a compose cluster (`docker/compose.test.yml`, the scratch test image built
 //! from this checkout's node):
-//! - "Wipe disk and restart" on a follower removes its container and its data volume and has compose
-//!   create the service again; the node comes back on a new, empty volume (its first append starts at
-//!   index 1) and catches up with every message.
+//! - "Wipe disk and restart" on a follower, and on the leader, removes its container and its data
+//!   volume and has compose create the service again; the node comes back on a new, empty volume (its
+//!   first append starts at index 1) and catches up with every message.
 //! - "Add node" twice (containers made like the cluster's, `JOIN=1`), then "Remove node" on the leader
 //!   and on another member: every acknowledged message is present exactly once on every remaining
 //!   member. This needs nodes with `JOIN` and `/v1/admin/members` (Raft §6).
 //!
-//! The two tests share the container names of `compose.test.yml`, so they take turns.
+//! The tests share the container names of `compose.test.yml`, so they take turns.
 //!
 //! Needs a reachable Docker daemon (`.ci/docker.sh` starts one); without one the test fails under
 //! `CI=true` and elsewhere says so loudly and passes without checking anything.
@@ -167,8 +167,26 @@ fn watched_cluster() -> Result<Option<Watched>> {
     }))
 }
 
+/// Which node the wipe tests pick (see `cluster_ops_local.rs` for why both).
+#[derive(Clone, Copy, PartialEq)]
+enum Wiped {
+    Follower,
+    Leader,
+}
+
 #[test]
-fn a_wiped_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
+fn a_wiped_follower_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
+    wipe_and_watch_it_rebuilt(Wiped::Follower)
+}
+
+#[test]
+fn a_wiped_leader_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
+    wipe_and_watch_it_rebuilt(Wiped::Leader)
+}
+
+/// Clicks "Wipe disk and restart" on the node `which` picks: its container and volume are made anew,
+/// it comes back blank (its first append starts at index 1) and catches up with every message.
+fn wipe_and_watch_it_rebuilt(which: Wiped) -> Result<()> {
     let _turn = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -186,13 +204,13 @@ fn a_wiped_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
     for text in &sent {
         submit(&mut app, text);
     }
-    let follower = endpoints
+    let wiped = endpoints
         .iter()
-        .find(|endpoint| endpoint.id != leader)
+        .find(|endpoint| (endpoint.id == leader) == (which == Wiped::Leader))
         .cloned()
-        .context("a follower")?;
-    let container = format!("flotilla-test-node{}", follower.id.0);
-    let volume = format!("{PROJECT}_node{}-data", follower.id.0);
+        .context("the node to wipe")?;
+    let container = format!("flotilla-test-node{}", wiped.id.0);
+    let volume = format!("{PROJECT}_node{}-data", wiped.id.0);
     let container_before = inspect(&cli, &["inspect", "-f", "{{.Id}}", &container])?;
     let volume_before = inspect(
         &cli,
@@ -202,12 +220,12 @@ fn a_wiped_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
     std::thread::sleep(Duration::from_millis(1_100));
     let recorded_before = app.state().model.timeline.end();
 
-    select(&mut app, follower.id);
+    select(&mut app, wiped.id);
     click(
         &mut app,
-        &format!("Wipe disk and restart node {}", follower.id),
+        &format!("Wipe disk and restart node {}", wiped.id),
     );
-    let done = format!("wipe the disk of and restart node {}", follower.id);
+    let done = format!("wipe the disk of and restart node {}", wiped.id);
     wait_for(&mut app, "the wipe to finish", |app| {
         match &app.state().bar.notice {
             Some((text, true)) => panic!("the wipe failed: {text}"),
@@ -237,7 +255,7 @@ fn a_wiped_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
             .filter(|(position, _)| *position >= recorded_before)
             .any(|(_, record)| {
                 record.event().is_some_and(|event| {
-                    event.node == follower.id
+                    event.node == wiped.id
                         && matches!(event.kind, EventKind::EntryAppended { first, .. } if first.0 == 1)
                 })
             })
@@ -245,7 +263,7 @@ fn a_wiped_container_comes_back_on_a_new_volume_and_catches_up() -> Result<()> {
         },
     );
     wait_for(&mut app, "the wiped node listing every message", |_| {
-        (texts(&follower.base_url)? == sent).then_some(())
+        (texts(&wiped.base_url)? == sent).then_some(())
     });
     drop(app);
     Ok(())
