@@ -138,3 +138,60 @@ pub fn members_words(answer: &MembersResponse) -> String {
         names.join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_shared::api::{ErrorBody, Member};
+    use flotilla_shared::LogIndex;
+
+    fn refused(status: u16, error: &str) -> CallError {
+        CallError::Refused {
+            status,
+            body: Some(ErrorBody {
+                error: error.into(),
+                message: "from the node".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_change_under_way_and_a_node_without_members_are_said_plainly() {
+        assert_eq!(
+            change_words(&refused(409, "change_in_progress")),
+            "another membership change is under way: try again once it has committed"
+        );
+        assert_eq!(
+            change_words(&refused(404, "not_found")),
+            "the nodes do not support membership changes (no /v1/admin/members)"
+        );
+        // Anything else keeps the node's own words.
+        assert_eq!(
+            change_words(&refused(503, "no_leader")),
+            "no_leader (503): from the node"
+        );
+    }
+
+    #[test]
+    fn members_are_listed_with_their_roles() {
+        let answer = MembersResponse {
+            config_index: LogIndex(12),
+            members: vec![
+                Member {
+                    id: NodeId(1),
+                    addr: "127.0.0.1:6500".into(),
+                    role: MemberRole::Voter,
+                },
+                Member {
+                    id: NodeId(4),
+                    addr: "127.0.0.1:6503".into(),
+                    role: MemberRole::Learner,
+                },
+            ],
+        };
+        assert_eq!(
+            members_words(&answer),
+            "configuration at index 12: nodes 1, 4 (learner)"
+        );
+    }
+}
