@@ -54,7 +54,16 @@ pub fn member_overlay(
     }
     painter.circle_filled(at, radius - 5.0, palette::BACKGROUND);
     painter.circle_stroke(at, radius - 2.5, Stroke::new(5.0, fill));
-    let label = if role.is_some() { "learner" } else { "joining" };
+    // Outside the configuration: never in one yet (joining), or taken out of it (leaving).
+    let had_configuration = state
+        .nodes
+        .get(&node)
+        .is_some_and(|view| !view.config.members.is_empty());
+    let label = match role {
+        Some(_) => "learner",
+        None if had_configuration => "leaving",
+        None => "joining",
+    };
     painter.text(
         at + vec2(0.0, radius + 12.0),
         Align2::CENTER_CENTER,
