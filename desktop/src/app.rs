@@ -144,7 +144,15 @@ impl FlotillaApp {
         // Borrow the view once; the timeline and the view are separate fields of the model.
         let selected = self.selected;
         let controls_processes = self.controls_processes;
-        let nodes = self.nodes.clone();
+        // Nodes added from the window are filtered by too.
+        let mut nodes = self.nodes.clone();
+        nodes.extend(
+            self.model
+                .live
+                .nodes
+                .keys()
+                .filter(|id| !self.nodes.contains(id)),
+        );
         let (view, timeline) = self.model.view_and_timeline();
 
         if let Some(offer) = &self.offer {
@@ -183,6 +191,13 @@ impl FlotillaApp {
             .show(ui, |ui| {
                 ui.heading("Node");
                 intents.extend(ui::node_actions_ui(
+                    ui,
+                    view,
+                    selected,
+                    controls_processes,
+                    mode == ViewMode::Live,
+                ));
+                intents.extend(ui::cluster_ops_ui(
                     ui,
                     view,
                     selected,
@@ -297,6 +312,10 @@ fn backend_command(intent: ClusterIntent) -> Command {
             node,
             write_delay_ms,
         },
+        ClusterIntent::Wipe(node) => Command::Wipe(node),
+        ClusterIntent::TakeSnapshot(node) => Command::TakeSnapshot(node),
+        ClusterIntent::AddNode => Command::AddNode,
+        ClusterIntent::RemoveNode(node) => Command::RemoveNode(node),
     }
 }
 

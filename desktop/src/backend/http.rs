@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 mod faults;
 pub use faults::{set_disk_delay, set_link_fault};
+mod cluster_admin;
+pub use cluster_admin::*;
 
 /// Events replayed from a node's buffer when (re)connecting; duplicates are skipped.
 const HISTORY_EVENTS: u32 = 2_000;

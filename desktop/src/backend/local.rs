@@ -1,7 +1,7 @@
 //! The default cluster: node processes on 127.0.0.1 started by the desktop itself.
 
 use super::process::{NodeGroup, NodeProcess};
-use super::{ClusterControl, NodeEndpoint};
+use super::{ClusterControl, JoiningNode, NodeEndpoint};
 use anyhow::{bail, Context as _};
 use flotilla_node::guard::random_token;
 use flotilla_shared::api::TimingRequest;
@@ -66,6 +66,8 @@ struct LocalNode {
     port: u16,
     data_dir: PathBuf,
     process: Option<NodeProcess>,
+    /// Added from the window: it starts with `--join` and gets its configuration from the leader.
+    joins: bool,
 }
 
 pub struct LocalControl {
@@ -81,7 +83,7 @@ pub struct LocalControl {
 }
 
 /// Finds `count` ports from `first` up that nothing listens on.
-fn free_ports(first: u16, count: usize) -> anyhow::Result<Vec<u16>> {
+pub(crate) fn free_ports(first: u16, count: usize) -> anyhow::Result<Vec<u16>> {
     let mut ports = Vec::with_capacity(count);
     let mut port = first;
     while ports.len() < count {
@@ -118,6 +120,7 @@ impl LocalControl {
                     port: *port,
                     data_dir: cluster_dir.join(format!("node-{}", id.0)),
                     process: None,
+                    joins: false,
                 };
                 (id, node)
             })
@@ -168,9 +171,15 @@ impl LocalControl {
             .arg("--id")
             .arg(id.0.to_string())
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", node.port))
-            .arg("--peers")
-            .arg(peers)
+            .arg(format!("127.0.0.1:{}", node.port));
+        // `--peers` only seeds a fresh data dir's configuration; a node added later has none to seed
+        // and waits for the leader's.
+        if node.joins {
+            command.arg("--join");
+        } else {
+            command.arg("--peers").arg(peers);
+        }
+        command
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--cluster-id")
@@ -265,6 +274,55 @@ impl ClusterControl for LocalControl {
         self.timing = timing.clone();
     }
 
+    fn wipe(&mut self, id: NodeId) -> anyhow::Result<()> {
+        if let Ok(process) = self.running(id) {
+            process.kill().context("the process could not be stopped")?;
+        }
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        node.process = None;
+        remove_data_dir(&node.data_dir)?;
+        self.spawn(id)
+    }
+
+    fn start_joining_node(&mut self) -> anyhow::Result<JoiningNode> {
+        let id = NodeId(self.nodes.keys().map(|id| id.0).max().unwrap_or(0) + 1);
+        let taken: Vec<u16> = self.nodes.values().map(|node| node.port).collect();
+        let after = taken.iter().copied().max().unwrap_or(FIRST_PORT - 1);
+        let port = free_ports(after.saturating_add(1), 1)?[0];
+        let data_dir = self.cluster_dir.join(format!("node-{}", id.0));
+        // A node of that id removed earlier left its data: the new node starts blank.
+        remove_data_dir(&data_dir)?;
+        self.nodes.insert(
+            id,
+            LocalNode {
+                port,
+                data_dir,
+                process: None,
+                joins: true,
+            },
+        );
+        if let Err(error) = self.spawn(id) {
+            self.nodes.remove(&id);
+            return Err(error);
+        }
+        let peer_addr = format!("127.0.0.1:{port}");
+        Ok(JoiningNode {
+            endpoint: NodeEndpoint {
+                id,
+                base_url: format!("http://{peer_addr}"),
+            },
+            peer_addr,
+        })
+    }
+
+    fn forget_node(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let mut node = self.nodes.remove(&id).context("no such node")?;
+        if let Some(mut process) = node.process.take() {
+            process.kill().context("the process could not be stopped")?;
+        }
+        Ok(())
+    }
+
     fn exited(&mut self) -> Vec<NodeId> {
         let mut exited = Vec::new();
         for (id, node) in &mut self.nodes {
@@ -286,6 +344,15 @@ impl ClusterControl for LocalControl {
                 process.kill().ok();
             }
         }
+    }
+}
+
+/// Deletes a node's data dir (its SQLite files); a missing one is already blank.
+fn remove_data_dir(dir: &Path) -> anyhow::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("cannot delete {}", dir.display())),
     }
 }
 

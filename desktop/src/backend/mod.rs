@@ -10,6 +10,7 @@ pub mod attach;
 pub mod docker;
 mod http;
 pub mod local;
+mod membership;
 mod process;
 
 use crate::model::{ProcessState, Record};
@@ -46,6 +47,14 @@ pub enum Command {
         node: NodeId,
         write_delay_ms: u64,
     },
+    /// Stop the node, delete its data (data dir or volume) and start it again with the same flags.
+    Wipe(NodeId),
+    /// `POST /v1/admin/snapshot` on the node.
+    TakeSnapshot(NodeId),
+    /// Start a new node that waits to be added (`--join`), watch it, and add it to the configuration.
+    AddNode,
+    /// Remove the node from the configuration; once that commits, stop it and stop watching it.
+    RemoveNode(NodeId),
 }
 
 /// Something for the UI: a record for the model, or a line for the notice bar.
@@ -90,6 +99,8 @@ pub enum ProcessAction {
     Restart,
     Pause,
     Resume,
+    /// Stop, delete the node's data, start again with the same flags.
+    Wipe,
 }
 
 impl ProcessAction {
@@ -99,6 +110,7 @@ impl ProcessAction {
             Self::Restart => "restart",
             Self::Pause => "pause",
             Self::Resume => "resume",
+            Self::Wipe => "wipe the disk of and restart",
         }
     }
 
@@ -106,7 +118,7 @@ impl ProcessAction {
     fn outcome(self) -> ProcessState {
         match self {
             Self::Kill => ProcessState::Dead,
-            Self::Restart | Self::Resume => ProcessState::Running,
+            Self::Restart | Self::Resume | Self::Wipe => ProcessState::Running,
             Self::Pause => ProcessState::Paused,
         }
     }
@@ -114,6 +126,17 @@ impl ProcessAction {
 
 /// The eventual result of an action a control runs elsewhere.
 pub type PendingAction = tokio::sync::oneshot::Receiver<anyhow::Result<()>>;
+
+/// A node started to join the cluster: where the desktop reaches it, and the address its peers reach
+/// it at (what goes into the configuration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoiningNode {
+    pub endpoint: NodeEndpoint,
+    pub peer_addr: String,
+}
+
+/// The eventual new node of a control that starts it elsewhere.
+pub type PendingJoin = tokio::sync::oneshot::Receiver<anyhow::Result<JoiningNode>>;
 
 /// How to reach one node's HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +161,23 @@ pub trait ClusterControl: Send {
     fn resume(&mut self, node: NodeId) -> anyhow::Result<()>;
     /// Remembers the tempo so restarted nodes keep it.
     fn set_timing(&mut self, _timing: &TimingRequest) {}
+    /// Stops the node, deletes its data and starts it again with the same flags.
+    fn wipe(&mut self, node: NodeId) -> anyhow::Result<()> {
+        anyhow::bail!("node {node} runs elsewhere: its disk cannot be wiped from here")
+    }
+    /// Starts a new node that waits to be added to the configuration (`--join`).
+    fn start_joining_node(&mut self) -> anyhow::Result<JoiningNode> {
+        anyhow::bail!("this cluster's processes run elsewhere: start the new node there")
+    }
+    /// [`Self::start_joining_node`] run somewhere that cannot stall the backend's runtime (a slow
+    /// `docker run`); `None` means the control starts nodes inline (they start at once).
+    fn start_joining_node_elsewhere(&mut self) -> Option<PendingJoin> {
+        None
+    }
+    /// Stops a node that left the configuration (or never joined it) and forgets it.
+    fn forget_node(&mut self, node: NodeId) -> anyhow::Result<()> {
+        anyhow::bail!("node {node} runs elsewhere: stop it there")
+    }
     /// Nodes whose process ended by itself since the last call.
     fn exited(&mut self) -> Vec<NodeId> {
         Vec::new()
@@ -296,7 +336,8 @@ const RESTORE_DEADLINE: Duration = Duration::from_secs(3);
 struct Session {
     client: http::Client,
     statuses: Statuses,
-    readers: Vec<tokio::task::JoinHandle<()>>,
+    /// Each node's event reader and status poller.
+    readers: BTreeMap<NodeId, Vec<tokio::task::JoinHandle<()>>>,
     found_timing: Option<tokio::task::JoinHandle<BTreeMap<NodeId, TimingRequest>>>,
 }
 
@@ -304,21 +345,18 @@ impl Session {
     fn open(control: &mut dyn ClusterControl, timing: &TimingRequest, ui: &UiSender) -> Self {
         let client = http::Client::new(control.nodes(), control.admin_token());
         let statuses: Statuses = Arc::default();
-        let mut readers = Vec::new();
+        let mut session = Self {
+            client: client.clone(),
+            statuses,
+            readers: BTreeMap::new(),
+            found_timing: None,
+        };
         for node in control.nodes() {
-            readers.push(tokio::spawn(http::follow_events(node.clone(), ui.clone())));
-            readers.push(tokio::spawn(http::poll_status(
-                node,
-                client.clone(),
-                statuses.clone(),
-                ui.clone(),
-            )));
+            session.watch(node, ui);
         }
-        let mut found_timing = None;
         if control.admin_token().is_some() {
             control.set_timing(timing);
             let timing = timing.clone();
-            let client = client.clone();
             let ui = ui.clone();
             let shared = control.shared_nodes();
             // The timing found is read before the app's goes out, so it can be put back.
@@ -332,21 +370,42 @@ impl Session {
                 found
             });
             if shared {
-                found_timing = Some(task);
+                session.found_timing = Some(task);
             }
         }
-        Self {
-            client,
-            statuses,
-            readers,
-            found_timing,
+        session
+    }
+
+    /// Follows `node`'s events and status like every other node's.
+    fn watch(&mut self, node: NodeEndpoint, ui: &UiSender) {
+        let readers = vec![
+            tokio::spawn(http::follow_events(node.clone(), ui.clone())),
+            tokio::spawn(http::poll_status(
+                node.clone(),
+                self.client.clone(),
+                self.statuses.clone(),
+                ui.clone(),
+            )),
+        ];
+        if let Some(old) = self.readers.insert(node.id, readers) {
+            old.iter().for_each(tokio::task::JoinHandle::abort);
+        }
+    }
+
+    /// Stops following `node` (it left the cluster).
+    fn unwatch(&mut self, node: NodeId) {
+        for reader in self.readers.remove(&node).unwrap_or_default() {
+            reader.abort();
+        }
+        if let Ok(mut all) = self.statuses.lock() {
+            all.remove(&node);
         }
     }
 
     /// Stops watching: puts back the timing found (shared clusters), stops the readers, and shuts
     /// the control down.
     async fn close(self, control: &mut dyn ClusterControl) {
-        for reader in &self.readers {
+        for reader in self.readers.values().flatten() {
             reader.abort();
         }
         if let Some(found) = self.found_timing {
@@ -392,6 +451,8 @@ async fn run(
             }
         });
     }
+    // Membership changes finish off the command loop; their outcome comes back here.
+    let (membership_tx, mut membership_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut exit_check = tokio::time::interval(Duration::from_millis(300));
     loop {
         let next = tokio::select! {
@@ -408,6 +469,14 @@ async fn run(
                         tokio::task::spawn_blocking(move || {
                             let _ = switch_tx.send(docker::discover(&options));
                         });
+                        None
+                    }
+                    Some(Command::AddNode) => {
+                        membership::add(control.as_mut(), &mut session, &ui, &membership_tx);
+                        None
+                    }
+                    Some(Command::RemoveNode(node)) => {
+                        membership::remove(node, &session, &ui, &membership_tx);
                         None
                     }
                     Some(command) => {
@@ -430,6 +499,10 @@ async fn run(
                 }
                 None => None,
             },
+            Some(outcome) = membership_rx.recv() => {
+                membership::settle(outcome, control.as_mut(), &mut session, &ui, &membership_tx);
+                None
+            }
             _ = exit_check.tick() => {
                 for node in control.exited() {
                     ui.notice(format!("node {node} exited"), true);
@@ -488,6 +561,7 @@ fn act(control: &mut dyn ClusterControl, node: NodeId, action: ProcessAction, ui
         ProcessAction::Restart => control.restart(node),
         ProcessAction::Pause => control.pause(node),
         ProcessAction::Resume => control.resume(node),
+        ProcessAction::Wipe => control.wipe(node),
     };
     process_action(ui, node, action, result);
 }
@@ -504,8 +578,14 @@ fn handle(
         Command::Restart(node) => act(control, node, ProcessAction::Restart, ui),
         Command::Pause(node) => act(control, node, ProcessAction::Pause, ui),
         Command::Resume(node) => act(control, node, ProcessAction::Resume, ui),
-        // Answered by the run loop, which owns the switch.
-        Command::WatchDocker => {}
+        Command::Wipe(node) => act(control, node, ProcessAction::Wipe, ui),
+        // Answered by the run loop, which owns the switch and the session.
+        Command::WatchDocker | Command::AddNode | Command::RemoveNode(_) => {}
+        Command::TakeSnapshot(node) => {
+            let client = client.clone();
+            let ui = ui.clone();
+            tokio::spawn(async move { http::take_snapshot(&client, node, &ui).await });
+        }
         Command::Isolate(node) => {
             let client = client.clone();
             let statuses = statuses.clone();

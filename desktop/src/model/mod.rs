@@ -10,7 +10,9 @@ mod failover;
 mod faults;
 mod flight;
 mod pairs;
+mod membership;
 mod presenter;
+mod snapshots;
 mod state;
 mod timeline;
 
@@ -19,7 +21,9 @@ pub use failover::{Failover, Failovers};
 pub use faults::{fault_words, link_fault};
 pub use flight::{drop_words, Arrival, Drawn, FADE_MS, UNKNOWN_HOLD_MS, UNKNOWN_STOP};
 pub use pairs::{MessagePair, MessagePairs, PairEnd};
+pub use membership::{CatchUp, ConfigView, MAX_NODES};
 pub use presenter::{Presenter, DELAY_MS, MAX_LAG_MS};
+pub use snapshots::{bytes_words, SnapshotTransfer, SnapshotView};
 pub use state::{
     flight_ms, message_of, ClusterState, Flight, FlightKind, Message, NodeView, ProcessState,
     Reported, SubmitRecord,

@@ -114,6 +114,10 @@ pub struct NodeView {
     pub link_faults: Vec<LinkFaultStatus>,
     /// Every storage write waits this long before its fsync (admin API): a slow disk.
     pub disk_write_delay_ms: u64,
+    /// Its latest snapshot and where its log starts.
+    pub snapshot: super::SnapshotView,
+    /// The configuration in force on it.
+    pub config: super::ConfigView,
 }
 
 impl NodeView {
@@ -138,6 +142,8 @@ impl NodeView {
             last_seq: 0,
             link_faults: Vec::new(),
             disk_write_delay_ms: 0,
+            snapshot: Default::default(),
+            config: Default::default(),
         }
     }
 
@@ -338,6 +344,8 @@ pub struct ClusterState {
     pub events_applied: u64,
     /// The failover stopwatch and its past runs.
     pub failovers: Failovers,
+    /// Snapshots on their way to followers.
+    pub transfers: Vec<super::SnapshotTransfer>,
 }
 
 impl ClusterState {
@@ -350,6 +358,7 @@ impl ClusterState {
             last_at_ms: 0,
             events_applied: 0,
             failovers: Failovers::default(),
+            transfers: Vec::new(),
         }
     }
 
@@ -417,6 +426,9 @@ impl ClusterState {
             }
         }
         self.time_failover(record, failover_cause, shown_ms.unwrap_or(at_ms));
+        if super::membership::may_change_members(record) {
+            self.forget_departed();
+        }
         self.forget_old_flights();
     }
 
@@ -487,6 +499,7 @@ impl ClusterState {
         }
         // Times the node reported, moved to the clock they are drawn on.
         let lag_ms = shown_ms.map_or(0, |shown| shown.saturating_sub(event.at_ms));
+        self.note_transfer(event, lag_ms);
         let Some(view) = self.nodes.get_mut(&node) else {
             return;
         };
@@ -496,6 +509,8 @@ impl ClusterState {
             view.reachable = true;
         }
         view.last_seq = event.seq;
+        super::snapshots::apply_node_event(view, &event.kind);
+        super::membership::apply_node_event(view, &event.kind);
         match &event.kind {
             EventKind::RoleChanged {
                 role,
@@ -601,5 +616,7 @@ impl ClusterState {
         if status.role == Role::Leader {
             view.election_deadline_ms = None;
         }
+        super::snapshots::apply_status(view, status);
+        super::membership::apply_status(view, status);
     }
 }

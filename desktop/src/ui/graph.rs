@@ -5,7 +5,6 @@ use crate::model::{link_fault, Arrival, ClusterState, FlightKind, NodeView, Proc
 use egui::{pos2, vec2, Align2, Color32, FontId, Pos2, Sense, Shape, Stroke, Vec2};
 use flotilla_shared::event::Role;
 use flotilla_shared::NodeId;
-use std::collections::BTreeMap;
 use std::f32::consts::TAU;
 
 const NODE_RADIUS: f32 = 40.0;
@@ -109,18 +108,9 @@ pub fn graph_ui(
     let (rect, response) = ui.allocate_exact_size(size, Sense::click());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 8.0, palette::BACKGROUND);
-    let count = state.nodes.len().max(1);
     let ring_radius = (rect.width().min(rect.height()) / 2.0 - NODE_RADIUS - 26.0).max(40.0);
     let center = rect.center();
-    let positions: BTreeMap<NodeId, Pos2> = state
-        .nodes
-        .keys()
-        .enumerate()
-        .map(|(slot, id)| {
-            let angle = -TAU / 4.0 + TAU * slot as f32 / count as f32;
-            (*id, center + ring_radius * Vec2::angled(angle))
-        })
-        .collect();
+    let positions = super::reshape::ring_positions(ui.ctx(), state, center, ring_radius);
 
     // Edges: every pair talks; a partition on either side cuts the link.
     let ids: Vec<NodeId> = positions.keys().copied().collect();
@@ -243,8 +233,14 @@ pub fn graph_ui(
         }
     }
 
+    hovered =
+        super::reshape::draw_transfers(&painter, state, &positions, NODE_RADIUS, now_ms, pointer)
+            .or(hovered);
+
     for (id, node) in &state.nodes {
-        let at = positions[id];
+        let Some(at) = positions.get(id).copied() else {
+            continue;
+        };
         let fill = node_fill(node);
         let node_rect = egui::Rect::from_center_size(at, Vec2::splat(NODE_RADIUS * 2.0));
         let node_response = ui.interact(
@@ -272,6 +268,7 @@ pub fn graph_ui(
             Color32::from_black_alpha(120)
         };
         painter.circle_stroke(at, NODE_RADIUS, Stroke::new(1.5, outline));
+        super::reshape::member_overlay(&painter, state, *id, at, NODE_RADIUS, fill);
         if is_isolated(node, state.nodes.len()) && node.process != ProcessState::Dead {
             let ring = arc_points(at, NODE_RADIUS + 4.0, 0.0, TAU);
             painter.extend(Shape::dashed_line(
@@ -357,6 +354,10 @@ pub fn is_animating(state: &ClusterState, now_ms: u64) -> bool {
         .flights
         .iter()
         .any(|flight| flight.gone_ms() >= now_ms)
+        || state
+            .transfers
+            .iter()
+            .any(|transfer| transfer.is_shown(now_ms))
         || state.nodes.values().any(|node| {
             node.process == ProcessState::Running
                 && node

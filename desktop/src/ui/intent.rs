@@ -50,6 +50,13 @@ pub enum ClusterIntent {
         node: NodeId,
         write_delay_ms: u64,
     },
+    /// Stop the node, delete its data, start it again with the same flags.
+    Wipe(NodeId),
+    TakeSnapshot(NodeId),
+    /// Start a new node and add it to the configuration.
+    AddNode,
+    /// Remove the node from the configuration, then stop it.
+    RemoveNode(NodeId),
 }
 
 /// How slowly the cluster runs: Raft's timers multiplied by `factor` so humans can follow.

@@ -10,6 +10,23 @@ const CELL: f32 = 16.0;
 const ROW: f32 = 30.0;
 const LABEL_WIDTH: f32 = 64.0;
 
+const SNAPSHOT_FILL: egui::Color32 = egui::Color32::from_rgb(0x5a, 0x3d, 0x66);
+const SNAPSHOT_EDGE: egui::Color32 = egui::Color32::from_rgb(0xe6, 0xa1, 0xf0);
+
+/// The snapshot block at the start of a row: over the compacted cells in view, or a narrow tab
+/// before the first cell when the compacted prefix is scrolled out of view.
+fn snapshot_block(rect: Rect, top: f32, first: u64, cells: u64, compacted: u64) -> Rect {
+    let left = rect.left() + LABEL_WIDTH;
+    if compacted < first {
+        return Rect::from_min_size(pos2(left - 7.0, top + 1.0), vec2(5.0, CELL + 2.0));
+    }
+    let shown = (compacted - first + 1).min(cells);
+    Rect::from_min_size(
+        pos2(left, top + 1.0),
+        vec2(shown as f32 * CELL - 2.0, CELL + 2.0),
+    )
+}
+
 pub fn logs_ui(ui: &mut egui::Ui, state: &ClusterState) {
     let rows = state.nodes.len() as f32;
     let width = ui.available_width().max(200.0);
@@ -39,9 +56,38 @@ pub fn logs_ui(ui: &mut egui::Ui, state: &ClusterState) {
             FontId::proportional(13.0),
             label_color,
         );
+        let compacted = node.snapshot.compacted();
+        if compacted > 0 {
+            let block = snapshot_block(rect, top, first, cells, compacted);
+            painter.rect_filled(block, 3.0, SNAPSHOT_FILL);
+            painter.rect_stroke(
+                block,
+                3.0,
+                Stroke::new(1.0, SNAPSHOT_EDGE),
+                egui::StrokeKind::Inside,
+            );
+            if block.width() > 60.0 {
+                painter.text(
+                    block.center(),
+                    Align2::CENTER_CENTER,
+                    format!("snapshot ≤ {compacted}"),
+                    FontId::proportional(11.0),
+                    palette::TEXT,
+                );
+            }
+            if response.hover_pos().is_some_and(|p| block.contains(p)) {
+                hovered = Some(format!(
+                    "node {}: entries 1-{compacted} compacted into its snapshot at index {} (term {}); its log starts at {}",
+                    id.0, node.snapshot.index, node.snapshot.term, node.snapshot.first_log_index
+                ));
+            }
+        }
         for index in first..=first + cells - 1 {
             let x = rect.left() + LABEL_WIDTH + (index - first) as f32 * CELL;
             let cell = Rect::from_min_size(pos2(x, top + 2.0), vec2(CELL - 2.0, CELL));
+            if index <= compacted {
+                continue;
+            }
             let Some(term) = node.log.term_at(index) else {
                 painter.rect_stroke(
                     cell,
@@ -78,6 +124,41 @@ pub fn logs_ui(ui: &mut egui::Ui, state: &ClusterState) {
                         "committed"
                     } else {
                         "not committed"
+                    }
+                ));
+            }
+        }
+        // Configuration entries: a diamond on the cell.
+        for index in &node.config.entries {
+            if *index < first.max(compacted + 1) || *index > first + cells - 1 {
+                continue;
+            }
+            let center = pos2(
+                rect.left() + LABEL_WIDTH + (index - first) as f32 * CELL + CELL / 2.0 - 1.0,
+                top + 2.0 + CELL / 2.0,
+            );
+            let r = 4.5;
+            painter.add(egui::Shape::convex_polygon(
+                vec![
+                    center + vec2(0.0, -r),
+                    center + vec2(r, 0.0),
+                    center + vec2(0.0, r),
+                    center + vec2(-r, 0.0),
+                ],
+                palette::TEXT,
+                Stroke::new(1.0, palette::BACKGROUND),
+            ));
+            if response
+                .hover_pos()
+                .is_some_and(|p| p.distance(center) <= CELL / 2.0)
+            {
+                hovered = Some(format!(
+                    "node {} entry {index}: a configuration change{}",
+                    id.0,
+                    if *index == node.config.config_index {
+                        " (the configuration in force on this node)"
+                    } else {
+                        ""
                     }
                 ));
             }
@@ -130,7 +211,7 @@ pub fn logs_ui(ui: &mut egui::Ui, state: &ClusterState) {
         pos2(rect.left() + 2.0, legend_y),
         Align2::LEFT_CENTER,
         format!(
-            "entries {first}-{}: colour = term · outlined = not yet durable · yellow line = commit index · m/n = leader's match/next index",
+            "entries {first}-{}: colour = term · outlined = not yet durable · yellow line = commit index · m/n = leader's match/next index · block = compacted into a snapshot · diamond = configuration entry",
             first + cells - 1
         ),
         FontId::proportional(11.0),

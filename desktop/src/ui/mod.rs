@@ -6,6 +6,7 @@
 //! the backend: what the user asks of the cluster goes out as an intent the app translates.
 
 mod chart;
+mod cluster_ops;
 mod events;
 mod failover;
 mod faults;
@@ -14,8 +15,10 @@ mod intent;
 mod logs;
 pub mod palette;
 mod panels;
+mod reshape;
 
 pub use chart::chart_ui;
+pub use cluster_ops::{cluster_ops_ui, ADD_NODE};
 pub use events::{events_ui, EventFilter};
 pub use failover::failover_ui;
 pub use faults::{faults_ui, link_editor_ui, preset_intents, LinkEditor, Preset};

@@ -27,12 +27,17 @@ pub(super) struct Observed {
     pub(super) exited: Vec<NodeId>,
     /// Whether the last poll failed (logged once per outage).
     pub(super) failing: bool,
+    /// Nodes whose container the control is replacing: the poller leaves them alone meanwhile.
+    pub(super) replacing: std::collections::BTreeSet<NodeId>,
 }
 
 /// What a process action needs: shared between the control and the thread that runs the actions.
+/// The nodes' containers, shared with the state poller; nodes added from the window join it.
+pub(super) type SharedNodes = Arc<Mutex<BTreeMap<NodeId, NodeContainer>>>;
+
 pub(super) struct Actions {
     pub(super) cli: DockerCli,
-    pub(super) nodes: BTreeMap<NodeId, NodeContainer>,
+    pub(super) nodes: SharedNodes,
     pub(super) admin_token: Option<String>,
     /// The app's tempo, put back on a restarted node (its container starts with its own).
     pub(super) timing: Mutex<Option<TimingRequest>>,
@@ -40,10 +45,17 @@ pub(super) struct Actions {
 }
 
 impl Actions {
-    pub(super) fn container(&self, node: NodeId) -> anyhow::Result<&NodeContainer> {
-        self.nodes
-            .get(&node)
+    pub(super) fn container(&self, node: NodeId) -> anyhow::Result<NodeContainer> {
+        self.node_list()
+            .remove(&node)
             .ok_or_else(|| anyhow!("no container runs node {node}"))
+    }
+
+    pub(super) fn node_list(&self) -> BTreeMap<NodeId, NodeContainer> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(super) fn states(&self) -> BTreeMap<NodeId, ContainerState> {
@@ -79,6 +91,26 @@ impl Actions {
             ProcessAction::Resume => {
                 self.act(node, "unpause", QUICK_TIMEOUT, ContainerState::Running)
             }
+            // A new container of the same compose service on a new, empty volume.
+            ProcessAction::Wipe => {
+                let name = &self.container(node)?.name;
+                // The container goes away on purpose: the poller must not report the node as
+                // having ended by itself meanwhile.
+                self.observed_now().replacing.insert(node);
+                let wiped = wipe_container(&self.cli, name);
+                let mut observed = self.observed_now();
+                observed.replacing.remove(&node);
+                let state = if wiped.is_ok() {
+                    ContainerState::Running
+                } else {
+                    ContainerState::Dead
+                };
+                observed.states.insert(node, state);
+                drop(observed);
+                wiped?;
+                self.retime_when_up(node, runtime);
+                Ok(())
+            }
         }
     }
 
@@ -93,12 +125,17 @@ impl Actions {
     ) -> anyhow::Result<()> {
         let name = &self.container(node)?.name;
         self.cli.run(&[verb, name], timeout)?;
-        self.observed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .states
-            .insert(node, after);
+        self.set_observed(node, after);
         Ok(())
+    }
+
+    fn observed_now(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the state the control brought the node into.
+    fn set_observed(&self, node: NodeId, state: ContainerState) {
+        self.observed_now().states.insert(node, state);
     }
 
     /// A restarted container starts with the tempo its environment gives; put the app's back once the

@@ -110,4 +110,49 @@ impl Compose {
         self.run(files, project, &["down", "-v", "-t", "2"], envs, timeout)
             .map(drop)
     }
+
+    /// `rm -s -f <service>`: stops and removes one service's container (its volumes stay).
+    pub(super) fn remove_service(
+        &self,
+        files: &[PathBuf],
+        project: &str,
+        project_dir: Option<&std::path::Path>,
+        service: &str,
+        envs: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(), CliError> {
+        let action = in_project_dir(project_dir, &["rm", "-s", "-f", service]);
+        let action: Vec<&str> = action.iter().map(String::as_str).collect();
+        self.run(files, project, &action, envs, timeout).map(drop)
+    }
+
+    /// `up -d --no-deps --no-build <service>`: creates one service's container again, alone.
+    pub(super) fn up_service(
+        &self,
+        files: &[PathBuf],
+        project: &str,
+        project_dir: Option<&std::path::Path>,
+        service: &str,
+        envs: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(), CliError> {
+        let action = in_project_dir(
+            project_dir,
+            &["up", "-d", "--no-deps", "--no-build", service],
+        );
+        let action: Vec<&str> = action.iter().map(String::as_str).collect();
+        self.run(files, project, &action, envs, timeout).map(drop)
+    }
+}
+
+/// `action` run as if from `project_dir` (`--project-directory`, a global option both compose
+/// versions take before the command), so relative paths in the files resolve as they did at `up`.
+fn in_project_dir(project_dir: Option<&std::path::Path>, action: &[&str]) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(dir) = project_dir {
+        args.push("--project-directory".to_owned());
+        args.push(dir.to_string_lossy().into_owned());
+    }
+    args.extend(action.iter().map(|arg| (*arg).to_owned()));
+    args
 }

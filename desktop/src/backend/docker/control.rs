@@ -93,18 +93,16 @@ impl DockerControl {
             ..Observed::default()
         }));
         let stop_polling = Arc::new(AtomicBool::new(false));
+        let nodes: SharedNodes = Arc::new(Mutex::new(nodes));
         let poller = {
             let cli = cli.clone();
             let cluster = cluster.to_owned();
-            let names: BTreeMap<String, NodeId> = nodes
-                .iter()
-                .map(|(id, node)| (node.name.clone(), *id))
-                .collect();
+            let nodes = nodes.clone();
             let observed = observed.clone();
             let stop = stop_polling.clone();
             std::thread::Builder::new()
                 .name("flotilla-docker-poll".into())
-                .spawn(move || poll_states(&cli, &cluster, &names, &observed, &stop))?
+                .spawn(move || poll_states(&cli, &cluster, &nodes, &observed, &stop))?
         };
         let actions = Arc::new(Actions {
             cli,
@@ -153,8 +151,8 @@ impl DockerControl {
     }
 
     /// The container that runs `node`.
-    pub fn container_name(&self, node: NodeId) -> Option<&str> {
-        self.actions.nodes.get(&node).map(|node| node.name.as_str())
+    pub fn container_name(&self, node: NodeId) -> Option<String> {
+        self.actions.container(node).ok().map(|node| node.name)
     }
 
     fn stop_poller(&mut self) {
@@ -170,7 +168,7 @@ impl DockerControl {
 fn poll_states(
     cli: &DockerCli,
     cluster: &str,
-    names: &BTreeMap<String, NodeId>,
+    nodes: &SharedNodes,
     observed: &Mutex<Observed>,
     stop: &AtomicBool,
 ) {
@@ -181,6 +179,12 @@ fn poll_states(
             continue;
         }
         last_poll = Instant::now();
+        let names: BTreeMap<String, NodeId> = nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, node)| (node.name.clone(), *id))
+            .collect();
         let listed = cli.list(cluster);
         let mut observed = observed.lock().unwrap_or_else(PoisonError::into_inner);
         match listed {
@@ -193,6 +197,9 @@ fn poll_states(
                     }
                 }
                 for node in names.values() {
+                    if observed.replacing.contains(node) {
+                        continue;
+                    }
                     // A container removed behind our back is as gone as an exited one.
                     let now = seen.remove(node).unwrap_or(ContainerState::Dead);
                     let before = observed.states.insert(*node, now.clone());
@@ -215,18 +222,18 @@ impl ClusterControl for DockerControl {
     fn describe(&self) -> String {
         format!(
             "{} Docker containers ({CLUSTER_LABEL}={})",
-            self.actions.nodes.len(),
+            self.actions.node_list().len(),
             self.cluster
         )
     }
 
     fn nodes(&self) -> Vec<NodeEndpoint> {
         self.actions
-            .nodes
-            .iter()
+            .node_list()
+            .into_iter()
             .map(|(id, node)| NodeEndpoint {
-                id: *id,
-                base_url: node.base_url.clone(),
+                id,
+                base_url: node.base_url,
             })
             .collect()
     }
@@ -302,6 +309,31 @@ impl ClusterControl for DockerControl {
 
     fn shared_nodes(&self) -> bool {
         true
+    }
+
+    /// `docker run` of a container made like the cluster's, here and now (blocks for it).
+    fn start_joining_node(&mut self) -> anyhow::Result<crate::backend::JoiningNode> {
+        self.actions.start_joining_container(&self.cluster)
+    }
+
+    /// `docker run` can take seconds: on a thread of its own, so the event streams keep flowing.
+    fn start_joining_node_elsewhere(&mut self) -> Option<crate::backend::PendingJoin> {
+        let (reply, pending) = tokio::sync::oneshot::channel();
+        let actions = self.actions.clone();
+        let cluster = self.cluster.clone();
+        let started = std::thread::Builder::new()
+            .name("flotilla-docker-join".into())
+            .spawn(move || {
+                let _ = reply.send(actions.start_joining_container(&cluster));
+            });
+        if let Err(error) = started {
+            tracing::warn!("cannot start a thread for the new container: {error}");
+        }
+        Some(pending)
+    }
+
+    fn forget_node(&mut self, node: NodeId) -> anyhow::Result<()> {
+        self.remove_container(node)
     }
 }
 

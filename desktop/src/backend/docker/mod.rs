@@ -17,15 +17,19 @@ mod actions;
 mod cli;
 mod compose;
 mod control;
+mod joining;
 mod parse;
 mod waiting;
+mod wipe;
 
 use actions::*;
 pub use cli::*;
 pub use compose::*;
 pub use control::*;
+pub use joining::*;
 pub use parse::*;
 pub use waiting::*;
+pub use wipe::*;
 
 use super::ClusterControl;
 
@@ -81,10 +85,10 @@ pub fn discover(options: &DockerOptions) -> anyhow::Result<Box<dyn ClusterContro
         &options.cluster,
         options.admin_token.clone(),
     )?;
-    if control.actions.nodes.len() != options.nodes {
+    if control.actions.node_list().len() != options.nodes {
         tracing::info!(
             "found {} Flotilla containers (--nodes {} ignored: the containers decide)",
-            control.actions.nodes.len(),
+            control.actions.node_list().len(),
             options.nodes
         );
     }

@@ -1,0 +1,131 @@
+//! The window driven by clicks (kittest) on a real backend, shared by the tests that reshape real
+//! clusters: frames, waiting, clicking, submitting, and reading a node's messages.
+
+#![allow(dead_code)] // each test file uses its own share of these
+
+use egui_kittest::kittest::{NodeT as _, Queryable as _};
+use egui_kittest::Harness;
+use flotilla::app::FlotillaApp;
+use flotilla::backend;
+use flotilla::ui::Tempo;
+use flotilla_shared::api::MessagesPage;
+use flotilla_shared::NodeId;
+use std::time::{Duration, Instant};
+
+/// A window on `handle`'s cluster.
+pub fn window(handle: backend::BackendHandle, tempo: Tempo) -> App {
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 900.0))
+        .build_ui_state(
+            |ui, app: &mut FlotillaApp| app.frame_ui(ui),
+            FlotillaApp::new(handle, tempo),
+        )
+}
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub type App = Harness<'static, FlotillaApp>;
+
+/// One frame, as the window draws it; every new notice is printed (shown when a test fails).
+pub fn frame(app: &mut App) {
+    let before = app.state().bar.notice.clone();
+    app.state_mut().drain_updates(Duration::from_millis(50));
+    app.run_steps(1);
+    let after = &app.state().bar.notice;
+    if *after != before {
+        eprintln!("notice: {after:?}");
+    }
+}
+
+pub fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        frame(app);
+        if let Some(value) = done(app) {
+            return value;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}; notice: {:?}",
+            app.state().bar.notice
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn click(app: &mut App, label: &str) {
+    let button = app.get_by_label(label);
+    // A click on a disabled button does nothing: say so rather than wait for its effect.
+    assert!(
+        !button.accesskit_node().is_disabled(),
+        "'{label}' is disabled; notice: {:?}",
+        app.state().bar.notice
+    );
+    button.click();
+    app.run_steps(2);
+}
+
+/// The leader all nodes up agree on.
+pub fn agreed_leader(app: &App) -> Option<NodeId> {
+    let live = &app.state().model.live;
+    let leader = live.leader()?;
+    let agree = live
+        .nodes
+        .values()
+        .filter(|node| node.is_up())
+        .all(|node| node.term == leader.term && node.leader_id == Some(leader.id));
+    agree.then_some(leader.id)
+}
+
+/// Submits `text` through the top bar and waits for its acknowledgement.
+pub fn submit(app: &mut App, text: &str) {
+    let before = app.state().model.live.submits.len();
+    app.get_by_role(egui::accesskit::Role::TextInput).focus();
+    app.run_steps(1);
+    app.get_by_role(egui::accesskit::Role::TextInput)
+        .type_text(text);
+    app.run_steps(1);
+    click(app, "Submit");
+    let outcome = wait_for(app, "the submit's answer", |app| {
+        let submits = &app.state().model.live.submits;
+        (submits.len() > before).then(|| submits.back().map(|s| s.outcome.clone()))
+    });
+    assert!(
+        matches!(outcome, Some(Ok(_))),
+        "'{text}' was not acknowledged: {outcome:?}"
+    );
+}
+
+/// Every message text `base_url` serves from its own applied state.
+pub fn texts(base_url: &str) -> Option<Vec<String>> {
+    let url = format!("{base_url}/v1/messages?from=1&limit=1000&stale=true");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let page: MessagesPage = runtime.block_on(async {
+        reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    })?;
+    Some(page.entries.into_iter().map(|entry| entry.text).collect())
+}
+
+/// Selects `node` by clicking its name in the side panel.
+pub fn select(app: &mut App, node: NodeId) {
+    click(app, &format!("node {node}"));
+}
+
+/// Waits until the window (not only the model) shows a leader: the buttons that need one are
+/// enabled from then on.
+pub fn wait_for_shown_leader(app: &mut App) {
+    wait_for(app, "the window showing a leader", |app| {
+        app.state_mut().model.view().leader().map(|_| ())
+    });
+}
