@@ -31,6 +31,8 @@ pub struct FlotillaApp {
     pub waiting: Option<String>,
     /// Another cluster the user may watch instead (the running compose cluster).
     pub offer: Option<String>,
+    /// The space-time diagram's settings and cached layout.
+    pub diagram: ui::DiagramState,
     nodes: Vec<NodeId>,
     last_frame: Option<Instant>,
     // Field order matters: the senders drop before the backend thread is joined.
@@ -79,6 +81,7 @@ impl FlotillaApp {
             clock: Clock::System,
             waiting: None,
             offer: None,
+            diagram: ui::DiagramState::default(),
             nodes: nodes.to_vec(),
             last_frame: None,
             commands,
@@ -188,6 +191,22 @@ impl FlotillaApp {
                 ui.separator();
                 ui.heading("Events");
                 ui::events_ui(ui, timeline, until, &nodes, &mut self.filter);
+            });
+        egui::Panel::right("diagram")
+            .default_size(380.0)
+            .resizable(true)
+            .show(ui, |ui| {
+                ui.heading("Space-time");
+                intents.extend(ui::diagram_ui(
+                    ui,
+                    timeline,
+                    &nodes,
+                    view_now,
+                    mode,
+                    selected,
+                    &mut self.diagram,
+                    &[],
+                ));
             });
         let waiting = self.waiting.as_deref();
         egui::CentralPanel::default().show(ui, |ui| {

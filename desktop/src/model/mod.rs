@@ -5,6 +5,7 @@
 //! paused, replay). May not touch the UI, the backend or the app: they depend on it, never the other
 //! way round.
 
+pub mod checks;
 pub mod diagram;
 mod presenter;
 mod state;

@@ -6,6 +6,7 @@
 //! the backend: what the user asks of the cluster goes out as an intent the app translates.
 
 mod chart;
+mod diagram;
 mod events;
 mod graph;
 mod intent;
@@ -14,6 +15,7 @@ pub mod palette;
 mod panels;
 
 pub use chart::chart_ui;
+pub use diagram::{diagram_ui, window_at, DiagramState};
 pub use events::{events_ui, EventFilter};
 pub use graph::{graph_ui, is_animating};
 pub use intent::{ClusterIntent, Intent, Tempo};
