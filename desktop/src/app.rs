@@ -33,6 +33,8 @@ pub struct FlotillaApp {
     pub offer: Option<String>,
     /// The space-time diagram's settings and cached layout.
     pub diagram: ui::DiagramState,
+    /// The live safety checks over everything recorded.
+    pub checks: crate::model::checks::Checks,
     nodes: Vec<NodeId>,
     last_frame: Option<Instant>,
     // Field order matters: the senders drop before the backend thread is joined.
@@ -82,6 +84,7 @@ impl FlotillaApp {
             waiting: None,
             offer: None,
             diagram: ui::DiagramState::default(),
+            checks: crate::model::checks::Checks::new(),
             nodes: nodes.to_vec(),
             last_frame: None,
             commands,
@@ -111,6 +114,7 @@ impl FlotillaApp {
                 Ok(Update::Notice { text, error }) => self.bar.notice = Some((text, error)),
                 Ok(Update::Cluster(cluster)) => {
                     self.model = ClusterModel::new(&cluster.nodes);
+                    self.checks = crate::model::checks::Checks::new();
                     self.nodes = cluster.nodes;
                     self.controls_processes = cluster.controls_processes;
                     self.bar.description = cluster.description;
@@ -135,6 +139,7 @@ impl FlotillaApp {
             .map_or(0.0, |last| last.elapsed().as_secs_f64() * 1000.0);
         self.model.advance_replay(elapsed_ms);
         self.model.advance(wall_now);
+        self.checks.catch_up(&self.model.timeline);
         let mode = self.model.mode;
         let view_now = self.model.view_time_ms(wall_now);
         // The event list says no more than the picture shows.
@@ -196,7 +201,11 @@ impl FlotillaApp {
             .default_size(380.0)
             .resizable(true)
             .show(ui, |ui| {
+                ui.heading("Checks");
+                intents.extend(ui::checks_ui(ui, &self.checks.statuses()));
+                ui.separator();
                 ui.heading("Space-time");
+                let flagged = self.checks.flagged_positions();
                 intents.extend(ui::diagram_ui(
                     ui,
                     timeline,
@@ -205,7 +214,7 @@ impl FlotillaApp {
                     mode,
                     selected,
                     &mut self.diagram,
-                    &[],
+                    &flagged,
                 ));
             });
         let waiting = self.waiting.as_deref();

@@ -13,7 +13,7 @@
 //! | `status`    | `at_ms` (the desktop's clock), `status`: a `/v1/status` answer           |
 //! | `reachable` | `at_ms`, `node`, `reachable`: whether the node answered its status poll  |
 //! | `process`   | `at_ms`, `node`, `state` (`running`, `paused`, `dead`): a fault action on the process |
-//! | `submit`    | `invoked_ms`, `completed_ms`, `text`, and `index`+`term` when acknowledged or `error` |
+//! | `submit`    | `invoked_ms`, `completed_ms`, `text`, and `index`+`term` when acknowledged or `error`; `latency_ms` |
 //!
 //! Link faults, partitions and disk faults travel as the events the nodes emit for them
 //! (`partition_changed`, `link_fault_changed`, `disk_fault_changed`). Times are Unix milliseconds.
@@ -87,6 +87,9 @@ pub enum Line {
         term: Option<Term>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The latency as measured, finer than the two times' difference.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latency_ms: Option<f64>,
     },
 }
 

@@ -6,6 +6,7 @@
 //! the backend: what the user asks of the cluster goes out as an intent the app translates.
 
 mod chart;
+mod checks;
 mod diagram;
 mod events;
 mod graph;
@@ -15,6 +16,7 @@ pub mod palette;
 mod panels;
 
 pub use chart::chart_ui;
+pub use checks::{checks_ui, SHOW_VIOLATION};
 pub use diagram::{diagram_ui, window_at, DiagramState};
 pub use events::{events_ui, EventFilter};
 pub use graph::{graph_ui, is_animating};
