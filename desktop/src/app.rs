@@ -9,6 +9,9 @@ use flotilla_shared::NodeId;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod recordings;
+pub use recordings::Viewing;
+
 /// Where "now" comes from: the wall clock, or a fixed time for tests and benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Clock {
@@ -35,6 +38,10 @@ pub struct FlotillaApp {
     pub diagram: ui::DiagramState,
     /// The live safety checks over everything recorded.
     pub checks: crate::model::checks::Checks,
+    pub recording_dialog: ui::RecordingDialog,
+    /// The recording shown instead of the live cluster.
+    pub viewing: Option<Viewing>,
+    file_jobs: Vec<mpsc::Receiver<recordings::FileDone>>,
     nodes: Vec<NodeId>,
     last_frame: Option<Instant>,
     // Field order matters: the senders drop before the backend thread is joined.
@@ -85,6 +92,12 @@ impl FlotillaApp {
             offer: None,
             diagram: ui::DiagramState::default(),
             checks: crate::model::checks::Checks::new(),
+            recording_dialog: ui::RecordingDialog {
+                folder: crate::backend::local::default_data_root().join("recordings"),
+                ..Default::default()
+            },
+            viewing: None,
+            file_jobs: Vec::new(),
             nodes: nodes.to_vec(),
             last_frame: None,
             commands,
@@ -110,9 +123,16 @@ impl FlotillaApp {
             // Another cluster (containers that appeared, or the user switched) starts the
             // recording over: what was recorded belongs to the one left.
             match updates.try_recv() {
-                Ok(Update::Record(record)) => self.model.record(record),
+                Ok(Update::Record(record)) => {
+                    // A recording shown: the live cluster set aside goes on being recorded.
+                    match self.viewing.as_mut().and_then(Viewing::live_model) {
+                        Some(live) => live.record(record),
+                        None => self.model.record(record),
+                    }
+                }
                 Ok(Update::Notice { text, error }) => self.bar.notice = Some((text, error)),
                 Ok(Update::Cluster(cluster)) => {
+                    self.viewing = None;
                     self.model = ClusterModel::new(&cluster.nodes);
                     self.checks = crate::model::checks::Checks::new();
                     self.nodes = cluster.nodes;
@@ -140,6 +160,7 @@ impl FlotillaApp {
         self.model.advance_replay(elapsed_ms);
         self.model.advance(wall_now);
         self.checks.catch_up(&self.model.timeline);
+        let files_pending = self.poll_file_jobs();
         let mode = self.model.mode;
         let view_now = self.model.view_time_ms(wall_now);
         // The event list says no more than the picture shows.
@@ -201,6 +222,13 @@ impl FlotillaApp {
             .default_size(380.0)
             .resizable(true)
             .show(ui, |ui| {
+                let viewing = self.viewing.as_ref().map(|v| v.name.clone());
+                intents.extend(ui::recording_menu_ui(
+                    ui,
+                    &mut self.recording_dialog,
+                    viewing.as_deref(),
+                    wall_now,
+                ));
                 ui.heading("Checks");
                 intents.extend(ui::checks_ui(ui, &self.checks.statuses()));
                 ui.separator();
@@ -253,11 +281,23 @@ impl FlotillaApp {
                 }
             });
         }
+        // A recording dropped on the window opens.
+        let dropped = ui.ctx().input(|input| {
+            input
+                .raw
+                .dropped_files
+                .iter()
+                .map(|file| file.path().to_path_buf())
+                .find(|path| !path.as_os_str().is_empty())
+        });
+        if let Some(path) = dropped {
+            intents.push(Intent::Recording(ui::RecordingIntent::Open(path)));
+        }
         let animating = ui::is_animating(self.model.view(), view_now);
         for intent in intents {
             self.apply(intent);
         }
-        if animating || matches!(self.model.mode, ViewMode::Replay { .. }) {
+        if animating || files_pending || matches!(self.model.mode, ViewMode::Replay { .. }) {
             ui.ctx().request_repaint_after(Duration::from_millis(16));
         } else if let Some(next_ms) = self.model.next_change_ms() {
             // Records still on their way into the live view: wake when the next is due.
@@ -269,6 +309,12 @@ impl FlotillaApp {
 
     fn apply(&mut self, intent: Intent) {
         match intent {
+            Intent::Cluster(_) if self.viewing.is_some() => {
+                self.bar.notice = Some((
+                    "a recording is shown: go back to the live cluster to act on it".into(),
+                    true,
+                ));
+            }
             Intent::Cluster(intent) => {
                 if self.commands.send(backend_command(intent)).is_err() {
                     self.bar.notice = Some(("the backend has stopped".into(), true));
@@ -280,6 +326,7 @@ impl FlotillaApp {
             Intent::Step(delta) => self.model.step(delta),
             Intent::Scrub(position) => self.model.mode = ViewMode::Paused { position },
             Intent::Replay { speed } => self.model.replay(speed),
+            Intent::Recording(intent) => self.apply_recording(intent),
         }
     }
 }

@@ -157,8 +157,7 @@ pub fn save<'a>(
     let file = out.finish()?.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     drop(file);
-    std::fs::rename(&partial, path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(count)
 }
 
@@ -304,7 +303,11 @@ mod tests {
             seq[node as usize] += 1;
             let kind = match step % 11 {
                 0 => EventKind::RoleChanged {
-                    role: if node == 1 { Role::Leader } else { Role::Follower },
+                    role: if node == 1 {
+                        Role::Leader
+                    } else {
+                        Role::Follower
+                    },
                     term: Term(step / 500 + 1),
                     leader_id: Some(NodeId(1)),
                 },
@@ -467,7 +470,12 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|op| format!("{} {} {} {}", op["process"], op["type"], op["value"], op["time"]))
+            .map(|op| {
+                format!(
+                    "{} {} {} {}",
+                    op["process"], op["type"], op["value"], op["time"]
+                )
+            })
             .collect();
         assert_eq!(
             summary,

@@ -111,9 +111,13 @@ mod tests {
             },
         };
         let text = serde_json::to_string(&line).unwrap();
-        assert!(text.starts_with(r#"{"line":"event","event":{"node":2"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"line":"event","event":{"node":2"#),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<Line>(&text).unwrap(), line);
-        let submit = r#"{"line":"submit","invoked_ms":5,"completed_ms":9,"text":"hi","error":"no leader"}"#;
+        let submit =
+            r#"{"line":"submit","invoked_ms":5,"completed_ms":9,"text":"hi","error":"no leader"}"#;
         match serde_json::from_str::<Line>(submit).unwrap() {
             Line::Submit { index, error, .. } => {
                 assert_eq!(index, None);

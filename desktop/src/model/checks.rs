@@ -235,7 +235,10 @@ impl Checks {
             } => match self.leaders.get(&term.0).copied() {
                 Some((other, first)) if other != node => self.fail(
                     CheckId::SingleLeader,
-                    format!("term {}: node {other} and node {node} both became leader", term.0),
+                    format!(
+                        "term {}: node {other} and node {node} both became leader",
+                        term.0
+                    ),
                     vec![first, position],
                 ),
                 Some(_) => {}
@@ -262,8 +265,7 @@ impl Checks {
                 }
                 log.entries.truncate(first as usize - 1);
                 log.entries.resize(first as usize - 1, (0, position));
-                log.entries
-                    .extend((first..=last).map(|_| (term, position)));
+                log.entries.extend((first..=last).map(|_| (term, position)));
                 if let Some((index, old, told)) = overwritten {
                     self.fail(
                         CheckId::CommittedPrefixes,
@@ -291,7 +293,8 @@ impl Checks {
                 let index = index.0 as usize;
                 if index > 0 {
                     // Earlier entries now live in the snapshot; their terms are not told.
-                    log.entries.resize(index.max(log.entries.len()), (0, position));
+                    log.entries
+                        .resize(index.max(log.entries.len()), (0, position));
                     log.entries.truncate(index);
                     log.entries[index - 1] = (term.0, position);
                 }
@@ -384,7 +387,8 @@ impl Checks {
 
     /// Runs the linearizability search again when the history grew.
     fn check_history(&mut self) {
-        if self.history.len() == self.history_checked || self.violations.contains_key(&CheckId::Linearizable)
+        if self.history.len() == self.history_checked
+            || self.violations.contains_key(&CheckId::Linearizable)
         {
             return;
         }
@@ -474,7 +478,9 @@ pub enum Verdict {
     Linearizable,
     /// No order works; `stuck` are the operations (indexes into the history) that could go next at
     /// the deepest point the search reached, none of which fits.
-    NotLinearizable { stuck: Vec<usize> },
+    NotLinearizable {
+        stuck: Vec<usize>,
+    },
     Undecided,
 }
 

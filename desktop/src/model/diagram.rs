@@ -91,7 +91,7 @@ impl Arrow {
         } else {
             self.received_as.clone()
         };
-        let mut text = format!("{what}: node {} → node {}", self.from, self.to);
+        let mut text = format!("{what}: node {} -> node {}", self.from, self.to);
         if self.msg != 0 {
             text.push_str(&format!(" (msg {})", self.msg));
         }
@@ -226,7 +226,11 @@ pub fn layout<'a>(
         if let Some((end, _)) = &mut arrow.dropped {
             shift(from, end);
         }
-        let ends = [arrow.sent, arrow.received, arrow.dropped.as_ref().map(|d| d.0)];
+        let ends = [
+            arrow.sent,
+            arrow.received,
+            arrow.dropped.as_ref().map(|d| d.0),
+        ];
         let seen = ends.iter().flatten().any(|end| window.holds(end.at_ms))
             || (arrow.sent.is_some_and(|s| s.at_ms < window.from_ms)
                 && arrow.received.is_some_and(|r| r.at_ms > window.to_ms));
@@ -370,9 +374,10 @@ fn place_event(
             push_arrow(arrows, by_key, arrow);
             return;
         }
-        EventKind::RoleChanged { role, term, .. } => {
-            mark(MarkKind::Role(*role), format!("{} t{}", role.as_str(), term.0))
-        }
+        EventKind::RoleChanged { role, term, .. } => mark(
+            MarkKind::Role(*role),
+            format!("{} t{}", role.as_str(), term.0),
+        ),
         EventKind::ElectionTimeout { term } => {
             mark(MarkKind::ElectionTimeout, format!("timeout t{}", term.0))
         }
@@ -383,10 +388,9 @@ fn place_event(
         EventKind::CommitAdvanced { commit_index } => {
             mark(MarkKind::Commit, format!("commit {}", commit_index.0))
         }
-        EventKind::LogTruncated { index } => mark(
-            MarkKind::Truncated,
-            format!("log cut after {}", index.0),
-        ),
+        EventKind::LogTruncated { index } => {
+            mark(MarkKind::Truncated, format!("log cut after {}", index.0))
+        }
         EventKind::SnapshotTaken { index, bytes, .. } => mark(
             MarkKind::Snapshot,
             format!("snapshot at {} ({bytes} B)", index.0),
@@ -659,14 +663,20 @@ mod tests {
         let to_2 = &layout.arrows[0];
         assert_eq!((to_2.from, to_2.to, to_2.msg), (NodeId(1), NodeId(2), 7));
         assert_eq!(to_2.sent.map(|e| (e.at_ms, e.position)), Some((1_000, 0)));
-        assert_eq!(to_2.received.map(|e| (e.at_ms, e.position)), Some((1_003, 1)));
+        assert_eq!(
+            to_2.received.map(|e| (e.at_ms, e.position)),
+            Some((1_003, 1))
+        );
         assert_eq!(to_2.kind, FlightKind::Append { entries: 1 });
         let to_3 = &layout.arrows[1];
         assert_eq!(to_3.sent.map(|e| e.at_ms), Some(1_001));
         assert_eq!(to_3.received.map(|e| e.at_ms), Some(1_004));
         assert_eq!(to_3.kind, FlightKind::Append { entries: 1 });
         assert!(to_3.describe().contains("took 3 ms"), "{}", to_3.describe());
-        assert_eq!(layout.offsets.values().copied().collect::<Vec<_>>(), [0, 0, 0]);
+        assert_eq!(
+            layout.offsets.values().copied().collect::<Vec<_>>(),
+            [0, 0, 0]
+        );
     }
 
     #[test]

@@ -5,6 +5,11 @@ use super::{palette, Intent};
 use crate::model::checks::CheckStatus;
 use egui::RichText;
 
+/// What each check's line starts with.
+pub const HOLDS: &str = "holds";
+pub const BROKEN: &str = "BROKEN";
+pub const UNDECIDED: &str = "undecided";
+
 /// The button that jumps to a violation.
 pub const SHOW_VIOLATION: &str = "Show";
 
@@ -13,9 +18,9 @@ pub fn checks_ui(ui: &mut egui::Ui, statuses: &[CheckStatus]) -> Vec<Intent> {
     for status in statuses {
         ui.horizontal_wrapped(|ui| {
             let (mark, color) = match (&status.violation, status.undecided) {
-                (Some(_), _) => ("✖", palette::BAD),
-                (None, true) => ("?", palette::TIMER),
-                (None, false) => ("✔", palette::GOOD),
+                (Some(_), _) => (BROKEN, palette::BAD),
+                (None, true) => (UNDECIDED, palette::TIMER),
+                (None, false) => (HOLDS, palette::GOOD),
             };
             ui.label(RichText::new(mark).color(color).strong());
             ui.label(RichText::new(status.check.title()).color(color));
@@ -29,8 +34,16 @@ pub fn checks_ui(ui: &mut egui::Ui, statuses: &[CheckStatus]) -> Vec<Intent> {
         if let Some(violation) = &status.violation {
             ui.horizontal_wrapped(|ui| {
                 ui.add_space(16.0);
-                ui.label(RichText::new(&violation.text).size(11.0).color(palette::BAD));
-                let records: Vec<String> = violation.positions.iter().map(|p| format!("#{p}")).collect();
+                ui.label(
+                    RichText::new(&violation.text)
+                        .size(11.0)
+                        .color(palette::BAD),
+                );
+                let records: Vec<String> = violation
+                    .positions
+                    .iter()
+                    .map(|p| format!("#{p}"))
+                    .collect();
                 if let Some(first) = violation.positions.first() {
                     if ui
                         .small_button(SHOW_VIOLATION)

@@ -12,6 +12,8 @@ use flotilla_shared::NodeId;
 /// The spans the user can choose, in milliseconds.
 pub const SPANS_MS: [u64; 6] = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000];
 const HEADER: f32 = 20.0;
+/// The diagram's name for assistive technology (and UI tests).
+pub const DIAGRAM_LABEL: &str = "space-time diagram";
 const HIT_PX: f32 = 6.0;
 
 /// What the diagram keeps across frames.
@@ -108,6 +110,7 @@ pub fn diagram_ui(
     let layout = state.layout(timeline, nodes, window);
     let size = ui.available_size().max(vec2(160.0, 200.0));
     let (rect, response) = ui.allocate_exact_size(size, Sense::click());
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, DIAGRAM_LABEL));
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 6.0, palette::BACKGROUND);
     let plot = Rect::from_min_max(pos2(rect.left() + 4.0, rect.top() + HEADER), rect.max);
@@ -117,8 +120,12 @@ pub fn diagram_ui(
         plot.left() + plot.width() * (slot as f32 + 0.5) / lanes.len().max(1) as f32
     };
     let span = (window.to_ms - window.from_ms).max(1) as f32;
-    let y_of = |at_ms: u64| plot.top() + (at_ms.saturating_sub(window.from_ms)) as f32 / span * plot.height();
-    let time_at = |y: f32| window.from_ms + (((y - plot.top()) / plot.height()).clamp(0.0, 1.0) * span) as u64;
+    let y_of = |at_ms: u64| {
+        plot.top() + (at_ms.saturating_sub(window.from_ms)) as f32 / span * plot.height()
+    };
+    let time_at = |y: f32| {
+        window.from_ms + (((y - plot.top()) / plot.height()).clamp(0.0, 1.0) * span) as u64
+    };
 
     // Lanes and their names.
     for node in lanes {
@@ -133,7 +140,11 @@ pub fn diagram_ui(
             Align2::CENTER_TOP,
             format!("node {node}"),
             FontId::proportional(12.0),
-            if chosen { palette::TEXT } else { palette::DIM_TEXT },
+            if chosen {
+                palette::TEXT
+            } else {
+                palette::DIM_TEXT
+            },
         );
     }
     // A tick every second (or every 10 s on long spans), labelled at the left.
@@ -206,7 +217,11 @@ pub fn diagram_ui(
             );
         }
         if near {
-            hovered = Some((0.0, format!("node {}: {}", mark.node, mark.label), mark.position));
+            hovered = Some((
+                0.0,
+                format!("node {}: {}", mark.node, mark.label),
+                mark.position,
+            ));
             clicked_mark = Some((mark.node, mark.position));
         }
     }

@@ -19,6 +19,18 @@ pub enum Intent {
     Replay {
         speed: f64,
     },
+    /// Save, open or export a recording, or leave the one shown.
+    Recording(RecordingIntent),
+}
+
+/// What the user asks of recordings (files).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RecordingIntent {
+    Save(std::path::PathBuf),
+    /// Show a recording instead of the live cluster (which goes on being recorded meanwhile).
+    Open(std::path::PathBuf),
+    ExportHistory(std::path::PathBuf),
+    BackToCluster,
 }
 
 /// Something the user wants done to the cluster.

@@ -127,7 +127,11 @@ fn two_leaders_in_one_term_break_the_first_check_naming_both() {
     assert_eq!(only_violation(&checks), Some(CheckId::SingleLeader));
     let violation = checks.violation(CheckId::SingleLeader).unwrap();
     assert_eq!(violation.positions, vec![0, records.len() as u64 - 1]);
-    assert!(violation.text.contains("node 1 and node 3"), "{}", violation.text);
+    assert!(
+        violation.text.contains("node 1 and node 3"),
+        "{}",
+        violation.text
+    );
     // A leader in a later term is no violation.
     let mut later = healthy();
     later.push(leader(3, 13, 3));
@@ -171,7 +175,10 @@ fn commit_moving_back_without_a_restart_breaks_monotonicity_and_a_restart_excuse
     let checks = run(&records);
     assert_eq!(only_violation(&checks), Some(CheckId::CommitMonotonic));
     assert_eq!(
-        checks.violation(CheckId::CommitMonotonic).unwrap().positions,
+        checks
+            .violation(CheckId::CommitMonotonic)
+            .unwrap()
+            .positions,
         vec![0, 1]
     );
     let killed = vec![
@@ -221,7 +228,11 @@ fn submits_whose_indexes_contradict_their_real_time_order_are_not_linearizable()
     let checks = run(&records);
     assert_eq!(only_violation(&checks), Some(CheckId::Linearizable));
     let violation = checks.violation(CheckId::Linearizable).unwrap();
-    assert!(violation.text.contains("\"second\" at index 5"), "{}", violation.text);
+    assert!(
+        violation.text.contains("\"second\" at index 5"),
+        "{}",
+        violation.text
+    );
     assert_eq!(violation.positions, vec![1]);
     // Overlapping in time, either order is possible.
     let overlapping = vec![
@@ -275,7 +286,10 @@ fn the_search_finds_an_order_among_concurrent_operations_or_proves_there_is_none
         op(5, 12, Read(1)),
         op(20, 30, Read(2)),
     ];
-    assert_eq!(linearizable::<Register>(&fits, 1_000), Verdict::Linearizable);
+    assert_eq!(
+        linearizable::<Register>(&fits, 1_000),
+        Verdict::Linearizable
+    );
     // After both writes completed, reads see 1 then 2 then 1: no order fits.
     let broken = vec![
         op(0, 10, Write(1)),
