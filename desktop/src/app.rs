@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod recordings;
+mod scenarios;
 pub use recordings::Viewing;
 
 /// Where "now" comes from: the wall clock, or a fixed time for tests and benchmarks.
@@ -42,6 +43,8 @@ pub struct FlotillaApp {
     /// The recording shown instead of the live cluster.
     pub viewing: Option<Viewing>,
     file_jobs: Vec<mpsc::Receiver<recordings::FileDone>>,
+    /// The guided scenario under way (or just ended, until closed).
+    pub scenario: Option<crate::model::scenario::Run>,
     nodes: Vec<NodeId>,
     last_frame: Option<Instant>,
     // Field order matters: the senders drop before the backend thread is joined.
@@ -98,6 +101,7 @@ impl FlotillaApp {
             },
             viewing: None,
             file_jobs: Vec::new(),
+            scenario: None,
             nodes: nodes.to_vec(),
             last_frame: None,
             commands,
@@ -229,6 +233,14 @@ impl FlotillaApp {
                     viewing.as_deref(),
                     wall_now,
                 ));
+                intents.extend(ui::scenarios_ui(
+                    ui,
+                    self.scenario.as_ref(),
+                    self.viewing.is_none(),
+                ));
+                if let Some(run) = &self.scenario {
+                    intents.extend(ui::scenario_run_ui(ui, run));
+                }
                 ui.heading("Checks");
                 intents.extend(ui::checks_ui(ui, &self.checks.statuses()));
                 ui.separator();
@@ -293,9 +305,13 @@ impl FlotillaApp {
         if let Some(path) = dropped {
             intents.push(Intent::Recording(ui::RecordingIntent::Open(path)));
         }
+        intents.extend(self.tick_scenario(wall_now));
         let animating = ui::is_animating(self.model.view(), view_now);
         for intent in intents {
             self.apply(intent);
+        }
+        if self.scenario_running() {
+            ui.ctx().request_repaint_after(Duration::from_millis(100));
         }
         if animating || files_pending || matches!(self.model.mode, ViewMode::Replay { .. }) {
             ui.ctx().request_repaint_after(Duration::from_millis(16));
@@ -327,6 +343,7 @@ impl FlotillaApp {
             Intent::Scrub(position) => self.model.mode = ViewMode::Paused { position },
             Intent::Replay { speed } => self.model.replay(speed),
             Intent::Recording(intent) => self.apply_recording(intent),
+            Intent::Scenario(intent) => self.apply_scenario(intent, self.now_ms()),
         }
     }
 }

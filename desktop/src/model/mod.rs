@@ -8,6 +8,7 @@
 pub mod checks;
 pub mod diagram;
 mod presenter;
+pub mod scenario;
 mod state;
 mod timeline;
 

@@ -21,6 +21,19 @@ pub enum Intent {
     },
     /// Save, open or export a recording, or leave the one shown.
     Recording(RecordingIntent),
+    /// Start, pause, step or stop a guided scenario.
+    Scenario(ScenarioIntent),
+}
+
+/// What the user asks of a guided scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScenarioIntent {
+    /// Start the scenario of this name.
+    Start(&'static str),
+    Pause,
+    Resume,
+    Step,
+    Stop,
 }
 
 /// What the user asks of recordings (files).

@@ -15,16 +15,18 @@ mod logs;
 pub mod palette;
 mod panels;
 mod recording;
+mod scenarios;
 
 pub use chart::chart_ui;
 pub use checks::{checks_ui, BROKEN, HOLDS, SHOW_VIOLATION, UNDECIDED};
 pub use diagram::{diagram_ui, window_at, DiagramState, DIAGRAM_LABEL};
 pub use events::{events_ui, EventFilter};
 pub use graph::{graph_ui, is_animating};
-pub use intent::{ClusterIntent, Intent, RecordingIntent, Tempo};
+pub use intent::{ClusterIntent, Intent, RecordingIntent, ScenarioIntent, Tempo};
 pub use logs::logs_ui;
 pub use panels::{node_actions_ui, timeline_ui, top_bar_ui, TopBarState};
 pub use recording::{default_name, recording_menu_ui, FileAction, RecordingDialog};
+pub use scenarios::{scenario_run_ui, scenarios_ui};
 
 /// `HH:MM:SS.mmm` (UTC) of a Unix time in milliseconds.
 pub fn clock_text(at_ms: u64) -> String {
