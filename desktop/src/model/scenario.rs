@@ -210,7 +210,12 @@ pub struct Run {
     step_started_ms: u64,
     old_leader: Option<(NodeId, Term)>,
     followers: Vec<NodeId>,
+    /// The leader every node follows, and since when: a leader counts once it has lasted.
+    steady_since: Option<(NodeId, Term, u64)>,
 }
+
+/// How long a leader must last at least before a scenario acts on it.
+pub const STEADY_MS: u64 = 600;
 
 /// How long a wait may take before the scenario gives up and says which step did not happen.
 pub const STEP_TIMEOUT_MS: u64 = 60_000;
@@ -225,6 +230,7 @@ impl Run {
             step_started_ms: now_ms,
             old_leader: None,
             followers: Vec::new(),
+            steady_since: None,
         }
     }
 
@@ -347,7 +353,22 @@ impl Run {
                             && node.term == leader.term
                             && node.leader_id == Some(leader.id))
                 });
-                if followed {
+                if !followed {
+                    self.steady_since = None;
+                    return false;
+                }
+                // A fresh cluster may hold two elections in a row; news of the second can trail the
+                // first. A leader counts once it has led for a few heartbeats (and status polls).
+                let since = match self.steady_since {
+                    Some((id, term, since)) if id == leader.id && term == leader.term => since,
+                    _ => {
+                        self.steady_since = Some((leader.id, leader.term, now_ms));
+                        now_ms
+                    }
+                };
+                let steady =
+                    now_ms.saturating_sub(since) >= (leader.heartbeat_ms * 3).max(STEADY_MS);
+                if steady {
                     self.old_leader = Some((leader.id, leader.term));
                     self.followers = state
                         .nodes
@@ -356,7 +377,7 @@ impl Run {
                         .filter(|id| *id != leader.id)
                         .collect();
                 }
-                followed
+                steady
             }
             Until::NewLeader => new_leader.is_some(),
             Until::OldLeaderIsolated => {
@@ -440,7 +461,11 @@ mod tests {
         assert!(run.tick(&state, 10).is_empty(), "no leader yet");
         assert_eq!(run.step, 0);
         elected(&mut state, 2, 3);
-        let actions = run.tick(&state, 20);
+        assert!(
+            run.tick(&state, 20).is_empty(),
+            "a leader counts once it lasted"
+        );
+        let actions = run.tick(&state, 20 + STEADY_MS);
         assert_eq!(
             actions,
             [
@@ -451,7 +476,7 @@ mod tests {
         );
         assert!(run.caption().contains("4/8"), "{}", run.caption());
         // The timers' wait, then the resume together.
-        assert!(run.tick(&state, 100).is_empty());
+        assert!(run.tick(&state, 700).is_empty());
         let actions = run.tick(&state, 10_000);
         assert_eq!(
             actions,
@@ -483,6 +508,8 @@ mod tests {
         assert!(run.tick(&state, 10).is_empty());
         run.step_once(20);
         assert!(run.tick(&state, 30).is_empty(), "step 1 waits for a leader");
+        assert_eq!(run.step, 0);
+        assert!(run.tick(&state, 30 + STEADY_MS).is_empty());
         assert_eq!(run.step, 1);
         assert_eq!(run.state, RunState::Paused);
         run.step_once(40);
