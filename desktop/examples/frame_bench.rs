@@ -1,6 +1,7 @@
 //! Frame cost with a busy 5-node cluster: synthetic but realistic events (a leader replicating to
-//! four followers, heartbeats, acks, durability, commits, timer resets) at 1,000 events/s go
-//! through the model and the real UI (kittest harness, no GPU). Prints frame time p50/p99 and memory.
+//! four followers, heartbeats, acks, durability, commits, timer resets, and each message's arrival as
+//! `message_received`) at 2,000 events/s go through the model and the real UI (kittest harness, no
+//! GPU), the space-time diagram and the live checks included. Prints frame time p50/p99 and memory.
 //! Then it feeds an hour of the same stream as fast as it can, to show the memory stays bounded.
 //!
 //! `CARGO_TARGET_DIR=... cargo run --release -p flotilla --example frame_bench [warmup_s] [frames] [soak_s]`
@@ -12,7 +13,7 @@ use flotilla_shared::{LogIndex, NodeId, Term};
 use std::time::Instant;
 
 const NODES: u64 = 5;
-const EVENTS_PER_SECOND: u64 = 1_000;
+const EVENTS_PER_SECOND: u64 = 2_000;
 const FRAMES_PER_SECOND: u64 = 60;
 
 /// Produces the event stream of a steady cluster: node 1 leads term 3.
@@ -54,7 +55,7 @@ impl Cluster {
     }
 
     /// One replication round: a new entry to every follower, its acks, durability and commit
-    /// (4 sends + 4×3 follower events + 4 acks + 3 leader events = 23 events).
+    /// (4 sends + 4×4 follower events + 4×2 acks + 3 leader events = 31 events).
     fn round(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
         let index = self.last_index + 1;
@@ -68,11 +69,12 @@ impl Cluster {
                 term,
             },
         ));
+        let first_msg = self.seq[1] + 1;
         for follower in 2..=NODES {
             events.push(self.event(
                 1,
                 EventKind::AppendSent {
-                    msg: 0,
+                    msg: first_msg + follower,
                     to: NodeId(follower),
                     term,
                     prev_log_index: LogIndex(index - 1),
@@ -82,6 +84,14 @@ impl Cluster {
             ));
         }
         for follower in 2..=NODES {
+            events.push(self.event(
+                follower,
+                EventKind::MessageReceived {
+                    from: NodeId(1),
+                    msg: first_msg + follower,
+                    message: "append_entries".into(),
+                },
+            ));
             events.push(self.event(
                 follower,
                 EventKind::ElectionTimerReset {
@@ -113,8 +123,16 @@ impl Cluster {
         for follower in 2..=NODES {
             events.push(self.event(
                 1,
+                EventKind::MessageReceived {
+                    from: NodeId(follower),
+                    msg: self.seq[follower as usize] + 1,
+                    message: "append_entries_response".into(),
+                },
+            ));
+            events.push(self.event(
+                1,
                 EventKind::AppendAcked {
-                    msg: 0,
+                    msg: self.seq[follower as usize] + 1,
                     from: NodeId(follower),
                     term,
                     match_index: LogIndex(index),
@@ -183,7 +201,7 @@ fn main() {
         app.model.apply_event(event);
     }
     let rss_start = rss_kib();
-    // Fill the recording as an app left running would: `warmup_seconds` at 1,000 events/s.
+    // Fill the recording as an app left running would: `warmup_seconds` at the bench's rate.
     let mut pending = Vec::new();
     let mut fed = 0u64;
     let per_ms = EVENTS_PER_SECOND as f64 / 1000.0;
@@ -197,7 +215,7 @@ fn main() {
                 *pending = cluster.round();
                 pending.reverse();
             }
-            // Spread the round's events over time so the rate is 1,000/s.
+            // Spread the round's events over time so the rate is the bench's.
             if let Some(event) = pending.pop() {
                 app.model.apply_event(event);
                 *fed += 1;

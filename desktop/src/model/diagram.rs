@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub const MAX_ARROWS: usize = 4_000;
 pub const MAX_MARKS: usize = 2_000;
 /// How far outside the window records are read to find a message's other end.
-pub const MARGIN_MS: u64 = 2_000;
+pub const MARGIN_MS: u64 = 1_000;
 
 /// The stretch of time shown, on the cluster's clock (after offsets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -831,7 +831,7 @@ mod tests {
             to_ms: 6_000,
         };
         let positions: Vec<u64> = window_records(&timeline, window).map(|(p, _)| p).collect();
-        assert_eq!(positions.first(), Some(&30));
-        assert_eq!(positions.last(), Some(&80));
+        assert_eq!(positions.first(), Some(&40));
+        assert_eq!(positions.last(), Some(&70));
     }
 }
