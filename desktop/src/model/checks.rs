@@ -191,11 +191,11 @@ impl Checks {
 
     fn covered(&self, check: CheckId) -> String {
         match check {
-            CheckId::SingleLeader => format!("{} terms with a leader", self.leaders.len()),
-            CheckId::CommittedPrefixes => format!("{} committed entries", self.committed.len()),
-            CheckId::CommitMonotonic => format!("{} nodes", self.logs.len()),
-            CheckId::AckedKept => format!("{} acknowledged submits", self.acks.len()),
-            CheckId::Linearizable => format!("{} submits", self.history.len()),
+            CheckId::SingleLeader => format!("terms with a leader: {}", self.leaders.len()),
+            CheckId::CommittedPrefixes => format!("committed entries: {}", self.committed.len()),
+            CheckId::CommitMonotonic => format!("nodes: {}", self.logs.len()),
+            CheckId::AckedKept => format!("acknowledged submits: {}", self.acks.len()),
+            CheckId::Linearizable => format!("submits: {}", self.history.len()),
         }
     }
 

@@ -208,9 +208,15 @@ pub fn diagram_ui(
         ));
         let near = pointer.is_some_and(|p| p.distance(center) < HIT_PX + 2.0);
         if label_all || near || !matches!(mark.kind, MarkKind::Commit) {
+            // The last lane's labels go to its left, inside the panel.
+            let (offset, align) = if lanes.last() == Some(&mark.node) && lanes.len() > 1 {
+                (vec2(-7.0, 0.0), Align2::RIGHT_CENTER)
+            } else {
+                (vec2(7.0, 0.0), Align2::LEFT_CENTER)
+            };
             painter.text(
-                center + vec2(7.0, 0.0),
-                Align2::LEFT_CENTER,
+                center + offset,
+                align,
                 &mark.label,
                 FontId::proportional(10.0),
                 color,

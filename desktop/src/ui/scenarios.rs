@@ -40,10 +40,8 @@ pub fn scenario_run_ui(ui: &mut egui::Ui, run: &Run) -> Vec<Intent> {
     ui.label(RichText::new(run.caption()).color(color));
     ui.horizontal(|ui| {
         match run.state {
-            RunState::Running => {
-                if ui.button("Pause scenario").clicked() {
-                    intents.push(Intent::Scenario(ScenarioIntent::Pause));
-                }
+            RunState::Running if ui.button("Pause scenario").clicked() => {
+                intents.push(Intent::Scenario(ScenarioIntent::Pause));
             }
             RunState::Paused => {
                 if ui.button("Resume scenario").clicked() {

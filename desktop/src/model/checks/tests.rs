@@ -75,7 +75,7 @@ fn run(records: &[Record]) -> Checks {
     for record in records {
         timeline.push(record.clone());
         // Fed as the window does: a few records at a time.
-        if timeline.len() % 3 == 0 {
+        if timeline.len().is_multiple_of(3) {
             checks.catch_up(&timeline);
         }
     }
@@ -115,8 +115,8 @@ fn a_healthy_stream_passes_every_check() {
     assert_eq!(only_violation(&checks), None);
     let statuses = checks.statuses();
     assert_eq!(statuses.len(), 5);
-    assert_eq!(statuses[1].covered, "3 committed entries");
-    assert_eq!(statuses[4].covered, "2 submits");
+    assert_eq!(statuses[1].covered, "committed entries: 3");
+    assert_eq!(statuses[4].covered, "submits: 2");
 }
 
 #[test]
