@@ -15,6 +15,8 @@ const HEADER: f32 = 20.0;
 /// The diagram's name for assistive technology (and UI tests).
 pub const DIAGRAM_LABEL: &str = "space-time diagram";
 const HIT_PX: f32 = 6.0;
+/// A mark label's line height.
+const LABEL_PX: f32 = 11.0;
 
 /// What the diagram keeps across frames.
 pub struct DiagramState {
@@ -189,6 +191,8 @@ pub fn diagram_ui(
     }
     let label_all = layout.marks.len() <= 40;
     let mut clicked_mark = None;
+    // Where each lane's last label went: labels at one moment stack instead of overprinting.
+    let mut last_label_y: std::collections::BTreeMap<NodeId, f32> = Default::default();
     for mark in &layout.marks {
         let center = pos2(lane_x(mark.node), y_of(mark.at_ms));
         let color = if highlight.contains(&mark.position) {
@@ -207,7 +211,14 @@ pub fn diagram_ui(
             Stroke::new(1.0, palette::BACKGROUND),
         ));
         let near = pointer.is_some_and(|p| p.distance(center) < HIT_PX + 2.0);
-        if label_all || near || !matches!(mark.kind, MarkKind::Commit) {
+        let label_y = match last_label_y.get(&mark.node) {
+            Some(last) if center.y - last < LABEL_PX => last + LABEL_PX,
+            _ => center.y,
+        };
+        // Too far from its mark to read as its label: the hover still tells it.
+        let fits = label_y - center.y <= 2.0 * LABEL_PX;
+        if fits && (label_all || near || !matches!(mark.kind, MarkKind::Commit)) {
+            last_label_y.insert(mark.node, label_y);
             // The last lane's labels go to its left, inside the panel.
             let (offset, align) = if lanes.last() == Some(&mark.node) && lanes.len() > 1 {
                 (vec2(-7.0, 0.0), Align2::RIGHT_CENTER)
@@ -215,7 +226,7 @@ pub fn diagram_ui(
                 (vec2(7.0, 0.0), Align2::LEFT_CENTER)
             };
             painter.text(
-                center + offset,
+                pos2(center.x, label_y) + offset,
                 align,
                 &mark.label,
                 FontId::proportional(10.0),
