@@ -225,3 +225,68 @@ fn the_client_history_exports_from_the_menu() {
     assert_eq!(types, ["invoke", "ok"]);
     assert_eq!(history[1]["value"], serde_json::json!(["hello", 1]));
 }
+
+/// Node 1 leads term 2, followed by nodes 2 and 3.
+fn steady_leader() -> Vec<Record> {
+    let mut records = Vec::new();
+    for node in 1..=3 {
+        records.push(ev(
+            node,
+            1,
+            1_000,
+            EventKind::RoleChanged {
+                role: if node == 1 {
+                    Role::Leader
+                } else {
+                    Role::Follower
+                },
+                term: Term(2),
+                leader_id: Some(NodeId(1)),
+            },
+        ));
+    }
+    records
+}
+
+fn commands_sent(commands: &mut UnboundedReceiver<Command>) -> Vec<Command> {
+    std::iter::from_fn(|| commands.try_recv().ok()).collect()
+}
+
+#[test]
+fn a_scenario_started_from_its_menu_sends_the_clicks_commands_and_pauses_and_steps() {
+    let (mut harness, mut commands) = harness(steady_leader());
+    harness.run_steps(2);
+    harness.get_by_label("Scenarios").click();
+    harness.run_steps(3);
+    harness.get_by_label("split vote").click();
+    harness.run_steps(2);
+    harness.get_by_label("Pause scenario").click();
+    harness.run_steps(2);
+    // Paused: however long the leader lasts, nothing goes out.
+    harness.state_mut().clock = Clock::Fixed(5_000);
+    harness.run_steps(3);
+    assert_eq!(commands_sent(&mut commands), []);
+    // One step: the wait for a leader ends; the next step waits for another click.
+    harness.get_by_label("Next step").click();
+    harness.run_steps(3);
+    assert_eq!(commands_sent(&mut commands), []);
+    harness.get_by_label("Next step").click();
+    harness.run_steps(3);
+    assert_eq!(
+        commands_sent(&mut commands),
+        [Command::Pause(NodeId(2)), Command::Pause(NodeId(3))]
+    );
+    assert!(harness
+        .state()
+        .scenario
+        .as_ref()
+        .unwrap()
+        .caption()
+        .contains("3/8: Kill the leader"));
+    harness.get_by_label("Resume scenario").click();
+    harness.run_steps(3);
+    assert_eq!(commands_sent(&mut commands), [Command::Kill(NodeId(1))]);
+    harness.get_by_label("Stop scenario").click();
+    harness.run_steps(2);
+    assert!(harness.state().scenario.is_none());
+}
