@@ -290,3 +290,30 @@ fn a_scenario_started_from_its_menu_sends_the_clicks_commands_and_pauses_and_ste
     harness.run_steps(2);
     assert!(harness.state().scenario.is_none());
 }
+
+#[test]
+fn opening_a_file_that_is_not_a_recording_fails_in_one_line_before_any_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("notes.txt");
+    std::fs::write(&plain, "not a recording").unwrap();
+    for (path, expected) in [
+        (plain.clone(), "is not a Flotilla recording"),
+        (dir.path().join("missing.ndjson.gz"), "cannot open"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .arg("--open")
+            .arg(&path)
+            // No display either way: the file is refused before a window is asked for.
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .output()
+            .expect("the app runs");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("flotilla: error:") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+}
