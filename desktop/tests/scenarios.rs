@@ -74,8 +74,37 @@ fn run_scenario(name: &str, first_port: u16) -> Harness<'static, FlotillaApp> {
     for status in harness.state().checks.statuses() {
         assert_eq!(status.violation, None, "{}", status.check.title());
     }
+    reopens_the_same(harness.state());
     drop(data);
     harness
+}
+
+/// The real run saved and reopened gives the same state at every 500th record, and the checks hold
+/// on the reopened recording too.
+fn reopens_the_same(app: &FlotillaApp) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("run.ndjson.gz");
+    let timeline = &app.model.timeline;
+    let nodes = app.model.live.nodes.keys().copied().collect::<Vec<_>>();
+    flotilla::recording::save_timeline(&path, &nodes, "a scenario", 0, timeline).expect("saved");
+    let opened = flotilla::recording::open(&path).expect("opened");
+    let mut reopened = flotilla::model::ClusterModel::new(&opened.header.nodes);
+    for record in opened.records {
+        reopened.record(record);
+    }
+    assert_eq!(reopened.timeline.len(), timeline.len());
+    let end = timeline.end();
+    for position in (timeline.start()..end).step_by(500).chain([end - 1]) {
+        assert!(
+            reopened.timeline.state_at(position) == timeline.state_at(position),
+            "state after record {position} differs once reopened"
+        );
+    }
+    let mut checks = flotilla::model::checks::Checks::new();
+    checks.catch_up(&reopened.timeline);
+    for status in checks.statuses() {
+        assert_eq!(status.violation, None, "{}", status.check.title());
+    }
 }
 
 #[test]
