@@ -252,6 +252,7 @@ impl FlotillaApp {
                     &nodes,
                     view_now,
                     mode,
+                    until,
                     selected,
                     &mut self.diagram,
                     &flagged,

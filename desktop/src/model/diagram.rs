@@ -152,14 +152,16 @@ pub struct Options {
     pub heartbeats: bool,
 }
 
-/// The records a window needs from the timeline: those within it and a margin either side.
+/// The records a window needs from the timeline: those within it and a margin either side, none
+/// after position `through`.
 pub fn window_records(
     timeline: &Timeline,
     window: Window,
+    through: u64,
 ) -> impl Iterator<Item = (u64, &Record)> + '_ {
     let first = timeline.position_at_time(window.from_ms.saturating_sub(MARGIN_MS));
     let last_ms = window.to_ms.saturating_add(MARGIN_MS);
-    (first..timeline.end())
+    (first..timeline.end().min(through.saturating_add(1)))
         .map_while(move |position| Some((position, timeline.get(position)?)))
         .take_while(move |(_, record)| record.at_ms() <= last_ms)
 }
@@ -830,8 +832,15 @@ mod tests {
             from_ms: 5_000,
             to_ms: 6_000,
         };
-        let positions: Vec<u64> = window_records(&timeline, window).map(|(p, _)| p).collect();
+        let positions: Vec<u64> = window_records(&timeline, window, u64::MAX)
+            .map(|(p, _)| p)
+            .collect();
         assert_eq!(positions.first(), Some(&40));
         assert_eq!(positions.last(), Some(&70));
+        // Nothing past what the rest of the window has drawn.
+        let drawn: Vec<u64> = window_records(&timeline, window, 55)
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(drawn.last(), Some(&55));
     }
 }

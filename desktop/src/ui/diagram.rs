@@ -58,17 +58,24 @@ pub fn window_at(now_ms: u64, span_ms: u64, mode: ViewMode) -> Window {
 }
 
 impl DiagramState {
-    /// The layout for `window`, computed again only when the window or the recording moved.
-    pub fn layout(&mut self, timeline: &Timeline, nodes: &[NodeId], window: Window) -> &Layout {
+    /// The layout for `window` (records up to position `through`), computed again only when the
+    /// window or the recording moved.
+    pub fn layout(
+        &mut self,
+        timeline: &Timeline,
+        nodes: &[NodeId],
+        window: Window,
+        through: u64,
+    ) -> &Layout {
         let key = CacheKey {
             window,
-            end: timeline.end(),
+            end: timeline.end().min(through.saturating_add(1)),
             start: timeline.start(),
             heartbeats: self.heartbeats,
         };
         if self.cache.as_ref().is_none_or(|(cached, _)| *cached != key) {
             let layout = diagram::layout(
-                diagram::window_records(timeline, window),
+                diagram::window_records(timeline, window, through),
                 nodes,
                 window,
                 Options {
@@ -81,8 +88,9 @@ impl DiagramState {
     }
 }
 
-/// Draws the diagram; returns what a click asked for. `highlight` holds record positions to draw in
-/// red (a failed check's events).
+/// Draws the diagram; returns what a click asked for. `shown` is the newest record the rest of the
+/// window has drawn: live, nothing after it is drawn here either. `highlight` holds record positions to
+/// draw in red (a failed check's events).
 #[allow(clippy::too_many_arguments)]
 pub fn diagram_ui(
     ui: &mut egui::Ui,
@@ -90,6 +98,7 @@ pub fn diagram_ui(
     nodes: &[NodeId],
     now_ms: u64,
     mode: ViewMode,
+    shown: u64,
     selected: Option<NodeId>,
     state: &mut DiagramState,
     highlight: &[u64],
@@ -109,7 +118,13 @@ pub fn diagram_ui(
     });
     let span_ms = state.span_ms;
     let window = window_at(now_ms, span_ms, mode);
-    let layout = state.layout(timeline, nodes, window);
+    // Paused or replaying, what follows the moment shown is worth seeing too.
+    let through = if mode == ViewMode::Live {
+        shown
+    } else {
+        u64::MAX
+    };
+    let layout = state.layout(timeline, nodes, window, through);
     let size = ui.available_size().max(vec2(160.0, 200.0));
     let (rect, response) = ui.allocate_exact_size(size, Sense::click());
     response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, DIAGRAM_LABEL));
