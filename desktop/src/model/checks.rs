@@ -20,7 +20,7 @@ use super::state::SubmitRecord;
 use super::timeline::{Record, Timeline};
 use flotilla_shared::event::{Event, EventKind, Role};
 use flotilla_shared::NodeId;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::Hash;
 
 /// The search's work budget (steps times operations, each step scans them): past it the verdict is
@@ -75,11 +75,78 @@ pub struct CheckStatus {
     pub undecided: bool,
 }
 
+/// Values per log index from `base + 1` on: earlier ones, settled on every node, were let go.
+struct Indexed<T> {
+    base: u64,
+    values: VecDeque<T>,
+}
+
+impl<T> Default for Indexed<T> {
+    fn default() -> Self {
+        Self {
+            base: 0,
+            values: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: Copy> Indexed<T> {
+    fn get(&self, index: u64) -> Option<T> {
+        let at = index.checked_sub(self.base + 1)?;
+        self.values.get(usize::try_from(at).ok()?).copied()
+    }
+
+    /// The last index held.
+    fn last(&self) -> u64 {
+        self.base + self.values.len() as u64
+    }
+
+    /// Keeps indexes up to `last` only.
+    fn truncate(&mut self, last: u64) {
+        let keep = last.saturating_sub(self.base);
+        self.values
+            .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+    }
+
+    /// `first..=last` now hold `value`, a gap before them `fill`; anything after `last` is gone.
+    fn put(&mut self, first: u64, last: u64, value: T, fill: T) {
+        self.truncate(first.saturating_sub(1));
+        while self.last() + 1 < first {
+            self.values.push_back(fill);
+        }
+        while self.last() < last {
+            self.values.push_back(value);
+        }
+    }
+
+    /// Sets one index, leaving the others as they are.
+    fn set(&mut self, index: u64, value: T, fill: T) {
+        if index <= self.base {
+            return;
+        }
+        while self.last() < index {
+            self.values.push_back(fill);
+        }
+        self.values[(index - self.base - 1) as usize] = value;
+    }
+
+    /// Lets go of every index up to `floor`.
+    fn forget_through(&mut self, floor: u64) {
+        while self.base < floor && self.values.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+}
+
+/// Entries this far behind the slowest node's commit and applied indexes are still kept, so a node
+/// that later rewrote one would still be caught; older ones are let go, bounding memory.
+pub const SETTLED_KEPT: u64 = 10_000;
+
 /// A node's log as the checks know it: `(term, position of the record that told it)` per index,
 /// term 0 when only the entry's existence is known.
 #[derive(Default)]
 struct NodeLog {
-    entries: Vec<(u64, u64)>,
+    entries: Indexed<(u64, u64)>,
     commit: u64,
     commit_position: u64,
     applied: u64,
@@ -88,8 +155,7 @@ struct NodeLog {
 
 impl NodeLog {
     fn term_at(&self, index: u64) -> Option<(u64, u64)> {
-        let at = usize::try_from(index.checked_sub(1)?).ok()?;
-        self.entries.get(at).copied().filter(|(term, _)| *term != 0)
+        self.entries.get(index).filter(|(term, _)| *term != 0)
     }
 }
 
@@ -110,7 +176,7 @@ pub struct Checks {
     leaders: BTreeMap<u64, (NodeId, u64)>,
     logs: BTreeMap<NodeId, NodeLog>,
     /// The term committed at each index, with the node and record that first committed it.
-    committed: Vec<(u64, NodeId, u64)>,
+    committed: Indexed<(u64, NodeId, u64)>,
     /// Acknowledged submits by index.
     acks: BTreeMap<u64, Vec<Ack>>,
     ack_count: usize,
@@ -136,6 +202,29 @@ impl Checks {
         }
         self.next = timeline.end();
         self.check_history();
+        self.forget_settled();
+    }
+
+    /// Lets go of what every node committed and applied long ago.
+    fn forget_settled(&mut self) {
+        let Some(settled) = self
+            .logs
+            .values()
+            .map(|log| log.commit.min(log.applied))
+            .min()
+        else {
+            return;
+        };
+        let floor = settled.saturating_sub(SETTLED_KEPT);
+        if floor <= self.committed.base {
+            return;
+        }
+        for log in self.logs.values_mut() {
+            log.entries.forget_through(floor);
+        }
+        self.committed.forget_through(floor);
+        // Acknowledged submits every node applied past were checked on each.
+        self.acks = self.acks.split_off(&(floor + 1));
     }
 
     /// Takes in one record; positions must increase.
@@ -197,7 +286,7 @@ impl Checks {
     fn covered(&self, check: CheckId) -> String {
         match check {
             CheckId::SingleLeader => format!("terms with a leader: {}", self.leaders.len()),
-            CheckId::CommittedPrefixes => format!("committed entries: {}", self.committed.len()),
+            CheckId::CommittedPrefixes => format!("committed entries: {}", self.committed.last()),
             CheckId::CommitMonotonic => format!("nodes: {}", self.logs.len()),
             CheckId::AckedKept => format!("acknowledged submits: {}", self.ack_count),
             CheckId::Linearizable => format!("submits: {}", self.history.len()),
@@ -268,9 +357,8 @@ impl Checks {
                         }
                     }
                 }
-                log.entries.truncate(first as usize - 1);
-                log.entries.resize(first as usize - 1, (0, position));
-                log.entries.extend((first..=last).map(|_| (term, position)));
+                log.entries
+                    .put(first, last, (term, position), (0, position));
                 if let Some((index, old, told)) = overwritten {
                     self.fail(
                         CheckId::CommittedPrefixes,
@@ -283,7 +371,7 @@ impl Checks {
             }
             EventKind::LogTruncated { index } => {
                 let (kept, commit, commit_position) = (index.0, log.commit, log.commit_position);
-                log.entries.truncate(kept as usize);
+                log.entries.truncate(kept);
                 if kept < commit {
                     self.fail(
                         CheckId::CommittedPrefixes,
@@ -295,13 +383,10 @@ impl Checks {
                 }
             }
             EventKind::SnapshotInstalled { index, term, .. } => {
-                let index = index.0 as usize;
-                if index > 0 {
-                    // Earlier entries now live in the snapshot; their terms are not told.
+                // The log now ends at the snapshot's last entry; earlier entries keep the terms told.
+                if index.0 > 0 {
                     log.entries
-                        .resize(index.max(log.entries.len()), (0, position));
-                    log.entries.truncate(index);
-                    log.entries[index - 1] = (term.0, position);
+                        .put(index.0, index.0, (term.0, position), (0, position));
                 }
             }
             EventKind::CommitAdvanced { commit_index } => {
@@ -347,13 +432,10 @@ impl Checks {
             let Some((term, told)) = self.logs.get(&node).and_then(|log| log.term_at(index)) else {
                 continue;
             };
-            let at = index as usize - 1;
-            if self.committed.len() <= at {
-                self.committed.resize(at + 1, (0, node, 0));
-            }
-            let (first_term, first_node, first_told) = self.committed[at];
+            let (first_term, first_node, first_told) =
+                self.committed.get(index).unwrap_or((0, node, 0));
             if first_term == 0 {
-                self.committed[at] = (term, node, told);
+                self.committed.set(index, (term, node, told), (0, node, 0));
             } else if first_term != term {
                 self.fail(
                     CheckId::CommittedPrefixes,

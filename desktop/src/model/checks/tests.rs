@@ -305,3 +305,32 @@ fn the_search_finds_an_order_among_concurrent_operations_or_proves_there_is_none
     // Too little budget says so instead of guessing.
     assert_eq!(linearizable::<Register>(&broken, 2), Verdict::Undecided);
 }
+
+#[test]
+fn entries_every_node_settled_long_ago_are_let_go_and_later_ones_still_checked() {
+    let last = SETTLED_KEPT * 3;
+    let mut records = vec![leader(1, 1, 2)];
+    for node in 1..=3 {
+        records.push(appended(node, 2, 1, last, 2));
+        records.push(commit(node, 3, last));
+        records.push(applied(node, 4, last));
+    }
+    let mut checks = run(&records);
+    assert_eq!(only_violation(&checks), None);
+    assert_eq!(checks.committed.base, last - SETTLED_KEPT);
+    assert!(checks
+        .logs
+        .values()
+        .all(|log| log.entries.base == last - SETTLED_KEPT));
+    // A committed entry still kept, rewritten with another term, is still caught.
+    let mut timeline = Timeline::new(
+        super::super::ClusterState::new(&[NodeId(1), NodeId(2), NodeId(3)]),
+        10_000,
+    );
+    for record in &records {
+        timeline.push(record.clone());
+    }
+    timeline.push(appended(2, 5, last - 5, last - 5, 7));
+    checks.catch_up(&timeline);
+    assert_eq!(only_violation(&checks), Some(CheckId::CommittedPrefixes));
+}
