@@ -382,12 +382,10 @@ impl Checks {
                     );
                 }
             }
-            EventKind::SnapshotInstalled { index, term, .. } => {
-                // The log now ends at the snapshot's last entry; earlier entries keep the terms told.
-                if index.0 > 0 {
-                    log.entries
-                        .put(index.0, index.0, (term.0, position), (0, position));
-                }
+            // The log now ends at the snapshot's last entry; earlier entries keep the terms told.
+            EventKind::SnapshotInstalled { index, term, .. } if index.0 > 0 => {
+                log.entries
+                    .put(index.0, index.0, (term.0, position), (0, position));
             }
             EventKind::CommitAdvanced { commit_index } => {
                 let commit = commit_index.0;
