@@ -373,7 +373,8 @@ mod tests {
                         } else {
                             Ok((LogIndex(step), Term(1)))
                         },
-                        latency_ms: 12.7,
+                        // Measured latencies use every bit of an f64; they must read back exactly.
+                        latency_ms: 367.776_83 + step as f64 / 7.0,
                     }));
                     continue;
                 }
