@@ -23,10 +23,10 @@ sleep 8
 # shellcheck source=assets/screenshot-helpers.sh
 . "$(dirname "$0")/screenshot-helpers.sh"
 
-# Where the ring draws node N in a 1280x800 window (5 nodes).
+# Where the ring draws node N in a 1280x800 window (5 nodes), the space-time diagram beside it.
 node_xy() {
     case $1 in
-    1) echo 445 120 ;; 2) echo 550 197 ;; 3) echo 510 320 ;; 4) echo 380 322 ;; 5) echo 340 197 ;;
+    1) echo 255 120 ;; 2) echo 360 197 ;; 3) echo 320 320 ;; 4) echo 190 322 ;; 5) echo 150 197 ;;
     esac
 }
 xdotool windowfocus "$(xdotool search --name Flotilla | head -n1)"

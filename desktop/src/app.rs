@@ -9,6 +9,10 @@ use flotilla_shared::NodeId;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod recordings;
+mod scenarios;
+pub use recordings::Viewing;
+
 /// Where "now" comes from: the wall clock, or a fixed time for tests and benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Clock {
@@ -33,6 +37,16 @@ pub struct FlotillaApp {
     pub offer: Option<String>,
     /// The link whose faults are being edited, if any.
     pub link_editor: ui::LinkEditor,
+    /// The space-time diagram's settings and cached layout.
+    pub diagram: ui::DiagramState,
+    /// The live safety checks over everything recorded.
+    pub checks: crate::model::checks::Checks,
+    pub recording_dialog: ui::RecordingDialog,
+    /// The recording shown instead of the live cluster.
+    pub viewing: Option<Viewing>,
+    file_jobs: Vec<mpsc::Receiver<recordings::FileDone>>,
+    /// The guided scenario under way (or just ended, until closed).
+    pub scenario: Option<crate::model::scenario::Run>,
     nodes: Vec<NodeId>,
     last_frame: Option<Instant>,
     // Field order matters: the senders drop before the backend thread is joined.
@@ -82,6 +96,15 @@ impl FlotillaApp {
             waiting: None,
             offer: None,
             link_editor: ui::LinkEditor::default(),
+            diagram: ui::DiagramState::default(),
+            checks: crate::model::checks::Checks::new(),
+            recording_dialog: ui::RecordingDialog {
+                folder: crate::backend::local::default_data_root().join("recordings"),
+                ..Default::default()
+            },
+            viewing: None,
+            file_jobs: Vec::new(),
+            scenario: None,
             nodes: nodes.to_vec(),
             last_frame: None,
             commands,
@@ -107,10 +130,18 @@ impl FlotillaApp {
             // Another cluster (containers that appeared, or the user switched) starts the
             // recording over: what was recorded belongs to the one left.
             match updates.try_recv() {
-                Ok(Update::Record(record)) => self.model.record(record),
+                Ok(Update::Record(record)) => {
+                    // A recording shown: the live cluster set aside goes on being recorded.
+                    match self.viewing.as_mut().and_then(Viewing::live_model) {
+                        Some(live) => live.record(record),
+                        None => self.model.record(record),
+                    }
+                }
                 Ok(Update::Notice { text, error }) => self.bar.notice = Some((text, error)),
                 Ok(Update::Cluster(cluster)) => {
+                    self.viewing = None;
                     self.model = ClusterModel::new(&cluster.nodes);
+                    self.checks = crate::model::checks::Checks::new();
                     self.nodes = cluster.nodes;
                     self.controls_processes = cluster.controls_processes;
                     self.bar.description = cluster.description;
@@ -136,6 +167,8 @@ impl FlotillaApp {
             .map_or(0.0, |last| last.elapsed().as_secs_f64() * 1000.0);
         self.model.advance_replay(elapsed_ms);
         self.model.advance(wall_now);
+        self.checks.catch_up(&self.model.timeline);
+        let files_pending = self.poll_file_jobs();
         let mode = self.model.mode;
         let view_now = self.model.view_time_ms(wall_now);
         // The event list says no more than the picture shows.
@@ -214,6 +247,42 @@ impl FlotillaApp {
                 ui.heading("Events");
                 ui::events_ui(ui, timeline, until, &nodes, &mut self.filter);
             });
+        egui::Panel::right("diagram")
+            .default_size(380.0)
+            .resizable(true)
+            .show(ui, |ui| {
+                let viewing = self.viewing.as_ref().map(|v| v.name.clone());
+                intents.extend(ui::recording_menu_ui(
+                    ui,
+                    &mut self.recording_dialog,
+                    viewing.as_deref(),
+                    wall_now,
+                ));
+                intents.extend(ui::scenarios_ui(
+                    ui,
+                    self.scenario.as_ref(),
+                    self.viewing.is_none(),
+                ));
+                if let Some(run) = &self.scenario {
+                    intents.extend(ui::scenario_run_ui(ui, run));
+                }
+                ui.heading("Checks");
+                intents.extend(ui::checks_ui(ui, &self.checks.statuses()));
+                ui.separator();
+                ui.heading("Space-time");
+                let flagged = self.checks.flagged_positions();
+                intents.extend(ui::diagram_ui(
+                    ui,
+                    timeline,
+                    &nodes,
+                    view_now,
+                    mode,
+                    until,
+                    selected,
+                    &mut self.diagram,
+                    &flagged,
+                ));
+            });
         let waiting = self.waiting.as_deref();
         egui::CentralPanel::default().show(ui, |ui| {
             if let Some(waiting) = waiting {
@@ -256,11 +325,27 @@ impl FlotillaApp {
                 }
             });
         }
+        // A recording dropped on the window opens.
+        let dropped = ui.ctx().input(|input| {
+            input
+                .raw
+                .dropped_files
+                .iter()
+                .map(|file| file.path().to_path_buf())
+                .find(|path| !path.as_os_str().is_empty())
+        });
+        if let Some(path) = dropped {
+            intents.push(Intent::Recording(ui::RecordingIntent::Open(path)));
+        }
+        intents.extend(self.tick_scenario(wall_now));
         let animating = ui::is_animating(self.model.view(), view_now);
         for intent in intents {
             self.apply(intent);
         }
-        if animating || matches!(self.model.mode, ViewMode::Replay { .. }) {
+        if self.scenario_running() {
+            ui.ctx().request_repaint_after(Duration::from_millis(100));
+        }
+        if animating || files_pending || matches!(self.model.mode, ViewMode::Replay { .. }) {
             ui.ctx().request_repaint_after(Duration::from_millis(16));
         } else if let Some(next_ms) = self.model.next_change_ms() {
             // Records still on their way into the live view: wake when the next is due.
@@ -272,6 +357,12 @@ impl FlotillaApp {
 
     fn apply(&mut self, intent: Intent) {
         match intent {
+            Intent::Cluster(_) if self.viewing.is_some() => {
+                self.bar.notice = Some((
+                    "a recording is shown: go back to the live cluster to act on it".into(),
+                    true,
+                ));
+            }
             Intent::Cluster(intent) => {
                 if self.commands.send(backend_command(intent)).is_err() {
                     self.bar.notice = Some(("the backend has stopped".into(), true));
@@ -285,6 +376,8 @@ impl FlotillaApp {
             Intent::Replay { speed } => self.model.replay(speed),
             Intent::OpenLink(a, b) => self.link_editor.open(a, b),
             Intent::CloseLink => self.link_editor.close(),
+            Intent::Recording(intent) => self.apply_recording(intent),
+            Intent::Scenario(intent) => self.apply_scenario(intent, self.now_ms()),
         }
     }
 }

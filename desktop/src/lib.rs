@@ -3,4 +3,5 @@
 pub mod app;
 pub mod backend;
 pub mod model;
+pub mod recording;
 pub mod ui;

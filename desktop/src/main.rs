@@ -43,6 +43,9 @@ struct Args {
     /// First port tried for the local nodes.
     #[arg(long, default_value_t = local::FIRST_PORT)]
     first_port: u16,
+    /// Show a saved recording (`.ndjson.gz`) instead of a cluster; no nodes are started.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["attach", "docker"])]
+    open: Option<PathBuf>,
     /// Close the window after this many seconds (for scripted runs and screenshots).
     #[arg(long)]
     close_after_secs: Option<f64>,
@@ -80,7 +83,50 @@ fn docker_options(args: &Args) -> docker::DockerOptions {
     docker::DockerOptions::from_env(args.nodes, args.admin_token.clone())
 }
 
+fn window_options() -> eframe::NativeOptions {
+    eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Flotilla — a Raft cluster you can watch and break")
+            .with_inner_size([1280.0, 800.0])
+            .with_min_inner_size([960.0, 640.0]),
+        ..Default::default()
+    }
+}
+
+/// The window on a recording alone: read first, so a bad file is a one-line error, not a window.
+fn show_recording(path: PathBuf, close_after: Option<f64>) -> anyhow::Result<()> {
+    let opened = flotilla::recording::open(&path)?;
+    eframe::run_native(
+        "Flotilla",
+        window_options(),
+        Box::new(move |creation| {
+            creation.egui_ctx.set_visuals(egui::Visuals::dark());
+            close_later(&creation.egui_ctx, close_after);
+            // No backend: cluster actions are refused while a recording is shown.
+            let (commands, _) = tokio::sync::mpsc::unbounded_channel();
+            let mut app = FlotillaApp::detached(&opened.header.nodes, commands, false);
+            app.show_recording(&path, opened);
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|error| anyhow::anyhow!("the window could not open: {error}"))
+    .context("is a display available (DISPLAY or WAYLAND_DISPLAY)?")
+}
+
+fn close_later(ctx: &egui::Context, close_after: Option<f64>) {
+    if let Some(seconds) = close_after {
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs_f64(seconds.max(0.0)));
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        });
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = args.open.clone() {
+        return show_recording(path, args.close_after_secs);
+    }
     if args.attach.is_empty() && args.nodes != 3 && args.nodes != 5 {
         anyhow::bail!("--nodes must be 3 or 5, not {}", args.nodes);
     }
@@ -91,28 +137,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Local nodes while the compose cluster runs: the window says so and offers to watch it instead.
     let docker_offer = (args.attach.is_empty() && !args.docker).then(|| docker_options(&args));
     let close_after = args.close_after_secs;
-    let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title("Flotilla — a Raft cluster you can watch and break")
-            .with_inner_size([1280.0, 800.0])
-            .with_min_inner_size([960.0, 640.0]),
-        ..Default::default()
-    };
     eframe::run_native(
         "Flotilla",
-        options,
+        window_options(),
         Box::new(move |creation| {
             creation.egui_ctx.set_visuals(egui::Visuals::dark());
             let ctx = creation.egui_ctx.clone();
             let waker: backend::Waker = Arc::new(move || ctx.request_repaint());
             let handle = backend::start_with(control, tempo.timing(), waker, docker_offer)?;
-            if let Some(seconds) = close_after {
-                let ctx = creation.egui_ctx.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(std::time::Duration::from_secs_f64(seconds.max(0.0)));
-                    ctx.send_viewport_cmd(egui::ViewportCommand::Close);
-                });
-            }
+            close_later(&creation.egui_ctx, close_after);
             Ok(Box::new(FlotillaApp::new(handle, tempo)))
         }),
     )

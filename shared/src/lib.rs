@@ -6,6 +6,7 @@
 pub mod api;
 pub mod event;
 pub mod ids;
+pub mod recording;
 pub mod rpc;
 
 pub use ids::{LogIndex, NodeId, Term};

@@ -5,13 +5,16 @@
 //! paused, replay). May not touch the UI, the backend or the app: they depend on it, never the other
 //! way round.
 
+pub mod checks;
 mod clock;
+pub mod diagram;
 mod failover;
 mod faults;
 mod flight;
-mod pairs;
 mod membership;
+mod pairs;
 mod presenter;
+pub mod scenario;
 mod snapshots;
 mod state;
 mod timeline;
@@ -20,8 +23,8 @@ pub use clock::ClockOffsets;
 pub use failover::{Failover, Failovers};
 pub use faults::{fault_words, link_fault};
 pub use flight::{drop_words, Arrival, Drawn, FADE_MS, UNKNOWN_HOLD_MS, UNKNOWN_STOP};
-pub use pairs::{MessagePair, MessagePairs, PairEnd};
 pub use membership::{CatchUp, ConfigView, MAX_NODES};
+pub use pairs::{MessagePair, MessagePairs, PairEnd};
 pub use presenter::{Presenter, DELAY_MS, MAX_LAG_MS};
 pub use snapshots::{bytes_words, SnapshotTransfer, SnapshotView};
 pub use state::{

@@ -19,7 +19,7 @@ fn is_cut(state: &ClusterState, a: NodeId, b: NodeId) -> bool {
     isolates(a, b) || isolates(b, a)
 }
 
-fn flight_style(kind: FlightKind) -> (Color32, f32) {
+pub(super) fn flight_style(kind: FlightKind) -> (Color32, f32) {
     match kind {
         FlightKind::PreVoteRequest => (Color32::from_rgb(0xd8, 0xb0, 0x6a), 5.0),
         FlightKind::VoteRequest => (Color32::from_rgb(0xf2, 0x9e, 0x2e), 6.5),

@@ -22,6 +22,31 @@ pub enum Intent {
     /// Open the fault editor of the link between these two nodes.
     OpenLink(NodeId, NodeId),
     CloseLink,
+    /// Save, open or export a recording, or leave the one shown.
+    Recording(RecordingIntent),
+    /// Start, pause, step or stop a guided scenario.
+    Scenario(ScenarioIntent),
+}
+
+/// What the user asks of a guided scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScenarioIntent {
+    /// Start the scenario of this name.
+    Start(&'static str),
+    Pause,
+    Resume,
+    Step,
+    Stop,
+}
+
+/// What the user asks of recordings (files).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RecordingIntent {
+    Save(std::path::PathBuf),
+    /// Show a recording instead of the live cluster (which goes on being recorded meanwhile).
+    Open(std::path::PathBuf),
+    ExportHistory(std::path::PathBuf),
+    BackToCluster,
 }
 
 /// Something the user wants done to the cluster.
