@@ -59,7 +59,7 @@ pub(super) async fn set_partition(api: &Api, body: &[u8]) -> Response {
         if id == api.id {
             return ApiError::bad_peer(format!("node {id} cannot isolate itself")).into_response();
         }
-        if !api.peers.contains_key(&id) {
+        if !api.peers.contains(id) {
             return ApiError::bad_peer(format!("node {id} is not a peer of node {}", api.id))
                 .into_response();
         }

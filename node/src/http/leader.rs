@@ -124,7 +124,7 @@ pub(super) async fn forward(
     body: Option<Bytes>,
     deadline: Instant,
 ) -> Forwarded {
-    let Some(addr) = api.peers.get(&leader) else {
+    let Some(addr) = api.peers.get(leader) else {
         return Forwarded::Unreachable;
     };
     let mut url = format!("http://{addr}{}", call.path);

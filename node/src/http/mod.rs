@@ -15,6 +15,7 @@ mod client;
 mod error;
 mod events;
 mod leader;
+mod members;
 mod metrics;
 mod raft;
 mod request;
@@ -28,13 +29,13 @@ use crate::metrics::Metrics;
 use crate::raft::{LogIndex, NodeId};
 use crate::runtime::Request;
 use crate::storage::StorageError;
-use crate::transport::{OrderGate, Partition, ADVERTISE_HEADER};
+use crate::transport::{OrderGate, Partition, PeerDirectory, ADVERTISE_HEADER};
 use bytes::Buf;
 use error::json;
 use flotilla_shared::api::{MessageEntry, Status};
 use futures_util::Stream;
 use request::{body_left_unread, check_cluster_token, check_origin, read_body};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -63,7 +64,8 @@ pub trait StateReader: Send + Sync + 'static {
 
 pub struct Api {
     pub id: NodeId,
-    pub peers: BTreeMap<NodeId, String>,
+    /// The other members, as the configuration in force says.
+    pub peers: PeerDirectory,
     /// `X-Raft-Leader` for each node.
     pub leader_hints: LeaderHints,
     /// Requests naming another `Origin` are refused: they come from web pages.
@@ -161,9 +163,12 @@ where
                 }
                 (Method::POST, ["transfer-leadership"]) => admin::transfer(api, &call, body).await,
                 (Method::PUT, ["timing"]) => admin::set_timing(api, &body).await,
-                (_, ["partition" | "transfer-leadership" | "timing"]) => {
-                    ApiError::method_not_allowed(&call.method, &call.path).into_response()
-                }
+                (Method::POST, ["members"]) => members::add(api, &call, body).await,
+                (Method::DELETE, ["members", id]) => members::remove(api, &call, id, body).await,
+                (
+                    _,
+                    ["partition" | "transfer-leadership" | "timing" | "members"] | ["members", _],
+                ) => ApiError::method_not_allowed(&call.method, &call.path).into_response(),
                 _ => ApiError::not_found(&call.method, &call.path).into_response(),
             }
         }
@@ -173,7 +178,7 @@ where
                 return body_left_unread(&call, error);
             }
             if let Some(hint) = call.headers.get(ADVERTISE_HEADER) {
-                api.leader_hints.learn(hint, &api.peers);
+                api.leader_hints.learn(hint, &api.peers.read());
             }
             match read_body(api, &call, body, RAFT_BODY_LIMIT).await {
                 Ok(bytes) => raft::raft_rpc(api, &call, name, &bytes).await,

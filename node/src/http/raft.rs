@@ -7,7 +7,7 @@ use crate::raft::NodeId;
 use crate::runtime::Request;
 use crate::transport::{OrderGate, STREAM_HEADER};
 use crate::validation::{self, Reason, Rejected};
-use flotilla_shared::rpc::Envelope;
+use flotilla_shared::rpc::{Envelope, Message};
 use tokio::sync::oneshot;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -33,8 +33,11 @@ pub(super) async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) ->
         return refuse(api, Some(from), rejected);
     }
     // Checked before anything else sees it: a message a correct peer cannot have sent is refused whole.
+    // A node waiting to be added knows no peer yet: it takes appends from whoever leads (the core
+    // checks again, against its configuration).
+    let joining = api.peers.is_empty() && matches!(envelope.message, Message::AppendEntries(_));
     if let Err(rejected) =
-        validation::check_envelope(&envelope, api.id, |id| api.peers.contains_key(&id))
+        validation::check_envelope(&envelope, api.id, |id| joining || api.peers.contains(id))
     {
         return refuse(api, Some(from), rejected);
     }

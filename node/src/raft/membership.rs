@@ -5,7 +5,7 @@
 //! configuration with it. Before any such entry the configuration is a seed: the `--peers` list of a
 //! fresh data dir (all voters, index 0), or nothing at all for a node started to join.
 
-use super::{Entry, LogIndex, NodeId, Payload};
+use super::{Entry, LogIndex, NodeId, Payload, Term};
 use flotilla_shared::api::{Member, MemberRole};
 
 /// One configuration and where it came from.
@@ -155,8 +155,12 @@ pub enum MembershipError {
     NotLeader { leader: Option<NodeId> },
     #[error("leadership is being transferred to node {to}")]
     TransferInProgress { to: NodeId },
-    /// One change at a time (single-server changes, thesis §4.1): the last is not committed, a learner
-    /// is still catching up, or the leader has not committed an entry of its term yet.
+    /// The leader has not committed an entry of its term yet (the no-op fix of single-server changes);
+    /// it will have within a round trip.
+    #[error("the leader has not committed an entry of its term {0} yet")]
+    LeaderNotReady(Term),
+    /// One change at a time (single-server changes, thesis §4.1): the last is not committed, or a
+    /// learner is still catching up to be promoted.
     #[error("a membership change is under way: {0}")]
     ChangeInProgress(String),
     #[error("node {0} is not a member")]
@@ -202,7 +206,7 @@ mod tests {
             Configuration::seed([(NodeId(1), "a:1".into())]).adding(member(2, MemberRole::Voter));
         let entry = Entry {
             index: LogIndex(7),
-            term: super::super::Term(2),
+            term: Term(2),
             payload: config.payload(),
         };
         let back = Configuration::from_entry(&entry).unwrap();

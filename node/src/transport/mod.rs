@@ -11,6 +11,9 @@
 //! and hands replies and unreachable peers back to the runtime's inbox.
 
 pub mod client;
+mod directory;
+
+pub use directory::PeerDirectory;
 
 use crate::metrics::Metrics;
 use crate::runtime::Request;
@@ -74,6 +77,7 @@ pub struct TransportConfig {
 }
 
 struct PeerHandle {
+    addr: String,
     queue: mpsc::Sender<Envelope>,
     reachable: Arc<AtomicBool>,
 }
@@ -81,6 +85,10 @@ struct PeerHandle {
 pub struct Transport {
     peers: BTreeMap<NodeId, PeerHandle>,
     metrics: Arc<Metrics>,
+    config: TransportConfig,
+    inbox: mpsc::Sender<Request>,
+    partition: Arc<Partition>,
+    incarnation: u64,
 }
 
 impl Transport {
@@ -91,31 +99,56 @@ impl Transport {
         partition: Arc<Partition>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let incarnation = incarnation_id(config.id);
-        let peers = config
-            .peers
-            .iter()
-            .map(|(&peer, addr)| {
-                let (queue, receiver) = mpsc::channel(PEER_QUEUE);
-                let reachable = Arc::new(AtomicBool::new(true));
-                let task = PeerTask {
-                    peer,
-                    pool: Pool::new(addr.clone(), config.max_inflight.max(1)),
-                    inbox: inbox.clone(),
-                    partition: partition.clone(),
-                    metrics: metrics.clone(),
-                    reachable: reachable.clone(),
-                    in_flight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
-                    cluster_token: config.cluster_token.clone(),
-                    advertise: config.advertise.clone(),
-                    timeout: config.request_timeout,
-                    incarnation,
-                };
-                tokio::spawn(task.run(receiver));
-                (peer, PeerHandle { queue, reachable })
-            })
-            .collect();
-        Self { peers, metrics }
+        let mut transport = Self {
+            peers: BTreeMap::new(),
+            metrics,
+            incarnation: incarnation_id(config.id),
+            inbox,
+            partition,
+            config,
+        };
+        let peers = transport.config.peers.clone();
+        transport.set_peers(&peers);
+        transport
+    }
+
+    /// Follows the configuration: starts a sender for each new peer (or one whose address changed)
+    /// and drops the senders of peers no longer listed (their tasks end once their queue drains).
+    pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+        self.peers
+            .retain(|id, handle| peers.get(id).is_some_and(|addr| *addr == handle.addr));
+        for (&peer, addr) in peers {
+            if peer == self.config.id || self.peers.contains_key(&peer) {
+                continue;
+            }
+            let handle = self.spawn_peer(peer, addr);
+            self.peers.insert(peer, handle);
+        }
+    }
+
+    fn spawn_peer(&self, peer: NodeId, addr: &str) -> PeerHandle {
+        let config = &self.config;
+        let (queue, receiver) = mpsc::channel(PEER_QUEUE);
+        let reachable = Arc::new(AtomicBool::new(true));
+        let task = PeerTask {
+            peer,
+            pool: Pool::new(addr.to_owned(), config.max_inflight.max(1)),
+            inbox: self.inbox.clone(),
+            partition: self.partition.clone(),
+            metrics: self.metrics.clone(),
+            reachable: reachable.clone(),
+            in_flight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
+            cluster_token: config.cluster_token.clone(),
+            advertise: config.advertise.clone(),
+            timeout: config.request_timeout,
+            incarnation: self.incarnation,
+        };
+        tokio::spawn(task.run(receiver));
+        PeerHandle {
+            addr: addr.to_owned(),
+            queue,
+            reachable,
+        }
     }
 
     pub fn send(&self, envelope: Envelope) {

@@ -127,10 +127,7 @@ impl<S: LogRead> Raft<S> {
         }
         if !leader.committed_in_term {
             // The no-op-in-term fix for single-server changes (see the module docs).
-            return Err(MembershipError::ChangeInProgress(format!(
-                "the leader has not committed an entry of term {} yet",
-                self.term
-            )));
+            return Err(MembershipError::LeaderNotReady(self.term));
         }
         let current = self.membership().clone();
         if !self.membership_committed() {
