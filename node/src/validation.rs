@@ -179,6 +179,15 @@ pub fn check_envelope(
             format!("node {me} does not send messages to itself"),
         ));
     }
+    if NodeId::new(from.0).is_err() {
+        return Err(Rejected::new(
+            Reason::UnknownPeer,
+            format!(
+                "node id {from} is outside 1..={}: no node has it",
+                NodeId::MAX
+            ),
+        ));
+    }
     if !is_peer(from) {
         return Err(Rejected::new(
             Reason::UnknownPeer,

@@ -33,12 +33,18 @@ pub(super) async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) ->
         return refuse(api, Some(from), rejected);
     }
     // Checked before anything else sees it: a message a correct peer cannot have sent is refused whole.
-    // A node waiting to be added knows no peer yet: it takes appends from whoever leads (the core
-    // checks again, against its configuration).
-    let joining = api.peers.is_empty() && matches!(envelope.message, Message::AppendEntries(_));
-    if let Err(rejected) =
-        validation::check_envelope(&envelope, api.id, |id| joining || api.peers.contains(id))
-    {
+    // A node may not know every member yet: one waiting to be added knows none, and a lagging one may
+    // miss the entries that added this term's leader or a candidate. Appends from a node that may lead
+    // (no leader known in its term, or a higher term) and vote requests pass here; the core checks
+    // them again, against its configurations.
+    let may_lead = matches!(envelope.message, Message::AppendEntries(_)) && {
+        let status = api.status.borrow();
+        envelope.term > status.term || (envelope.term == status.term && status.leader_id.is_none())
+    };
+    let campaign = matches!(envelope.message, Message::RequestVote(_));
+    if let Err(rejected) = validation::check_envelope(&envelope, api.id, |id| {
+        may_lead || campaign || api.peers.contains(id)
+    }) {
         return refuse(api, Some(from), rejected);
     }
     if api.partition.contains(from) {

@@ -75,7 +75,11 @@ impl<S: LogRead> Runtime<S> {
             .filter(|m| m.id != self.info.id)
             .map(|m| (m.id, m.addr.clone()))
             .collect();
-        self.info.peers.replace(peers.clone());
+        // The directory also names members of an older configuration not yet superseded by a
+        // committed one: an append from one of them may be what truncates the newest.
+        let mut known = self.raft.known_members();
+        known.remove(&self.info.id);
+        self.info.peers.replace(known);
         if !self.raft.membership_committed() {
             for (id, addr) in self.sending_to.iter() {
                 peers.entry(*id).or_insert_with(|| addr.clone());

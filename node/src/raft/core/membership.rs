@@ -12,9 +12,9 @@
 //! A configuration is in force as soon as its entry is in the log (thesis §4.1). A learner receives the
 //! log but never votes, campaigns or counts towards a quorum; one added with role `voter` is promoted
 //! by the leader once its match is within [`PROMOTION_LAG`] of the leader's log. A node outside its
-//! configuration, or a learner, never campaigns; votes asked by a non-voter are refused
-//! (`unknown_peer`), so a removed node cannot disrupt the cluster. A leader that removed itself leads
-//! until the change commits (counting only the new voters), then steps down.
+//! configuration, or a learner, never campaigns (unless its removal is not committed yet, see
+//! `cannot_campaign`); a removed node cannot disrupt the cluster (see `knows_sender`). A leader that
+//! removed itself leads until the change commits (counting only the new voters), then steps down.
 
 use super::*;
 use crate::raft::membership::{Configuration, MembershipChange, MembershipError};
@@ -310,26 +310,58 @@ impl<S: LogRead> Raft<S> {
         self.is_voter(self.id) && self.voter_count() == 1
     }
 
-    /// Only voters campaign: a learner, a removed node or one waiting to be added never does.
+    /// Only voters campaign: a learner, a removed node or one waiting to be added never does. A node
+    /// whose removal is in its log but not committed still may (thesis §4.2.2): the change may need it
+    /// to commit, and with its longer log it may be the only node the others can elect. Its votes are
+    /// counted in the configuration in force, without its own.
     pub(super) fn cannot_campaign(&mut self) -> bool {
         if self.out_of_terms() {
             return true;
         }
-        if !self.is_voter(self.id) {
+        let still_needed =
+            !self.membership_committed() && self.membership.history[0].is_voter(self.id);
+        if !self.is_voter(self.id) && !still_needed {
             self.reset_election_timer();
             return true;
         }
         false
     }
 
+    /// Every node of the configurations this node holds (the newest committed one and any newer), with
+    /// the address the newest gives it: whom the node takes appends from and can forward to.
+    pub fn known_members(&self) -> BTreeMap<NodeId, String> {
+        let mut known = BTreeMap::new();
+        for config in &self.membership.history {
+            for member in &config.members {
+                known.insert(member.id, member.addr.clone());
+            }
+        }
+        known
+    }
+
     /// Whom this node takes a message from: members of its configuration (and, on a leader, members
-    /// whose removal is not committed yet); vote requests only from voters, so a removed node or a
-    /// learner cannot disrupt; appends from anyone while it has no configuration at all (joining).
+    /// whose removal is not committed yet); appends from a member of any configuration it holds
+    /// (thesis §4.1: the leader may be one its newest, uncommitted configuration left out, and only its
+    /// appends can truncate that entry), from anyone while it has no configuration at all (joining),
+    /// and from a node it does not know only when that node may lead: in a higher term, or in this term
+    /// while no leader is known (a node added and elected while this one missed the entries adding it
+    /// could reach it no other way; a stranger claiming a term that has a leader is refused);
+    /// vote requests from anyone (thesis §4.1: a candidate may be a voter of a configuration this node
+    /// has not received yet, and the election may need this node's vote). A removed node cannot disrupt
+    /// all the same: members that hear from a leader ignore its campaigns (the lease of thesis §4.2.3),
+    /// PreVote keeps it from raising terms, and a log without its removal never wins a vote of those
+    /// that committed the removal (§5.4.1).
     pub(super) fn knows_sender(&self, envelope: &Envelope) -> bool {
         let from = envelope.from;
+        let history = &self.membership.history;
         match &envelope.message {
-            Message::AppendEntries(_) if self.membership().is_empty() => true,
-            Message::RequestVote(_) => self.is_voter(from),
+            Message::AppendEntries(_) => {
+                self.membership().is_empty()
+                    || history.iter().any(|c| c.contains(from))
+                    || envelope.term > self.term
+                    || (envelope.term == self.term && self.leader().is_none())
+            }
+            Message::RequestVote(_) => true,
             _ => {
                 self.membership().contains(from)
                     || matches!(&self.role, RoleState::Leader(leader) if leader.progress.contains_key(&from))

@@ -666,6 +666,7 @@ scenarios!(
     membership_partition,
     membership_racing,
     membership_removed_votes,
+    membership_truncated,
 );
 
 #[test]
