@@ -39,7 +39,9 @@ pub(super) async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) ->
     // them again, against its configurations.
     let may_lead = matches!(envelope.message, Message::AppendEntries(_)) && {
         let status = api.status.borrow();
-        envelope.term > status.term || (envelope.term == status.term && status.leader_id.is_none())
+        status.members.is_empty()
+            || envelope.term > status.term
+            || (envelope.term == status.term && status.leader_id.is_none())
     };
     let campaign = matches!(envelope.message, Message::RequestVote(_));
     if let Err(rejected) = validation::check_envelope(&envelope, api.id, |id| {
