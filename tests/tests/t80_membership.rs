@@ -105,6 +105,12 @@ async fn grow_to_five_then_remove_the_leader_and_another() {
                 .any(|m| m.id == NodeId(4) && m.role == MemberRole::Voter),
             "the answer comes once node 4 is a voter: {added:?}"
         );
+        // Node 4 itself announced the configuration that promoted it, committed.
+        let seen = membership_event(&cluster, NodeId(4), added.config_index.0).await?;
+        ensure!(
+            seen["members"].as_array().is_some_and(|m| m.len() == 4),
+            "membership_changed lists the four members: {seen}"
+        );
 
         // A change whose learner cannot catch up (nothing listens there) holds the cluster's one
         // change slot: a second change is refused 409 until it is removed.
@@ -314,6 +320,41 @@ async fn faults_mixed_with_membership_changes_lose_nothing() {
     }
     .await;
     cluster.finish(result);
+}
+
+/// The `membership_changed` event (replayed from node `id`'s recent history) announcing the
+/// configuration at `config_index` as committed.
+async fn membership_event(
+    cluster: &Cluster,
+    id: NodeId,
+    config_index: u64,
+) -> Result<serde_json::Value> {
+    let url = format!("{}/v1/events?history=10000", cluster.url(id));
+    let read = async {
+        let mut stream = reqwest::Client::new().get(&url).send().await?;
+        let mut text = String::new();
+        while let Some(chunk) = stream.chunk().await? {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            for line in text.lines() {
+                let Some(json) = line.strip_prefix("data:") else {
+                    continue;
+                };
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(json.trim()) else {
+                    continue;
+                };
+                if event["kind"] == "membership_changed"
+                    && event["config_index"] == config_index
+                    && event["committed"] == true
+                {
+                    return Ok(event);
+                }
+            }
+        }
+        bail!("the event stream ended")
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .context("no committed membership_changed event within 10 s")?
 }
 
 enum Change {
