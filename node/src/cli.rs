@@ -389,4 +389,23 @@ mod tests {
         let cli = Cli::try_parse_from(["flotilla-node", "--listen", "127.0.0.1:1"]).unwrap();
         assert!(cli.node.into_config().unwrap_err().contains("--id"));
     }
+
+    #[test]
+    fn join_starts_without_peers_and_the_own_address_is_known() {
+        let config = |args: &[&str]| {
+            let argv = ["flotilla-node", "--id", "2", "--listen", "127.0.0.1:7002"];
+            Cli::try_parse_from(argv.iter().chain(args))
+                .unwrap()
+                .node
+                .into_config()
+                .unwrap()
+        };
+        let seeded = config(&["--peers", "1=node1:5000,2=node2:5000"]);
+        assert!(!seeded.join);
+        assert_eq!(seeded.peers.len(), 1);
+        assert_eq!(seeded.own_addr, "node2:5000", "its own --peers entry");
+        let joining = config(&["--join", "--peers", "1=node1:5000"]);
+        assert!(joining.join && joining.peers.is_empty(), "{joining:?}");
+        assert_eq!(joining.own_addr, "127.0.0.1:7002", "its advertised address");
+    }
 }

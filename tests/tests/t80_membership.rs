@@ -398,3 +398,142 @@ fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
+
+/// Bad membership requests get clear errors, and a 1-node cluster grows to two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_requests_are_checked_and_a_single_node_grows() {
+    let mut cluster = Cluster::start(1, Options::default())
+        .await
+        .expect("start 1 node");
+    let result = async {
+        cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+        let url = cluster.url(NodeId(1));
+        let own_addr = cluster.node(NodeId(1)).addr();
+        let admin = [("authorization", "Bearer e2e-admin-token")];
+        let ask =
+            async |method: Method, path: &str, body: Option<serde_json::Value>, auth: bool| {
+                let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
+                let headers: &[(&str, &str)] = if auth { &admin } else { &[] };
+                cluster
+                    .api()
+                    .request(method, &format!("{url}{path}"), body, headers, None)
+                    .await
+            };
+        let cases = [
+            (
+                Method::POST,
+                "/v1/admin/members",
+                Some(serde_json::json!({"id": 2, "addr": "no port"})),
+                true,
+                StatusCode::BAD_REQUEST,
+                "bad_configuration",
+            ),
+            (
+                Method::POST,
+                "/v1/admin/members",
+                Some(serde_json::json!({"id": 0, "addr": "a:1"})),
+                true,
+                StatusCode::BAD_REQUEST,
+                "bad_configuration",
+            ),
+            (
+                Method::POST,
+                "/v1/admin/members",
+                Some(serde_json::json!({"id": 2, "addr": "a:1", "role": "boss"})),
+                true,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                Method::POST,
+                "/v1/admin/members",
+                Some(serde_json::json!({"id": 1, "addr": "elsewhere:1"})),
+                true,
+                StatusCode::CONFLICT,
+                "member_exists",
+            ),
+            (
+                Method::POST,
+                "/v1/admin/members",
+                Some(serde_json::json!({"id": 2, "addr": "a:1"})),
+                false,
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            ),
+            (
+                Method::DELETE,
+                "/v1/admin/members/abc",
+                None,
+                true,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                Method::DELETE,
+                "/v1/admin/members/7",
+                None,
+                true,
+                StatusCode::NOT_FOUND,
+                "unknown_member",
+            ),
+            (
+                Method::DELETE,
+                "/v1/admin/members/1",
+                None,
+                true,
+                StatusCode::CONFLICT,
+                "last_voter",
+            ),
+            (
+                Method::PUT,
+                "/v1/admin/members",
+                None,
+                true,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+        ];
+        for (method, path, body, auth, status, code) in cases {
+            let shown = format!("{method} {path} {body:?}");
+            let reply = ask(method, path, body, auth).await?;
+            ensure!(
+                reply.status == status && reply.error()?.error == code,
+                "{shown}: expected {status} {code}, got {} {}",
+                reply.status,
+                reply.text()
+            );
+        }
+        // The same member at the same address again changes nothing and is answered at once.
+        let again = ask(
+            Method::POST,
+            "/v1/admin/members",
+            Some(serde_json::json!({"id": 1, "addr": own_addr})),
+            true,
+        )
+        .await?;
+        ensure!(
+            again.status == StatusCode::OK,
+            "a retried add: {}",
+            again.text()
+        );
+
+        // A single node adds a second: the lone voter commits the learner, then the promotion.
+        cluster.start_joining(NodeId(2)).await?;
+        let addr2 = cluster.node(NodeId(2)).addr();
+        let grown = cluster
+            .client(NodeId(1))
+            .add_member(NodeId(2), &addr2, MemberRole::Voter)
+            .await?;
+        ensure!(grown.members.len() == 2, "{grown:?}");
+        let both = [NodeId(1), NodeId(2)];
+        wait_members(&cluster, &both, &both).await?;
+        let mut client = RetryingClient::new(&cluster);
+        let ack = client
+            .submit_acked("two now".into(), "two-1".into(), WRITE_TIMEOUT)
+            .await?;
+        check_nothing_lost(&cluster, &both, &[ack]).await?;
+        Ok(())
+    }
+    .await;
+    cluster.finish(result);
+}
