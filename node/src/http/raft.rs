@@ -35,13 +35,16 @@ pub(super) async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) ->
     // Checked before anything else sees it: a message a correct peer cannot have sent is refused whole.
     // A node may not know every member yet: one waiting to be added knows none, and a lagging one may
     // miss the entries that added this term's leader or a candidate. Appends from a node that may lead
-    // (no leader known in its term, or a higher term) and vote requests pass here; the core checks
+    // (no other leader known in its term, or a higher term) and vote requests pass here; the core checks
     // them again, against its configurations.
     let may_lead = matches!(envelope.message, Message::AppendEntries(_)) && {
         let status = api.status.borrow();
         status.members.is_empty()
             || envelope.term > status.term
-            || (envelope.term == status.term && status.leader_id.is_none())
+            || (envelope.term == status.term
+                && status
+                    .leader_id
+                    .is_none_or(|leader| leader == envelope.from))
     };
     let campaign = matches!(envelope.message, Message::RequestVote(_));
     if let Err(rejected) = validation::check_envelope(&envelope, api.id, |id| {

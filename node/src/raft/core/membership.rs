@@ -262,7 +262,18 @@ impl<S: LogRead> Raft<S> {
         // Removed members got appends until their removal committed, so they usually learn of it.
         leader.progress.retain(|id, _| config.contains(*id));
         if !config.is_voter(self.id) {
-            // Thesis §4.2.2: a leader not in the new configuration steps down once it is committed.
+            // Thesis §4.2.2: a leader not in the new configuration steps down once it is committed,
+            // handing over (§3.10) to a voter that holds its whole log, so that the others need not
+            // wait out their leases and an election timeout.
+            let last = self.log.last_index();
+            let successor = leader
+                .progress
+                .iter()
+                .find(|(id, pr)| config.is_voter(**id) && pr.match_index == last)
+                .map(|(id, _)| *id);
+            if let Some(to) = successor {
+                self.transfer_leadership(to).ok();
+            }
             self.become_follower(self.term, None);
             return;
         }
@@ -344,9 +355,9 @@ impl<S: LogRead> Raft<S> {
     /// (thesis §4.1: the leader may be one its newest, uncommitted configuration left out, and only its
     /// appends can truncate that entry), from anyone while it has no configuration at all (joining),
     /// and from a node it does not know only when that node may lead: in a higher term, or in this term
-    /// while no leader is known (a node added and elected while this one missed the entries adding it
+    /// while no other leader is known (a node added and elected while this one missed the entries adding it
     /// could reach it no other way; a stranger claiming a term that has a leader is refused);
-    /// vote requests from anyone (thesis §4.1: a candidate may be a voter of a configuration this node
+    /// TimeoutNow from a member of any configuration it holds; vote requests from anyone (thesis §4.1: a candidate may be a voter of a configuration this node
     /// has not received yet, and the election may need this node's vote). A removed node cannot disrupt
     /// all the same: members that hear from a leader ignore its campaigns (the lease of thesis §4.2.3),
     /// PreVote keeps it from raising terms, and a log without its removal never wins a vote of those
@@ -359,9 +370,12 @@ impl<S: LogRead> Raft<S> {
                 self.membership().is_empty()
                     || history.iter().any(|c| c.contains(from))
                     || envelope.term > self.term
-                    || (envelope.term == self.term && self.leader().is_none())
+                    || (envelope.term == self.term && self.leader().is_none_or(|l| l == from))
             }
             Message::RequestVote(_) => true,
+            // Only this term's leader may send one (checked apart): a leader that removed itself hands
+            // over with one once its removal commits.
+            Message::TimeoutNow => history.iter().any(|c| c.contains(from)),
             _ => {
                 self.membership().contains(from)
                     || matches!(&self.role, RoleState::Leader(leader) if leader.progress.contains_key(&from))
