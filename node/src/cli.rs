@@ -47,7 +47,7 @@ struct NodeArgs {
     peers: String,
     /// Start with no configuration and wait to be added by a cluster's leader
     /// (`POST /v1/admin/members`); never campaign before. `--peers` is ignored.
-    #[arg(long, env = "JOIN")]
+    #[arg(long, env = "JOIN", value_parser = clap::builder::BoolishValueParser::new())]
     join: bool,
     /// How clients reach this node (leader hints). Default: http://<listen>.
     #[arg(long, env = "ADVERTISE")]

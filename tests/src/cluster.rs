@@ -67,7 +67,7 @@ pub struct Node {
     state: NodeState,
     /// How many times this node was spawned.
     pub starts: u32,
-    /// Started with `--join`: it waits to be added instead of seeding a configuration.
+    /// Started with `JOIN=1` (`--join`): it waits to be added instead of seeding a configuration.
     pub join: bool,
 }
 
@@ -258,7 +258,8 @@ impl Cluster {
             .arg("--cluster-id")
             .arg(&options.cluster_id);
         if node.join {
-            command.arg("--join");
+            // The environment's form (`JOIN=1`, as containers set it); `--join` is the flag's.
+            command.env("JOIN", "1");
         }
         if let Some(token) = &options.admin_token {
             command.arg("--admin-token").arg(token);
