@@ -244,7 +244,10 @@ impl<S: LogRead> Raft<S> {
         let history = &mut self.membership.history;
         let newest_committed = history.iter().rposition(|c| c.index <= commit).unwrap_or(0);
         history.drain(..newest_committed);
-        let config = self.membership().clone();
+        // Called every round: nothing is copied unless there is something to do.
+        let Some(config) = self.membership.history.last() else {
+            return;
+        };
         if config.index > commit {
             return;
         }
@@ -260,7 +263,9 @@ impl<S: LogRead> Raft<S> {
             return;
         };
         // Removed members got appends until their removal committed, so they usually learn of it.
-        leader.progress.retain(|id, _| config.contains(*id));
+        if leader.progress.len() + 1 > config.members.len() {
+            leader.progress.retain(|id, _| config.contains(*id));
+        }
         if !config.is_voter(self.id) {
             // Thesis §4.2.2: a leader not in the new configuration steps down once it is committed,
             // handing over (§3.10) to a voter that holds its whole log, so that the others need not
@@ -277,7 +282,10 @@ impl<S: LogRead> Raft<S> {
             self.become_follower(self.term, None);
             return;
         }
-        self.maybe_promote(&config);
+        if config.is_promoting() {
+            let config = config.clone();
+            self.maybe_promote(&config);
+        }
     }
 
     fn maybe_promote(&mut self, config: &Configuration) {
