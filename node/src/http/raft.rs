@@ -37,18 +37,20 @@ pub(super) async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) ->
     // miss the entries that added this term's leader or a candidate. Appends from a node that may lead
     // (no other leader known in its term, or a higher term) and vote requests pass here; the core checks
     // them again, against its configurations.
-    let may_lead = matches!(envelope.message, Message::AppendEntries(_)) && {
-        let status = api.status.borrow();
-        status.members.is_empty()
-            || envelope.term > status.term
-            || (envelope.term == status.term
-                && status
-                    .leader_id
-                    .is_none_or(|leader| leader == envelope.from))
+    let may_lead = || {
+        matches!(envelope.message, Message::AppendEntries(_)) && {
+            let status = api.status.borrow();
+            status.members.is_empty()
+                || envelope.term > status.term
+                || (envelope.term == status.term
+                    && status
+                        .leader_id
+                        .is_none_or(|leader| leader == envelope.from))
+        }
     };
     let campaign = matches!(envelope.message, Message::RequestVote(_));
     if let Err(rejected) = validation::check_envelope(&envelope, api.id, |id| {
-        may_lead || campaign || api.peers.contains(id)
+        api.peers.contains(id) || campaign || may_lead()
     }) {
         return refuse(api, Some(from), rejected);
     }
