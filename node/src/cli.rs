@@ -45,6 +45,10 @@ struct NodeArgs {
     /// The other members: comma list of ID=HOST:PORT (this node's own id may be listed; it is skipped).
     #[arg(long, env = "PEERS", default_value = "")]
     peers: String,
+    /// Start with no configuration and wait to be added by a cluster's leader
+    /// (`POST /v1/admin/members`); never campaign before. `--peers` is ignored.
+    #[arg(long, env = "JOIN", value_parser = clap::builder::BoolishValueParser::new())]
+    join: bool,
     /// How clients reach this node (leader hints). Default: http://<listen>.
     #[arg(long, env = "ADVERTISE")]
     advertise: Option<String>,
@@ -105,6 +109,14 @@ enum LogFormat {
     Json,
 }
 
+/// The address `own` is listed at in a `--peers` list, if it is (peers reach it there).
+pub fn own_address(list: &str, own: NodeId) -> Option<String> {
+    list.split(',').find_map(|item| {
+        let (id, addr) = item.trim().split_once('=')?;
+        (id.trim().parse::<u64>().ok()? == own.0).then(|| addr.trim().to_owned())
+    })
+}
+
 /// Parses `2=127.0.0.1:7002,3=node3:5000`, skipping `own`.
 pub fn parse_peers(list: &str, own: NodeId) -> Result<BTreeMap<NodeId, String>, String> {
     let mut peers = BTreeMap::new();
@@ -158,7 +170,11 @@ impl NodeArgs {
             .listen
             .parse()
             .map_err(|_| format!("--listen must be IP:PORT, got {:?}", self.listen))?;
-        let peers = parse_peers(&self.peers, id)?;
+        let mut peers = parse_peers(&self.peers, id)?;
+        if self.join {
+            // A joining node learns its peers from the configuration the leader sends it.
+            peers.clear();
+        }
         let election_timeout_ms = parse_timeout_range(&self.election_timeout_ms)?;
         let timing = flotilla_shared::api::TimingRequest {
             heartbeat_ms: self.heartbeat_ms,
@@ -181,6 +197,14 @@ impl NodeArgs {
                 "--advertise must be an http:// URL without spaces, got {advertise:?}"
             ));
         }
+        // Where peers reach this node: its own `--peers` entry, else its advertised address.
+        let own_addr = own_address(&self.peers, id).unwrap_or_else(|| {
+            advertise
+                .split_once("://")
+                .map_or(advertise.as_str(), |(_, rest)| rest)
+                .trim_end_matches('/')
+                .to_owned()
+        });
         if self.max_body_bytes == 0 {
             return Err("--max-body-bytes must be at least 1".into());
         }
@@ -206,6 +230,8 @@ impl NodeArgs {
             id,
             listen,
             peers,
+            join: self.join,
+            own_addr,
             advertise,
             data_dir: self.data_dir,
             heartbeat_ms: self.heartbeat_ms,
@@ -310,6 +336,13 @@ mod tests {
     }
 
     #[test]
+    fn own_address_is_found_in_the_peers_list() {
+        let list = "1=node1:5000, 2=node2:5000";
+        assert_eq!(own_address(list, NodeId(2)).as_deref(), Some("node2:5000"));
+        assert_eq!(own_address(list, NodeId(3)), None);
+    }
+
+    #[test]
     fn bad_peers_are_clear_errors() {
         assert!(parse_peers("2:127.0.0.1:7002", NodeId(1))
             .unwrap_err()
@@ -355,5 +388,24 @@ mod tests {
     fn missing_id_is_reported() {
         let cli = Cli::try_parse_from(["flotilla-node", "--listen", "127.0.0.1:1"]).unwrap();
         assert!(cli.node.into_config().unwrap_err().contains("--id"));
+    }
+
+    #[test]
+    fn join_starts_without_peers_and_the_own_address_is_known() {
+        let config = |args: &[&str]| {
+            let argv = ["flotilla-node", "--id", "2", "--listen", "127.0.0.1:7002"];
+            Cli::try_parse_from(argv.iter().chain(args))
+                .unwrap()
+                .node
+                .into_config()
+                .unwrap()
+        };
+        let seeded = config(&["--peers", "1=node1:5000,2=node2:5000"]);
+        assert!(!seeded.join);
+        assert_eq!(seeded.peers.len(), 1);
+        assert_eq!(seeded.own_addr, "node2:5000", "its own --peers entry");
+        let joining = config(&["--join", "--peers", "1=node1:5000"]);
+        assert!(joining.join && joining.peers.is_empty(), "{joining:?}");
+        assert_eq!(joining.own_addr, "127.0.0.1:7002", "its advertised address");
     }
 }

@@ -6,12 +6,14 @@ use crate::faults::Faults;
 use crate::guard::AllowedOrigins;
 use crate::http::{Api, LeaderHints, StateReader};
 use crate::metrics::Metrics;
-use crate::raft::{Config, LogId, LogIndex, NodeId, Raft, Restored, Term};
+use crate::raft::{Config, Configuration, LogId, LogIndex, NodeId, Raft, Restored, Term};
 use crate::runtime::{CoreLog, NodeInfo, Runtime, RuntimeParts};
 use crate::storage::sqlite::{SqliteReader, SqliteStore};
 use crate::storage::{LogStore, StorageError};
 use crate::transport::client::Pools;
-use crate::transport::{OrderGate, Partition, Transport, TransportConfig, TransportShared};
+use crate::transport::{
+    OrderGate, Partition, PeerDirectory, Transport, TransportConfig, TransportShared,
+};
 use anyhow::Context as _;
 use flotilla_shared::api::{MessageEntry, Status};
 use std::collections::BTreeMap;
@@ -27,8 +29,13 @@ use tokio::sync::{mpsc, watch};
 pub struct NodeConfig {
     pub id: NodeId,
     pub listen: SocketAddr,
-    /// Other members: id → `host:port` of their HTTP listener.
+    /// Other members: id → `host:port` of their HTTP listener. Seeds the configuration of a data dir
+    /// whose log holds none.
     pub peers: BTreeMap<NodeId, String>,
+    /// Start with no configuration and wait to be added (`--join`).
+    pub join: bool,
+    /// Where peers reach this node (`host:port`), as written in the configurations it proposes.
+    pub own_addr: String,
     pub advertise: String,
     pub data_dir: PathBuf,
     pub heartbeat_ms: u64,
@@ -70,6 +77,7 @@ pub async fn run(
     let store = SqliteStore::open(&db_path, config.id, &config.cluster_id)?;
     let initial = store.initial_state()?;
     let core_reader = CoreLog(store.reader()?);
+    let membership = initial_membership(&config, &core_reader, &initial)?;
     let clock = Clock::new();
 
     let mut voters: Vec<NodeId> = config.peers.keys().copied().collect();
@@ -85,8 +93,15 @@ pub async fn run(
         last: initial.last,
         applied: initial.applied,
     };
-    let raft = Raft::new(raft_config.clone(), core_reader, restored, clock.now_ms())
+    let mut raft = Raft::new(raft_config.clone(), core_reader, restored, clock.now_ms())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    raft.restore_membership(membership);
+    tracing::info!(
+        members = ?raft.membership().members,
+        config_index = %raft.membership().index,
+        join = config.join,
+        "configuration"
+    );
     tracing::info!(
         id = %config.id,
         term = %initial.hard_state.term,
@@ -125,6 +140,7 @@ pub async fn run(
         initial.last,
         initial.applied,
     )));
+    let directory = PeerDirectory::new(config.peers.clone());
     let transport = Transport::start(
         TransportConfig {
             id: config.id,
@@ -146,7 +162,7 @@ pub async fn run(
         raft,
         info: NodeInfo {
             id: config.id,
-            peers: config.peers.clone(),
+            peers: directory.clone(),
         },
         clock,
         inbox: inbox_rx,
@@ -166,7 +182,7 @@ pub async fn run(
     let reader = Arc::new(ReaderPool::new(db_path.clone()));
     let api = Arc::new(Api {
         id: config.id,
-        peers: config.peers.clone(),
+        peers: directory,
         leader_hints: LeaderHints::new(config.id, &config.advertise, &config.peers),
         origins: AllowedOrigins::new(&config.advertise, config.listen),
         inbox: inbox_tx,
@@ -217,6 +233,35 @@ pub async fn run(
         Ok(Err(error)) => Err(anyhow::anyhow!("storage failed: {error}")),
         Err(join) => Err(anyhow::anyhow!("the runtime stopped unexpectedly: {join}")),
     }
+}
+
+/// The configuration a node starts from: the newest configuration entry at or below its durable commit
+/// index (the core takes in newer ones), else nothing for a node started to join, else the `--peers`
+/// seed, all voters.
+fn initial_membership(
+    config: &NodeConfig,
+    log: &CoreLog,
+    initial: &crate::storage::InitialState,
+) -> anyhow::Result<Configuration> {
+    // The commit index the core will start from (see `Raft::new`).
+    let last = initial.last.index;
+    let commit = initial
+        .hard_state
+        .commit
+        .min(last)
+        .max(initial.applied.min(last));
+    if let Some(entry) = log.0.last_configuration(commit)? {
+        if let Some(stored) = Configuration::from_entry(&entry) {
+            return Ok(stored);
+        }
+    }
+    if config.join {
+        return Ok(Configuration::default());
+    }
+    let own = (config.id, config.own_addr.clone());
+    Ok(Configuration::seed(
+        config.peers.clone().into_iter().chain(std::iter::once(own)),
+    ))
 }
 
 fn empty_status(config: &NodeConfig, last: LogId, applied: LogIndex) -> Status {

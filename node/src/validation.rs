@@ -7,8 +7,8 @@
 //! an HTTP response body, a test) meets the same rules. The checks allocate only to describe a refusal.
 
 use crate::raft::{Envelope, LogIndex, Message, NodeId, Term};
-use flotilla_shared::api::SubmitRequest;
-use flotilla_shared::rpc::{AppendEntries, AppendEntriesResponse, RequestVote};
+use flotilla_shared::api::{Member, MemberRole, SubmitRequest};
+use flotilla_shared::rpc::{AppendEntries, AppendEntriesResponse, Payload, RequestVote};
 use std::fmt;
 
 /// The highest term or index storage can hold: SQLite integers are i64.
@@ -23,6 +23,10 @@ pub const MAX_PEER_TERM: Term = Term(MAX_STORABLE / 2);
 pub const MAX_TERM: Term = Term(MAX_STORABLE);
 /// Longest `request_id`, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 256;
+/// Most members a configuration may hold.
+pub const MAX_MEMBERS: usize = 64;
+/// Longest member address, in bytes.
+pub const MAX_ADDR_LEN: usize = 256;
 
 /// Why an input was refused: the `error` code of the `400`/`409` answer and the `reason` label of the
 /// `flotilla_rejected_total` metric.
@@ -65,10 +69,13 @@ pub enum Reason {
     EmptyText,
     /// A submit whose `request_id` is empty, too long or holds control characters.
     BadRequestId,
+    /// A configuration (in a log entry or an admin request) no correct node writes: no voter, a
+    /// member twice, a bad id or address, a promotion of a non-learner, too many members.
+    BadConfiguration,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::BadJson,
         Reason::WrongRoute,
         Reason::WrongNode,
@@ -87,6 +94,7 @@ impl Reason {
         Reason::LogRefused,
         Reason::EmptyText,
         Reason::BadRequestId,
+        Reason::BadConfiguration,
     ];
 
     pub fn code(self) -> &'static str {
@@ -109,6 +117,7 @@ impl Reason {
             Reason::LogRefused => "log_refused",
             Reason::EmptyText => "empty_text",
             Reason::BadRequestId => "bad_request_id",
+            Reason::BadConfiguration => "bad_configuration",
         }
     }
 
@@ -168,6 +177,15 @@ pub fn check_envelope(
         return Err(Rejected::new(
             Reason::FromSelf,
             format!("node {me} does not send messages to itself"),
+        ));
+    }
+    if NodeId::new(from.0).is_err() {
+        return Err(Rejected::new(
+            Reason::UnknownPeer,
+            format!(
+                "node id {from} is outside 1..={}: no node has it",
+                NodeId::MAX
+            ),
         ));
     }
     if !is_peer(from) {
@@ -274,6 +292,65 @@ fn check_append(term: Term, append: &AppendEntries) -> Result<(), Rejected> {
             ));
         }
         floor = entry.term;
+        if let Payload::Configuration { members, promoting } = &entry.payload {
+            check_configuration(members, promoting).map_err(|rejected| {
+                Rejected::new(
+                    rejected.reason,
+                    format!("entry {}: {}", entry.index, rejected.detail),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// One member as a configuration or an admin request names it: an id in range and a `HOST:PORT`
+/// address (it is dialled and shown).
+pub fn check_member(member: &Member) -> Result<(), Rejected> {
+    let bad = |detail: String| Err(Rejected::new(Reason::BadConfiguration, detail));
+    if let Err(why) = NodeId::new(member.id.0) {
+        return bad(why);
+    }
+    let addr = &member.addr;
+    let port_ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if addr.len() > MAX_ADDR_LEN || !addr.bytes().all(|b| b.is_ascii_graphic()) || !port_ok {
+        return bad(format!(
+            "member {}: address must be HOST:PORT, at most {MAX_ADDR_LEN} printable bytes, got {:?}",
+            member.id,
+            addr.chars().take(80).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// A configuration a correct leader can write: 1 to [`MAX_MEMBERS`] distinct valid members, at least
+/// one voter, and only learners waiting for promotion.
+pub fn check_configuration(members: &[Member], promoting: &[NodeId]) -> Result<(), Rejected> {
+    let bad = |detail: String| Err(Rejected::new(Reason::BadConfiguration, detail));
+    if members.len() > MAX_MEMBERS {
+        return bad(format!(
+            "{} members, at most {MAX_MEMBERS} allowed",
+            members.len()
+        ));
+    }
+    if !members.iter().any(|m| m.role == MemberRole::Voter) {
+        return bad("a configuration without a voter".into());
+    }
+    for (at, member) in members.iter().enumerate() {
+        check_member(member)?;
+        if members[..at].iter().any(|m| m.id == member.id) {
+            return bad(format!("member {} is listed twice", member.id));
+        }
+    }
+    for id in promoting {
+        let is_learner = members
+            .iter()
+            .any(|m| m.id == *id && m.role == MemberRole::Learner);
+        if !is_learner {
+            return bad(format!("node {id} is to be promoted but is not a learner"));
+        }
     }
     Ok(())
 }

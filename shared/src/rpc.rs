@@ -3,6 +3,7 @@
 //! Every message travels in an [`Envelope`]. Requests (`RequestVote`, `AppendEntries`, `TimeoutNow`) are
 //! POSTed to the peer; the HTTP response body carries the reply envelope, if the receiver produced one.
 
+use crate::api::Member;
 use crate::ids::{LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
@@ -120,6 +121,15 @@ pub enum Payload {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
     },
+    /// A cluster configuration (Raft §6): every member with the address peers reach it at, so any
+    /// member can reach any other. It takes effect on each node as soon as it is in its log.
+    Configuration {
+        members: Vec<Member>,
+        /// Learners to promote to voters once they have caught up (an add with role `voter` that is
+        /// not finished yet).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        promoting: Vec<NodeId>,
+    },
 }
 
 impl Entry {
@@ -127,6 +137,9 @@ impl Entry {
     pub fn approx_size(&self) -> usize {
         let payload = match &self.payload {
             Payload::Noop => 0,
+            Payload::Configuration { members, promoting } => {
+                members.iter().map(|m| m.addr.len() + 16).sum::<usize>() + promoting.len() * 8
+            }
             Payload::Message { text, request_id } => {
                 text.len() + request_id.as_ref().map_or(0, String::len)
             }

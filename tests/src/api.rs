@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Context as _, Result};
 use flotilla_shared::api::{
-    DiskFaultRequest, ErrorBody, LinkFault, MessageEntry, MessagesPage, PartitionRequest, Status,
-    SubmitRequest, SubmitResponse, TimingRequest, TransferRequest, LEADER_HEADER,
+    AddMemberRequest, DiskFaultRequest, ErrorBody, LinkFault, MemberRole, MembersResponse,
+    MessageEntry, MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse,
+    TimingRequest, TransferRequest, LEADER_HEADER,
 };
 use flotilla_shared::NodeId;
 use reqwest::{Method, StatusCode};
@@ -350,6 +351,30 @@ impl NodeClient<'_> {
             bail!("node {}: /metrics answered {}", self.id, reply.status);
         }
         Ok(reply.text())
+    }
+
+    /// `POST /v1/admin/members`: answered once the final configuration is committed.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        addr: &str,
+        role: MemberRole,
+    ) -> Result<MembersResponse> {
+        let body = serde_json::to_vec(&AddMemberRequest {
+            id,
+            addr: addr.to_string(),
+            role,
+        })?;
+        self.admin_ok(Method::POST, "/v1/admin/members", Some(body))
+            .await?
+            .json()
+    }
+
+    /// `DELETE /v1/admin/members/{id}`: answered once the configuration without it is committed.
+    pub async fn remove_member(&self, id: NodeId) -> Result<MembersResponse> {
+        self.admin_ok(Method::DELETE, &format!("/v1/admin/members/{id}"), None)
+            .await?
+            .json()
     }
 
     /// `PUT /v1/admin/timing`.

@@ -67,6 +67,8 @@ pub struct Node {
     state: NodeState,
     /// How many times this node was spawned.
     pub starts: u32,
+    /// Started with `JOIN=1` (`--join`): it waits to be added instead of seeding a configuration.
+    pub join: bool,
 }
 
 impl Node {
@@ -141,6 +143,7 @@ impl Cluster {
                     child: None,
                     state: NodeState::Down,
                     starts: 0,
+                    join: false,
                 };
                 cluster.nodes.insert(id, node);
             }
@@ -254,6 +257,10 @@ impl Cluster {
             ))
             .arg("--cluster-id")
             .arg(&options.cluster_id);
+        if node.join {
+            // The environment's form (`JOIN=1`, as containers set it); `--join` is the flag's.
+            command.env("JOIN", "1");
+        }
         if let Some(token) = &options.admin_token {
             command.arg("--admin-token").arg(token);
         }
@@ -397,6 +404,30 @@ impl Cluster {
         send_signal(pid, Signal::Cont)?;
         self.set_state(id, NodeState::Running);
         Ok(())
+    }
+
+    /// Starts node `id` (not yet in this cluster) with `--join` on a free port and waits until it
+    /// answers; it waits to be added (`POST /v1/admin/members`).
+    pub async fn start_joining(&mut self, id: NodeId) -> Result<()> {
+        if self.nodes.contains_key(&id) {
+            bail!("node {id} is already in this cluster");
+        }
+        let data_dir = self.root.join(format!("node-{id}"));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let node = Node {
+            id,
+            port: free_port()?,
+            log_path: self.root.join(format!("node-{id}.log")),
+            data_dir,
+            child: None,
+            state: NodeState::Down,
+            starts: 0,
+            join: true,
+        };
+        self.nodes.insert(id, node);
+        self.spawn(id)?;
+        self.wait_ready(&[id]).await
     }
 
     /// Starts a down node again with the same port, data dir and flags; waits until it answers.

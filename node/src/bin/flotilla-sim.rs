@@ -5,7 +5,7 @@
 //! flotilla-sim sweep --seeds 0..100000 --nodes 3,5 [OPTIONS]          many runs, with progress
 //!
 //! OPTIONS: --planted-bug commit-by-count|vote-ignoring-log|trust-envelopes
-//!          --profile mixed|figure8|mangled
+//!          --profile mixed|figure8|mangled|membership
 //!          --chaos-ms N   --calm-ms N   (phase lengths; a failure's replay command names them)
 //! ```
 

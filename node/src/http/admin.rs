@@ -63,7 +63,7 @@ pub(super) async fn set_partition(api: &Api, body: &[u8]) -> Response {
         if id == api.id {
             return ApiError::bad_peer(format!("node {id} cannot isolate itself")).into_response();
         }
-        if !api.peers.contains_key(&id) {
+        if !api.peers.contains(id) {
             return ApiError::bad_peer(format!("node {id} is not a peer of node {}", api.id))
                 .into_response();
         }
@@ -174,7 +174,7 @@ fn link_peer(api: &Api, peer: &str) -> Result<NodeId, ApiError> {
             "node {id} has no link to itself"
         )));
     }
-    if !api.peers.contains_key(&id) {
+    if !api.peers.contains(id) {
         return Err(ApiError::unknown_peer(format!(
             "node {id} is not a peer of node {}",
             api.id

@@ -126,7 +126,7 @@ pub(super) async fn forward(
     body: Option<Bytes>,
     deadline: Instant,
 ) -> Forwarded {
-    let Some(addr) = api.peers.get(&leader) else {
+    let Some(addr) = api.peers.get(leader) else {
         return Forwarded::Unreachable;
     };
     let mut path = call.path.clone();
@@ -146,7 +146,7 @@ pub(super) async fn forward(
     let timeout = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
-    let pool = api.forward_pools.get(addr);
+    let pool = api.forward_pools.get(&addr);
     let answer = match pool
         .send(call.method.clone(), &path, &headers, body, timeout)
         .await

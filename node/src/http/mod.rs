@@ -15,6 +15,7 @@ mod client;
 mod error;
 mod events;
 mod leader;
+mod members;
 mod metrics;
 mod raft;
 mod request;
@@ -30,13 +31,13 @@ use crate::raft::{LogIndex, NodeId};
 use crate::runtime::Request;
 use crate::storage::StorageError;
 use crate::transport::client::Pools;
-use crate::transport::{OrderGate, Partition, ADVERTISE_HEADER};
+use crate::transport::{OrderGate, Partition, PeerDirectory, ADVERTISE_HEADER};
 use bytes::Buf;
 use error::json;
 use flotilla_shared::api::{MessageEntry, Status};
 use futures_util::Stream;
 use request::{body_left_unread, check_cluster_token, check_origin, read_body};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -65,7 +66,8 @@ pub trait StateReader: Send + Sync + 'static {
 
 pub struct Api {
     pub id: NodeId,
-    pub peers: BTreeMap<NodeId, String>,
+    /// The other members, as the configuration in force says.
+    pub peers: PeerDirectory,
     /// `X-Raft-Leader` for each node.
     pub leader_hints: LeaderHints,
     /// Requests naming another `Origin` are refused: they come from web pages.
@@ -170,10 +172,13 @@ where
                 (Method::PUT, ["links", peer]) => admin::set_link(api, peer, Some(&body)).await,
                 (Method::DELETE, ["links", peer]) => admin::set_link(api, peer, None).await,
                 (Method::PUT, ["disk"]) => admin::set_disk(api, &body).await,
-                (_, ["partition" | "transfer-leadership" | "timing" | "links" | "disk"])
-                | (_, ["links", _]) => {
-                    ApiError::method_not_allowed(&call.method, &call.path).into_response()
-                }
+                (Method::POST, ["members"]) => members::add(api, &call, body).await,
+                (Method::DELETE, ["members", id]) => members::remove(api, &call, id, body).await,
+                (
+                    _,
+                    ["partition" | "transfer-leadership" | "timing" | "links" | "disk" | "members"]
+                    | ["links" | "members", _],
+                ) => ApiError::method_not_allowed(&call.method, &call.path).into_response(),
                 _ => ApiError::not_found(&call.method, &call.path).into_response(),
             }
         }
@@ -183,7 +188,7 @@ where
                 return body_left_unread(&call, error);
             }
             if let Some(hint) = call.headers.get(ADVERTISE_HEADER) {
-                api.leader_hints.learn(hint, &api.peers);
+                api.leader_hints.learn(hint, &api.peers.read());
             }
             match read_body(api, &call, body, RAFT_BODY_LIMIT).await {
                 Ok(bytes) => raft::raft_rpc(api, &call, name, &bytes).await,

@@ -9,7 +9,7 @@ use crate::raft::NodeId;
 use crate::runtime::Request;
 use crate::transport::{dropped, OrderGate, STREAM_HEADER};
 use crate::validation::{self, Reason, Rejected};
-use flotilla_shared::rpc::Envelope;
+use flotilla_shared::rpc::{Envelope, Message};
 use tokio::sync::oneshot;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -35,9 +35,25 @@ pub(super) async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) ->
         return refuse(api, Some(from), rejected);
     }
     // Checked before anything else sees it: a message a correct peer cannot have sent is refused whole.
-    if let Err(rejected) =
-        validation::check_envelope(&envelope, api.id, |id| api.peers.contains_key(&id))
-    {
+    // A node may not know every member yet: one waiting to be added knows none, and a lagging one may
+    // miss the entries that added this term's leader or a candidate. Appends from a node that may lead
+    // (no other leader known in its term, or a higher term) and vote requests pass here; the core checks
+    // them again, against its configurations.
+    let may_lead = || {
+        matches!(envelope.message, Message::AppendEntries(_)) && {
+            let status = api.status.borrow();
+            status.members.is_empty()
+                || envelope.term > status.term
+                || (envelope.term == status.term
+                    && status
+                        .leader_id
+                        .is_none_or(|leader| leader == envelope.from))
+        }
+    };
+    let campaign = matches!(envelope.message, Message::RequestVote(_));
+    if let Err(rejected) = validation::check_envelope(&envelope, api.id, |id| {
+        api.peers.contains(id) || campaign || may_lead()
+    }) {
         return refuse(api, Some(from), rejected);
     }
     if api.partition.contains(from) {

@@ -16,12 +16,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod election;
 mod leader;
+mod membership;
 mod planted;
 mod read_index;
 mod replication;
 mod transfer;
 
 use leader::LeaderState;
+use membership::Membership;
 use read_index::PendingRead;
 use transfer::Transfer;
 
@@ -46,7 +48,9 @@ enum RoleState {
 pub struct Raft<S: LogRead> {
     config: Config,
     id: NodeId,
+    /// Every other member of the configuration in force (see `membership`).
     peers: Vec<NodeId>,
+    membership: Membership,
     term: Term,
     voted_for: Option<NodeId>,
     role: RoleState,
@@ -85,6 +89,7 @@ impl<S: LogRead> Raft<S> {
         voters.sort();
         voters.dedup();
         let peers = voters.iter().copied().filter(|p| *p != id).collect();
+        let seed = crate::raft::Configuration::seed(voters.iter().map(|v| (*v, String::new())));
         let last = restored.last;
         // The durable commit can only cover durable entries; the applied index never passes commit.
         let commit = restored.hard_state.commit.min(last.index);
@@ -98,6 +103,7 @@ impl<S: LogRead> Raft<S> {
             rng: SplitMix64::new(config.seed ^ id.0),
             id,
             peers,
+            membership: Membership::new(seed),
             term: hard_state.term,
             voted_for: hard_state.voted_for,
             role: RoleState::Follower { leader: None },
@@ -172,8 +178,8 @@ impl<S: LogRead> Raft<S> {
 
     fn check_and_step(&mut self, envelope: Envelope) -> Result<(), Rejected> {
         if !self.trusts_envelopes() {
-            let peers = &self.peers;
-            validation::check_envelope(&envelope, self.id, |id| peers.contains(&id))?;
+            let known = self.knows_sender(&envelope);
+            validation::check_envelope(&envelope, self.id, |_| known)?;
         }
         self.step_inner(envelope)
     }
@@ -231,6 +237,7 @@ impl<S: LogRead> Raft<S> {
     }
 
     pub fn ready(&mut self) -> Ready {
+        self.membership_ready();
         if matches!(self.role, RoleState::Leader(_)) {
             self.bcast_append();
             self.maybe_bcast_read_round();
@@ -426,7 +433,7 @@ impl<S: LogRead> Raft<S> {
     }
 
     fn quorum(&self) -> usize {
-        quorum::majority(self.peers.len() + 1)
+        quorum::majority(self.voter_count())
     }
 
     // ----- messages in -----

@@ -105,6 +105,7 @@ impl Ready {
 mod config;
 mod core;
 mod log;
+pub mod membership;
 mod progress;
 mod quorum;
 pub mod rng;
@@ -117,6 +118,7 @@ pub use self::config::{Config, ConfigError};
 #[cfg(any(test, feature = "sim"))]
 pub use self::core::PlantedBug;
 pub use self::core::Raft;
+pub use self::membership::{Configuration, MembershipChange, MembershipError};
 
 /// A proposal was not accepted; nothing was appended.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

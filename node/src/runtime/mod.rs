@@ -13,6 +13,7 @@
 //! (Raft thesis §10.2.1): its appends leave before its fsync. A small write that needs no fsync (the
 //! leader applying a few committed entries) is done on this task when the storage thread is idle.
 
+mod membership;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -22,14 +23,14 @@ use crate::events::EventHub;
 use crate::faults::Faults;
 use crate::metrics::Metrics;
 use crate::raft::{
-    CoreStatus, Entry, Envelope, LogId, LogIndex, LogRead, Message, NodeId, Payload, Proposal,
-    ProposeError, Raft, ReadError, Term, TransferError,
+    CoreStatus, Entry, Envelope, LogId, LogIndex, LogRead, MembershipChange, MembershipError,
+    Message, NodeId, Payload, Proposal, ProposeError, Raft, ReadError, Term, TransferError,
 };
 use crate::storage::sqlite::SqliteReader;
 use crate::storage::{ApplyOutcome, LogStore, StorageError};
-use crate::transport::{Partition, Transport};
+use crate::transport::{Partition, PeerDirectory, Transport};
 use crate::validation::Rejected;
-use flotilla_shared::api::{LinkFault, PeerStatus, Status};
+use flotilla_shared::api::{LinkFault, MembersResponse, PeerStatus, Status};
 use flotilla_shared::event::{EventKind, Role};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -116,6 +117,11 @@ pub enum Request {
         reply: oneshot::Sender<()>,
     },
     Unreachable(NodeId),
+    /// A membership change: answered once its final configuration is committed.
+    ChangeMembers {
+        change: MembershipChange,
+        reply: oneshot::Sender<Result<MembersResponse, MembershipError>>,
+    },
 }
 
 /// What became of a stepped Raft message (see [`Request::Step`]).
@@ -153,11 +159,12 @@ struct Waiter {
     reply: oneshot::Sender<ProposeOutcome>,
 }
 
-/// Static facts for `/v1/status`.
+/// Facts for `/v1/status`.
 #[derive(Clone)]
 pub struct NodeInfo {
     pub id: NodeId,
-    pub peers: BTreeMap<NodeId, String>,
+    /// The other members and their addresses, kept in step with the configuration in force.
+    pub peers: PeerDirectory,
 }
 
 pub struct Runtime<S: LogRead> {
@@ -182,6 +189,9 @@ pub struct Runtime<S: LogRead> {
     stored_applied: LogIndex,
     /// Most entries a leader holds beyond its commit index or its own durable index.
     max_uncommitted: u64,
+    member_waiters: Vec<membership::MemberWaiter>,
+    /// The peers the transport has senders for.
+    sending_to: BTreeMap<NodeId, String>,
 }
 
 pub struct RuntimeParts<S: LogRead> {
@@ -226,6 +236,8 @@ impl<S: LogRead> Runtime<S> {
             metrics: parts.metrics,
             stored_applied: parts.stored_applied,
             max_uncommitted: parts.max_uncommitted,
+            member_waiters: Vec::new(),
+            sending_to: BTreeMap::new(),
         })
     }
 
@@ -233,6 +245,7 @@ impl<S: LogRead> Runtime<S> {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StorageError> {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        self.follow_membership();
         self.publish_status();
         loop {
             // Biased: shutdown first, then finished writes (they release replies and answers), then new
@@ -417,6 +430,7 @@ impl<S: LogRead> Runtime<S> {
                 self.publish_status();
             }
             Request::Unreachable(peer) => self.raft.report_unreachable(peer),
+            Request::ChangeMembers { change, reply } => self.change_members(change, reply),
         }
     }
 
@@ -427,7 +441,15 @@ impl<S: LogRead> Runtime<S> {
             return Ok(());
         }
         let ready = self.raft.ready();
+        let membership_changed = ready
+            .events
+            .iter()
+            .any(|event| matches!(event, EventKind::MembershipChanged { .. }));
         self.events.publish_all(ready.events);
+        if membership_changed {
+            self.follow_membership();
+            self.answer_member_waiters();
+        }
         for message in ready.messages {
             self.transport.send(message);
         }
@@ -560,6 +582,9 @@ impl<S: LogRead> Runtime<S> {
         status.disk_write_delay_ms = self.faults.disk_write_delay_ms();
         // The core counts entries as applied once handed out; readers see them once stored.
         status.last_applied = self.stored_applied;
+        let config = self.raft.membership();
+        status.members = config.members.clone();
+        status.config_index = config.index;
         self.status.send_replace(Arc::new(status));
     }
 }
@@ -572,6 +597,7 @@ fn status_from_core(
 ) -> Status {
     let peers = info
         .peers
+        .read()
         .iter()
         .map(|(&id, addr)| {
             let (match_index, next_index) = core.progress.get(&id).copied().unwrap_or_default();

@@ -118,7 +118,7 @@ fn single_node(max_uncommitted: u64) -> SingleNode {
         raft,
         info: NodeInfo {
             id,
-            peers: BTreeMap::new(),
+            peers: Default::default(),
         },
         clock,
         inbox,

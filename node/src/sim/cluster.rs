@@ -16,6 +16,7 @@ use std::rc::Rc;
 
 mod clients;
 mod faults;
+mod membership;
 
 /// A node's disk: the store holds exactly what completed writes put there.
 pub type Disk = Rc<RefCell<MemoryStore>>;
@@ -105,7 +106,12 @@ impl Cluster {
             mangle_per_mille: 0,
             replay_per_mille: 0,
         };
-        let ids: Vec<NodeId> = (1..=opts.nodes as u64).map(NodeId).collect();
+        let spares = if opts.profile == FaultProfile::Membership {
+            membership::SPARES
+        } else {
+            0
+        };
+        let ids: Vec<NodeId> = (1..=(opts.nodes + spares) as u64).map(NodeId).collect();
         // The mangled profile draws from its own generator: the other profiles' runs stay as they were.
         let mangling_seed = opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6d61_6e67_6c65;
         if opts.profile == FaultProfile::Mangled {
@@ -191,6 +197,16 @@ impl Cluster {
             Ok(core) => core,
             Err(error) => panic!("simulator config is valid: {error}"),
         };
+        let commit = stored
+            .hard_state
+            .commit
+            .min(stored.last.index)
+            .max(stored.applied);
+        if self.opts.profile == FaultProfile::Membership {
+            let disk = self.node(id).disk.clone();
+            core.restore_membership(self.restored_membership(id, &disk, commit));
+        }
+        let node = self.node(id);
         if let Some(bug) = bug {
             core.plant_bug(bug);
         }
@@ -200,11 +216,6 @@ impl Cluster {
             // The cut that isolated it before its crash ends with the restart.
             self.net.reconnect(id);
         }
-        let commit = stored
-            .hard_state
-            .commit
-            .min(stored.last.index)
-            .max(stored.applied);
         self.history.restarted(id, commit);
     }
 
@@ -561,10 +572,10 @@ impl Cluster {
         }
         let leader = self.current_leader();
         let agreed = leader.is_some()
-            && self
-                .nodes
-                .iter()
-                .all(|n| n.core.as_ref().is_some_and(|c| c.leader() == leader));
+            && self.nodes.iter().all(|n| {
+                !self.must_follow(n.id, leader)
+                    || n.core.as_ref().is_some_and(|c| c.leader() == leader)
+            });
         if agreed {
             self.stable_leader_since.get_or_insert(self.now_ms);
         }

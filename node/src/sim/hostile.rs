@@ -74,7 +74,20 @@ pub fn mangle(envelope: &Envelope, rng: &mut SplitMix64, members: &[NodeId]) -> 
             };
         }
         2 => bent.from = envelope.to,
-        _ => bent.from = stranger(rng, members),
+        _ => {
+            let mut from = stranger(rng, members);
+            // A valid id outside the configuration may be a member this node has not heard of yet
+            // (Raft §6): its campaigns and, with no leader known, its appends are taken. Only an
+            // impossible id marks those as damaged.
+            let may_be_new = matches!(
+                bent.message,
+                Message::RequestVote(_) | Message::AppendEntries(_)
+            );
+            if may_be_new && NodeId::new(from.0).is_ok() {
+                from = NodeId(from.0 + NodeId::MAX + 1);
+            }
+            bent.from = from;
+        }
     }
     bent
 }

@@ -41,6 +41,10 @@ pub enum FaultProfile {
     /// sent, duplicated and reordered. Every mangled message must be refused and change nothing.
     #[value(name = "mangled")]
     Mangled,
+    /// Mixed faults, and membership changes (Raft §6) at random: nodes added (two spares start with no
+    /// configuration), learners promoted, members removed (the leader too) and added back.
+    #[value(name = "membership")]
+    Membership,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +94,14 @@ impl SimOptions {
         }
     }
 
+    /// Membership changes mixed with the faults ([`FaultProfile::Membership`]), CI phase lengths.
+    pub fn membership(seed: u64, nodes: usize) -> Self {
+        Self {
+            profile: FaultProfile::Membership,
+            ..Self::ci(seed, nodes)
+        }
+    }
+
     /// The Figure 8 schedule ([`FaultProfile::Figure8`]) with a longer chaotic phase: the sequence
     /// it hunts for takes several terms.
     pub fn figure8(seed: u64, nodes: usize) -> Self {
@@ -118,6 +130,8 @@ pub struct SimStats {
     pub mangled_delivered: u64,
     /// Old messages sent again.
     pub replayed: u64,
+    /// Membership changes a leader took (the membership profile).
+    pub membership_changes: u64,
 }
 
 /// A broken property, with what is needed to replay it.

@@ -30,6 +30,30 @@ fn simulated_clusters_stay_safe_and_live_over_1000_seeds() {
     assert!(applied > 0, "the runs applied nothing");
 }
 
+/// Raft §6: membership changes (adds, promotions, removals of followers and leaders, re-adds) mixed
+/// with crashes and partitions keep every safety property and liveness once calm.
+#[test]
+fn membership_changes_stay_safe_and_live_over_300_seeds() {
+    let mut failures = Vec::new();
+    let mut changes = 0;
+    for seed in 0..300 {
+        match run(SimOptions::membership(seed, size(seed))) {
+            Ok(stats) => changes += stats.membership_changes,
+            Err(failure) => failures.push(failure.to_string()),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing runs:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        changes > 300,
+        "only {changes} membership changes in 300 runs"
+    );
+}
+
 #[test]
 fn same_seed_same_run() {
     let a = run(SimOptions::new(43, 5)).expect("seed 43 passes");

@@ -272,7 +272,10 @@ fn check_hard_state(stored: &HardState, next: &HardState) -> Result<(), StorageE
 /// What applying `entry` does, given where its `request_id` (if any) was applied before.
 pub(crate) fn apply_outcome(entry: &Entry, earlier: Option<LogId>) -> ApplyOutcome {
     match (&entry.payload, earlier) {
-        (crate::raft::Payload::Noop, _) => ApplyOutcome::Noop { index: entry.index },
+        // A configuration took effect when appended; applying it changes no state.
+        (crate::raft::Payload::Noop | crate::raft::Payload::Configuration { .. }, _) => {
+            ApplyOutcome::Noop { index: entry.index }
+        }
         (crate::raft::Payload::Message { .. }, Some(original)) => ApplyOutcome::Duplicate {
             index: entry.index,
             original,

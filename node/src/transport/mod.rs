@@ -13,6 +13,9 @@
 //! (`message_dropped`).
 
 pub mod client;
+mod directory;
+
+pub use directory::PeerDirectory;
 
 use crate::events::EventHub;
 use crate::faults::{Fate, Faults};
@@ -79,6 +82,7 @@ pub struct TransportConfig {
 }
 
 struct PeerHandle {
+    addr: String,
     queue: mpsc::Sender<Envelope>,
     reachable: Arc<AtomicBool>,
 }
@@ -87,9 +91,13 @@ pub struct Transport {
     peers: BTreeMap<NodeId, PeerHandle>,
     metrics: Arc<Metrics>,
     events: EventHub,
+    config: TransportConfig,
+    shared: TransportShared,
+    incarnation: u64,
 }
 
 /// What the peer tasks share with the rest of the node.
+#[derive(Clone)]
 pub struct TransportShared {
     pub inbox: mpsc::Sender<Request>,
     pub partition: Arc<Partition>,
@@ -101,44 +109,59 @@ pub struct TransportShared {
 impl Transport {
     /// Starts one sender task per peer. Replies and failures go back to the runtime's inbox.
     pub fn start(config: TransportConfig, shared: TransportShared) -> Self {
-        let TransportShared {
-            inbox,
-            partition,
-            faults,
-            metrics,
-            events,
-        } = shared;
-        let incarnation = incarnation_id(config.id);
-        let peers = config
-            .peers
-            .iter()
-            .map(|(&peer, addr)| {
-                let (queue, receiver) = mpsc::channel(PEER_QUEUE);
-                let reachable = Arc::new(AtomicBool::new(true));
-                let task = PeerTask {
-                    peer,
-                    pool: Pool::new(addr.clone(), config.max_inflight.max(1)),
-                    inbox: inbox.clone(),
-                    partition: partition.clone(),
-                    faults: faults.clone(),
-                    metrics: metrics.clone(),
-                    events: events.clone(),
-                    reachable: reachable.clone(),
-                    in_flight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
-                    delayed: Arc::new(Semaphore::new(PEER_QUEUE)),
-                    cluster_token: config.cluster_token.clone(),
-                    advertise: config.advertise.clone(),
-                    timeout: config.request_timeout,
-                    incarnation,
-                };
-                tokio::spawn(task.run(receiver));
-                (peer, PeerHandle { queue, reachable })
-            })
-            .collect();
-        Self {
-            peers,
-            metrics,
-            events,
+        let mut transport = Self {
+            peers: BTreeMap::new(),
+            metrics: shared.metrics.clone(),
+            events: shared.events.clone(),
+            incarnation: incarnation_id(config.id),
+            shared,
+            config,
+        };
+        let peers = transport.config.peers.clone();
+        transport.set_peers(&peers);
+        transport
+    }
+
+    /// Follows the configuration: starts a sender for each new peer (or one whose address changed)
+    /// and drops the senders of peers no longer listed (their tasks end once their queue drains).
+    pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+        self.peers
+            .retain(|id, handle| peers.get(id).is_some_and(|addr| *addr == handle.addr));
+        for (&peer, addr) in peers {
+            if peer == self.config.id || self.peers.contains_key(&peer) {
+                continue;
+            }
+            let handle = self.spawn_peer(peer, addr);
+            self.peers.insert(peer, handle);
+        }
+    }
+
+    fn spawn_peer(&self, peer: NodeId, addr: &str) -> PeerHandle {
+        let config = &self.config;
+        let shared = &self.shared;
+        let (queue, receiver) = mpsc::channel(PEER_QUEUE);
+        let reachable = Arc::new(AtomicBool::new(true));
+        let task = PeerTask {
+            peer,
+            pool: Pool::new(addr.to_owned(), config.max_inflight.max(1)),
+            inbox: shared.inbox.clone(),
+            partition: shared.partition.clone(),
+            faults: shared.faults.clone(),
+            metrics: shared.metrics.clone(),
+            events: shared.events.clone(),
+            reachable: reachable.clone(),
+            in_flight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
+            delayed: Arc::new(Semaphore::new(PEER_QUEUE)),
+            cluster_token: config.cluster_token.clone(),
+            advertise: config.advertise.clone(),
+            timeout: config.request_timeout,
+            incarnation: self.incarnation,
+        };
+        tokio::spawn(task.run(receiver));
+        PeerHandle {
+            addr: addr.to_owned(),
+            queue,
+            reachable,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::raft::{Entry, Payload};
+use flotilla_shared::api::{Member, MemberRole};
 use flotilla_shared::rpc::RequestVoteResponse;
 
 const ME: NodeId = NodeId(1);
@@ -310,5 +311,61 @@ fn every_reason_has_its_own_code_and_slot() {
     assert_eq!(codes.len(), Reason::ALL.len());
     for (slot, reason) in Reason::ALL.iter().enumerate() {
         assert_eq!(reason.slot(), slot, "{reason}");
+    }
+}
+
+fn member(id: u64, addr: &str, role: MemberRole) -> Member {
+    Member {
+        id: NodeId(id),
+        addr: addr.to_string(),
+        role,
+    }
+}
+
+fn config_append(members: Vec<Member>, promoting: Vec<NodeId>) -> Envelope {
+    let mut message = append(2, (1, 1), &[(2, 2)], 1);
+    if let Message::AppendEntries(ae) = &mut message.message {
+        ae.entries[0].payload = Payload::Configuration { members, promoting };
+    }
+    message
+}
+
+/// Raft §6: a configuration entry from a peer is input like the rest: one no correct leader writes is
+/// refused whole.
+#[test]
+fn configurations_a_leader_cannot_write_are_refused() {
+    use MemberRole::{Learner, Voter};
+    let good = vec![member(1, "a:1", Voter), member(4, "node4:5000", Learner)];
+    assert_eq!(check(&config_append(good.clone(), vec![NodeId(4)])), Ok(()));
+    let bad = [
+        (vec![member(4, "a:1", Learner)], vec![]),
+        (
+            vec![member(1, "a:1", Voter), member(1, "b:1", Voter)],
+            vec![],
+        ),
+        (vec![member(0, "a:1", Voter)], vec![]),
+        (vec![member(300, "a:1", Voter)], vec![]),
+        (vec![member(1, "", Voter)], vec![]),
+        (vec![member(1, "no-port", Voter)], vec![]),
+        (vec![member(1, "a:99999", Voter)], vec![]),
+        (vec![member(1, "a b:1", Voter)], vec![]),
+        (
+            vec![member(1, &format!("{}:1", "h".repeat(300)), Voter)],
+            vec![],
+        ),
+        (good.clone(), vec![NodeId(1)]),
+        (good.clone(), vec![NodeId(9)]),
+        (
+            (1..=65).map(|id| member(id, "a:1", Voter)).collect(),
+            vec![],
+        ),
+    ];
+    for (members, promoting) in bad {
+        let shown = format!("{members:?} {promoting:?}");
+        assert_eq!(
+            check(&config_append(members, promoting)),
+            Err(Reason::BadConfiguration),
+            "{shown}"
+        );
     }
 }

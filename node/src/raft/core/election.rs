@@ -62,7 +62,7 @@ impl<S: LogRead> Raft<S> {
     }
 
     pub(super) fn campaign_pre_vote(&mut self) {
-        if self.out_of_terms() {
+        if self.cannot_campaign() {
             return;
         }
         self.role = RoleState::PreCandidate {
@@ -80,7 +80,7 @@ impl<S: LogRead> Raft<S> {
 
     /// Starts an election in the next term (Raft §5.2).
     pub(super) fn campaign(&mut self, leadership_transfer: bool) {
-        if self.out_of_terms() {
+        if self.cannot_campaign() {
             return;
         }
         let term = self.term.next();
@@ -122,7 +122,7 @@ impl<S: LogRead> Raft<S> {
         if !self.role_is_campaigning() {
             return;
         }
-        for peer in self.peers.clone() {
+        for peer in self.voter_peers() {
             let msg = self.next_msg();
             self.events.push(EventKind::VoteRequested {
                 msg,
@@ -166,7 +166,10 @@ impl<S: LogRead> Raft<S> {
     }
 
     pub(super) fn record_vote(&mut self, from: NodeId, granted: bool, pre_vote: bool) {
-        let voters = self.peers.len() + 1;
+        if !self.is_voter(from) {
+            return;
+        }
+        let voters = self.voter_count();
         let result = match (&mut self.role, pre_vote) {
             (RoleState::PreCandidate { votes }, true) | (RoleState::Candidate { votes }, false) => {
                 votes.entry(from).or_insert(granted);

@@ -2,6 +2,7 @@
 //! way, pending request ids and ReadIndex reads; and the questions answered from that state alone.
 
 use super::*;
+use crate::raft::Configuration;
 
 pub(super) struct LeaderState {
     pub(super) progress: BTreeMap<NodeId, Progress>,
@@ -37,12 +38,21 @@ impl LeaderState {
     }
 
     /// Voters heard from within `lease_ms`, the leader included (CheckQuorum, thesis §6.2).
-    pub(super) fn active_voters(&self, now_ms: u64, lease_ms: u64) -> usize {
-        1 + self
-            .progress
-            .values()
-            .filter(|pr| now_ms.saturating_sub(pr.last_heard_ms) < lease_ms)
-            .count()
+    pub(super) fn active_voters(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        config: &Configuration,
+        me: NodeId,
+    ) -> usize {
+        usize::from(config.is_voter(me))
+            + self
+                .progress
+                .iter()
+                .filter(|(id, pr)| {
+                    config.is_voter(**id) && now_ms.saturating_sub(pr.last_heard_ms) < lease_ms
+                })
+                .count()
     }
 
     /// The read round a periodic heartbeat should carry: reads still unconfirmed ride on it again, as

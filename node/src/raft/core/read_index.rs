@@ -22,7 +22,7 @@ impl<S: LogRead> Raft<S> {
     /// Starts a ReadIndex read (thesis §6.4); `ctx` comes back in `Ready::reads` or `failed_reads`.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
         let commit = self.log.commit;
-        let single = self.peers.is_empty();
+        let single = self.leads_alone();
         let RoleState::Leader(leader) = &mut self.role else {
             return Err(ReadError::NotLeader {
                 leader: self.leader(),
@@ -67,6 +67,9 @@ impl<S: LogRead> Raft<S> {
     }
 
     pub(super) fn handle_read_ack(&mut self, from: NodeId, round: u64) {
+        if !self.is_voter(from) {
+            return;
+        }
         let quorum = self.quorum();
         let RoleState::Leader(leader) = &mut self.role else {
             return;

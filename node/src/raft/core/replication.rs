@@ -65,7 +65,9 @@ impl<S: LogRead> Raft<S> {
             return;
         };
         // CheckQuorum (thesis §6.2): step down when a majority has not been heard from lately.
-        if check_quorum && leader.active_voters(now, lease_ms) < quorum {
+        if check_quorum
+            && leader.active_voters(now, lease_ms, self.membership.current(), self.id) < quorum
+        {
             self.events
                 .push(EventKind::CheckQuorumFailed { term: self.term });
             self.become_follower(self.term, None);
@@ -216,6 +218,8 @@ impl<S: LogRead> Raft<S> {
             .position(|e| !self.log.matches(e.index, e.term));
         if let Some(at) = conflict {
             let new: Vec<Entry> = entries.split_off(at);
+            let configurations = membership::configurations_in(&new);
+            let first_new = new[0].index;
             // One event per run of entries of the same term, worked out before the entries move.
             let mut appended = Vec::new();
             let mut run_start = 0;
@@ -239,6 +243,7 @@ impl<S: LogRead> Raft<S> {
                 self.events.push(EventKind::LogTruncated { index: kept });
             }
             self.events.extend(appended);
+            self.on_log_rewritten(first_new, configurations);
         }
         // Raft §5.3: commit up to min(leader_commit, index of last new entry).
         let new_commit = ae.leader_commit.min(matched);
@@ -379,9 +384,17 @@ impl<S: LogRead> Raft<S> {
         let RoleState::Leader(leader) = &self.role else {
             return false;
         };
-        let mut matches: Vec<LogIndex> =
-            leader.progress.values().map(|pr| pr.match_index).collect();
-        matches.push(self.log.durable.min(self.log.last_index()));
+        // Only voters count (learners, and members whose removal is not committed yet, do not).
+        let config = self.membership.current();
+        let mut matches: Vec<LogIndex> = leader
+            .progress
+            .iter()
+            .filter(|(id, _)| config.is_voter(**id))
+            .map(|(_, pr)| pr.match_index)
+            .collect();
+        if config.is_voter(self.id) {
+            matches.push(self.log.durable.min(self.log.last_index()));
+        }
         let candidate = quorum::committed_index(matches);
         if candidate <= self.log.commit {
             return false;
@@ -410,7 +423,12 @@ impl<S: LogRead> Raft<S> {
     }
 
     pub(super) fn bcast_append(&mut self) {
-        for peer in self.peers.clone() {
+        // Every follower with progress: members, and removed ones until their removal commits.
+        let RoleState::Leader(leader) = &self.role else {
+            return;
+        };
+        let followers: Vec<NodeId> = leader.progress.keys().copied().collect();
+        for peer in followers {
             while self.maybe_send_append(peer) {}
         }
     }

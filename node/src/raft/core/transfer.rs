@@ -13,7 +13,7 @@ pub(super) struct Transfer {
 
 impl<S: LogRead> Raft<S> {
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
-        if !self.peers.contains(&to) && to != self.id {
+        if !self.is_voter(to) && to != self.id {
             return Err(TransferError::UnknownNode(to));
         }
         let deadline_ms = self.now_ms + self.config.election_timeout_ms.0;

@@ -29,12 +29,16 @@
 //! - `propose ID TEXT`, `read-index ID ctx=N`, `transfer-leadership ID to=N`.
 //! - `crash ID`: the node loses everything not written to its disk; `restart ID` restores from disk.
 //! - `status ID`, `log ID`: print the core's state, or its log (durable or not).
+//! - `add-member LEADER ID` / `add-learner LEADER ID`: ask LEADER to add ID as a voter (a learner
+//!   promoted once caught up) or a learner; an ID not yet in the scenario starts as a joining node (no
+//!   configuration). `remove-member LEADER ID`; `members ID` prints the configuration in force.
 
 mod transcript;
 
 use super::*;
 use crate::storage::memory::MemoryStore;
 use crate::storage::{LogStore, WriteBatch};
+use flotilla_shared::api::{Member, MemberRole};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -45,6 +49,8 @@ type Disk = Rc<RefCell<MemoryStore>>;
 
 struct Node {
     config: Config,
+    /// The configuration the node starts from while its log holds none.
+    seed: Configuration,
     disk: Disk,
     /// `None` while crashed.
     core: Option<Raft<Disk>>,
@@ -273,13 +279,18 @@ impl Env {
                     last: disk.last,
                     applied: disk.applied,
                 };
-                let core = Raft::new(
+                let mut core = Raft::new(
                     node.config.clone(),
                     node.disk.clone(),
                     restored,
                     node.now_ms,
                 )
                 .map_err(|e| e.to_string())?;
+                core.restore_membership(stored_membership(
+                    &node.disk,
+                    &node.seed,
+                    disk.hard_state.commit,
+                ));
                 node.core = Some(core);
                 let hs = disk.hard_state;
                 writeln!(
@@ -315,6 +326,66 @@ impl Env {
                     writeln!(out, "  progress {peer}: match={matched} next={next}").ok();
                 }
             }
+            "add-member" | "add-learner" => {
+                let usage = "add-member LEADER ID";
+                let ids = args.ids()?;
+                let [leader, id] = ids[..] else {
+                    return Err(usage.into());
+                };
+                if !self.nodes.contains_key(&id) {
+                    self.add_joining_node(id)?;
+                    writeln!(out, "{id} started, waiting to be added").ok();
+                }
+                let role = if *cmd == "add-learner" {
+                    MemberRole::Learner
+                } else {
+                    MemberRole::Voter
+                };
+                let member = Member {
+                    id,
+                    addr: format!("n{id}:1"),
+                    role,
+                };
+                match self
+                    .core(leader)?
+                    .propose_membership(MembershipChange::Add(member))
+                {
+                    Ok(index) => writeln!(out, "configuration at {index}"),
+                    Err(e) => writeln!(out, "error: {e}"),
+                }
+                .ok();
+            }
+            "remove-member" => {
+                let ids = args.ids()?;
+                let [leader, id] = ids[..] else {
+                    return Err("remove-member LEADER ID".into());
+                };
+                match self
+                    .core(leader)?
+                    .propose_membership(MembershipChange::Remove(id))
+                {
+                    Ok(index) => writeln!(out, "configuration at {index}"),
+                    Err(e) => writeln!(out, "error: {e}"),
+                }
+                .ok();
+            }
+            "members" => {
+                let id = args.id()?;
+                let core = self.core(id)?;
+                let config = core.membership();
+                writeln!(
+                    out,
+                    "{id}: {} at {} {}",
+                    transcript::fmt_members(&config.members, &config.promoting),
+                    config.index,
+                    if core.membership_committed() {
+                        "committed"
+                    } else {
+                        "in force"
+                    }
+                )
+                .ok();
+            }
             "log" => {
                 let id = args.id()?;
                 let core = self.core(id)?;
@@ -346,11 +417,14 @@ impl Env {
                 config.max_append_entries = v;
             }
             let disk: Disk = Rc::new(RefCell::new(MemoryStore::new()));
-            let core = Raft::new(config.clone(), disk.clone(), Restored::default(), 0)
+            let mut core = Raft::new(config.clone(), disk.clone(), Restored::default(), 0)
                 .map_err(|e| e.to_string())?;
+            let seed = Configuration::seed(voters.iter().map(|v| (*v, format!("n{v}:1"))));
+            core.restore_membership(seed.clone());
             self.nodes.insert(
                 *id,
                 Node {
+                    seed,
                     config,
                     disk,
                     core: Some(core),
@@ -358,6 +432,28 @@ impl Env {
                 },
             );
         }
+        Ok(())
+    }
+
+    /// A node started to join: no configuration until a leader's arrives.
+    fn add_joining_node(&mut self, id: NodeId) -> Result<(), String> {
+        let mut config = Config::new(id, vec![id]);
+        config.seed = 1;
+        let disk: Disk = Rc::new(RefCell::new(MemoryStore::new()));
+        let now_ms = self.nodes.values().map(|n| n.now_ms).max().unwrap_or(0);
+        let mut core = Raft::new(config.clone(), disk.clone(), Restored::default(), now_ms)
+            .map_err(|e| e.to_string())?;
+        core.restore_membership(Configuration::default());
+        self.nodes.insert(
+            id,
+            Node {
+                seed: Configuration::default(),
+                config,
+                disk,
+                core: Some(core),
+                now_ms,
+            },
+        );
         Ok(())
     }
 
@@ -480,6 +576,16 @@ impl Env {
     }
 }
 
+/// What a restarted node's configuration is restored from: the newest configuration entry on its disk
+/// at or below `commit`, else its seed.
+fn stored_membership(disk: &Disk, seed: &Configuration, commit: LogIndex) -> Configuration {
+    disk.entries(LogIndex(1), commit, usize::MAX)
+        .iter()
+        .rev()
+        .find_map(Configuration::from_entry)
+        .unwrap_or_else(|| seed.clone())
+}
+
 /// Runs one script; returns the file as it should read (commands with their actual output).
 fn run_script(script: &str) -> Result<String, String> {
     let mut env = Env::default();
@@ -555,6 +661,12 @@ scenarios!(
     read_index,
     vote_denied,
     log_conflict,
+    membership_single_node,
+    membership_remove_leader,
+    membership_partition,
+    membership_racing,
+    membership_removed_votes,
+    membership_truncated,
 );
 
 #[test]

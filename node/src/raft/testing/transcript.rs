@@ -1,11 +1,18 @@
 //! One-line text forms of messages, entries and events for the scenario transcripts.
 
-use crate::raft::{Entry, Envelope, EventKind, Message, Payload};
+use crate::raft::{Entry, Envelope, EventKind, Message, NodeId, Payload};
+use flotilla_shared::api::{Member, MemberRole};
 
 /// `[1/1, 2/1 "hi"]`; long runs are shortened to their ends.
 pub fn fmt_entries(entries: &[Entry], with_payload: bool) -> String {
     let one = |e: &Entry| match (&e.payload, with_payload) {
         (Payload::Message { text, .. }, true) => format!("{}/{} {text:?}", e.index, e.term),
+        (Payload::Configuration { members, promoting }, true) => format!(
+            "{}/{} config{}",
+            e.index,
+            e.term,
+            fmt_members(members, promoting)
+        ),
         _ => format!("{}/{}", e.index, e.term),
     };
     if entries.len() > 6 {
@@ -19,6 +26,23 @@ pub fn fmt_entries(entries: &[Entry], with_payload: bool) -> String {
     }
     let parts: Vec<String> = entries.iter().map(one).collect();
     format!("[{}]", parts.join(", "))
+}
+
+/// `{1 2 3l 4l+}`: voters by id, learners with `l`, learners to promote with `+`.
+pub fn fmt_members(members: &[Member], promoting: &[NodeId]) -> String {
+    let parts: Vec<String> = members
+        .iter()
+        .map(|m| {
+            let learner = if m.role == MemberRole::Learner {
+                "l"
+            } else {
+                ""
+            };
+            let promote = if promoting.contains(&m.id) { "+" } else { "" };
+            format!("{}{learner}{promote}", m.id)
+        })
+        .collect();
+    format!("{{{}}}", parts.join(" "))
 }
 
 /// `1->2 append_entries term=2 prev=3/1 entries=[4/2] commit=3`.
@@ -126,6 +150,15 @@ pub fn fmt_event(event: &EventKind) -> Option<String> {
             format!("timeout_now sent to {to} term={term}")
         }
         EventKind::ReadReleased { read_index } => format!("read released at {read_index}"),
+        EventKind::MembershipChanged {
+            members,
+            config_index,
+            committed,
+        } => format!(
+            "membership {} at {config_index} {}",
+            fmt_members(members, &[]),
+            if *committed { "committed" } else { "in force" }
+        ),
         EventKind::ElectionTimerReset { .. }
         | EventKind::VoteRequested { .. }
         | EventKind::AppendSent { .. }

@@ -60,7 +60,8 @@ fn malformed_appends_are_refused_and_change_nothing() {
             envelope(1, 2, 2, append((u64::MAX, 1), vec![], 3)),
             "index_out_of_range",
         ),
-        (envelope(4, 2, 9, append((3, 1), vec![], 3)), "unknown_peer"),
+        // A stranger claiming the term whose leader this node follows.
+        (envelope(4, 2, 2, append((3, 1), vec![], 3)), "unknown_peer"),
         (envelope(1, 3, 9, append((3, 1), vec![], 3)), "wrong_node"),
     ];
     for (attack, reason) in attacks {

@@ -25,6 +25,11 @@ impl Cluster {
         if self.rng.chance(1, 250) {
             self.clients_paused = !self.clients_paused;
         }
+        // About one membership change asked for every 100 ms, besides the faults.
+        if self.opts.profile == FaultProfile::Membership && self.rng.chance(1, 100) {
+            self.active = true;
+            self.change_membership();
+        }
         if !self.rng.chance(1, self.fault_every_ms) {
             return;
         }
@@ -33,6 +38,7 @@ impl Cluster {
             self.inject_figure8_fault();
             return;
         }
+
         let n = self.ids.len() as u64;
         let mut pick = NodeId(self.rng.range_inclusive(1, n));
         // Half the faults hit the leader: leader changes with unreplicated entries are where logs

@@ -123,7 +123,9 @@ fn as_message(entry: &Entry) -> MessageEntry {
             text: text.clone(),
             request_id: request_id.clone(),
         },
-        Payload::Noop => panic!("entry {} is a no-op", entry.index),
+        Payload::Noop | Payload::Configuration { .. } => {
+            panic!("entry {} is not a message", entry.index)
+        }
     }
 }
 

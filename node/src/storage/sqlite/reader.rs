@@ -45,6 +45,35 @@ impl SqliteReader {
         read_entries(&self.conn, &self.path, lo, hi, max_bytes)
     }
 
+    /// The newest configuration entry at or below `at_most`: where a restarted node's configuration
+    /// comes from (the core takes in newer ones itself, see `Raft::restore_membership`).
+    pub fn last_configuration(&self, at_most: LogIndex) -> Result<Option<Entry>, StorageError> {
+        let at_most = i64::try_from(at_most.0).unwrap_or(i64::MAX);
+        let fail = |e| {
+            sql_error(
+                &self.path.display().to_string(),
+                "reading the configuration",
+                e,
+            )
+        };
+        let index: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT idx FROM log WHERE kind = ?1 AND idx <= ?2 ORDER BY idx DESC LIMIT 1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([KIND_CONFIGURATION, at_most], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(fail)?;
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let index = LogIndex(from_sql(index, "log index")?);
+        Ok(self.entries(index, index, usize::MAX)?.pop())
+    }
+
     pub fn messages(
         &self,
         from: LogIndex,

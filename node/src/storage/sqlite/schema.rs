@@ -10,6 +10,16 @@ pub(super) const APPLICATION_ID: i64 = 0x466C_6F74;
 
 pub(super) const KIND_NOOP: i64 = 0;
 pub(super) const KIND_MESSAGE: i64 = 1;
+/// A cluster configuration: `text` holds its members (and learners to promote) as JSON.
+pub(super) const KIND_CONFIGURATION: i64 = 2;
+
+/// How a configuration entry's `text` is stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredConfiguration {
+    members: Vec<flotilla_shared::api::Member>,
+    #[serde(default)]
+    promoting: Vec<NodeId>,
+}
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE meta (
@@ -93,11 +103,23 @@ UPDATE meta SET format_version = 3;
 /// `MIGRATIONS[v - 1]` turns format `v` into `v + 1`.
 pub(super) const MIGRATIONS: [&str; 2] = [MIGRATE_FROM_1, MIGRATE_FROM_2];
 
-pub(super) fn encode_payload(payload: &Payload) -> (i64, Option<&str>, Option<&str>) {
+pub(super) fn encode_payload(
+    payload: &Payload,
+) -> (i64, Option<std::borrow::Cow<'_, str>>, Option<&str>) {
     match payload {
         Payload::Noop => (KIND_NOOP, None, None),
-        Payload::Message { text, request_id } => {
-            (KIND_MESSAGE, Some(text.as_str()), request_id.as_deref())
+        Payload::Message { text, request_id } => (
+            KIND_MESSAGE,
+            Some(text.as_str().into()),
+            request_id.as_deref(),
+        ),
+        Payload::Configuration { members, promoting } => {
+            let stored = StoredConfiguration {
+                members: members.clone(),
+                promoting: promoting.clone(),
+            };
+            let json = serde_json::to_string(&stored).unwrap_or_default();
+            (KIND_CONFIGURATION, Some(json.into()), None)
         }
     }
 }
@@ -111,6 +133,15 @@ pub(super) fn decode_payload(
         (KIND_NOOP, _) => Ok(Payload::Noop),
         (KIND_MESSAGE, Some(text)) => Ok(Payload::Message { text, request_id }),
         (KIND_MESSAGE, None) => Err("a message entry without text".into()),
+        (KIND_CONFIGURATION, Some(text)) => {
+            let stored: StoredConfiguration = serde_json::from_str(&text)
+                .map_err(|e| format!("a configuration entry that does not parse: {e}"))?;
+            Ok(Payload::Configuration {
+                members: stored.members,
+                promoting: stored.promoting,
+            })
+        }
+        (KIND_CONFIGURATION, None) => Err("a configuration entry without members".into()),
         (other, _) => Err(format!("unknown entry kind {other}")),
     }
 }

@@ -195,3 +195,74 @@ fn request_ids_are_indexed_a_chunk_per_transaction_and_dedupe_throughout() {
         .unwrap();
     assert_eq!(distinct, indexed(&store).0);
 }
+
+fn configuration(index: u64, ids: &[u64]) -> Entry {
+    let members = ids
+        .iter()
+        .map(|&id| flotilla_shared::api::Member {
+            id: NodeId(id),
+            addr: format!("node{id}:5000"),
+            role: flotilla_shared::api::MemberRole::Voter,
+        })
+        .collect();
+    Entry {
+        index: LogIndex(index),
+        term: Term(1),
+        payload: Payload::Configuration {
+            members,
+            promoting: vec![NodeId(ids[0])],
+        },
+    }
+}
+
+/// Raft §6: configuration entries are stored whole, applied as no message, and the newest at or below
+/// an index is found again after a restart (where a node's configuration comes from).
+#[test]
+fn configurations_are_stored_and_found_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node-1.db");
+    let mut store = SqliteStore::open(&path, NodeId(1), "c").unwrap();
+    let entries = [
+        message(1),
+        configuration(2, &[1, 2]),
+        message(3),
+        configuration(4, &[1, 2, 3]),
+        message(5),
+    ];
+    store
+        .write(WriteBatch {
+            hard_state: None,
+            entries: &entries,
+            apply: &[],
+        })
+        .unwrap();
+    let outcomes = store
+        .write(WriteBatch {
+            hard_state: None,
+            entries: &[],
+            apply: &entries,
+        })
+        .unwrap();
+    assert!(
+        matches!(outcomes[1], ApplyOutcome::Noop { .. }),
+        "{outcomes:?}"
+    );
+    drop(store);
+    let reader = SqliteReader::open(&path).unwrap();
+    assert_eq!(
+        reader
+            .entries(LogIndex(1), LogIndex(5), usize::MAX)
+            .unwrap(),
+        entries
+    );
+    let at = |index| reader.last_configuration(LogIndex(index)).unwrap();
+    assert_eq!(at(1), None);
+    assert_eq!(at(3), Some(entries[1].clone()));
+    assert_eq!(at(5), Some(entries[3].clone()));
+    let listed = reader.messages(LogIndex(1), LogIndex(5), 10).unwrap();
+    assert_eq!(
+        listed.len(),
+        3,
+        "configurations are not messages: {listed:?}"
+    );
+}

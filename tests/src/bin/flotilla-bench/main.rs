@@ -14,6 +14,7 @@ mod etcd;
 mod failover;
 mod flotilla;
 mod http1;
+mod members;
 mod memory;
 mod output;
 mod reads;
@@ -44,6 +45,9 @@ enum Mode {
     Failover,
     /// Commit `--messages` messages, then report every node's RSS.
     Memory,
+    /// Preload `--preload` messages, then add a 4th node (started with `--join`) while the first
+    /// `--clients` count writes: time until it caught up and was promoted, p99 before/during/after.
+    Members,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,7 +76,10 @@ pub struct Cli {
     /// Messages to commit in `memory` mode.
     #[arg(long, default_value_t = 1_000_000)]
     pub messages: u64,
-    /// Clients in `memory` mode.
+    /// Messages committed before the node is added in `members` mode.
+    #[arg(long, default_value_t = 100_000)]
+    pub preload: u64,
+    /// Clients in `memory` mode (and the preload of `members` mode).
     #[arg(long, default_value_t = 256)]
     pub memory_clients: u32,
     /// Spread clients over the followers instead of sending to the leader.
@@ -175,20 +182,27 @@ fn validate(cli: &Cli) -> Result<(u64, u64)> {
     if cli.target == Target::Etcd && matches!(cli.mode, Mode::Failover | Mode::Memory) {
         bail!("--target etcd supports throughput and reads only");
     }
-    if !cli.endpoints.is_empty() && matches!(cli.mode, Mode::Failover) {
-        bail!("failover kills nodes, so it needs the local cluster (no --endpoints)");
+    if !cli.endpoints.is_empty() && matches!(cli.mode, Mode::Failover | Mode::Members) {
+        bail!("failover and members start nodes, so they need the local cluster (no --endpoints)");
+    }
+    if cli.target == Target::Etcd && cli.mode == Mode::Members {
+        bail!("--target etcd supports throughput and reads only");
+    }
+    if cli.preload == 0 || cli.preload > 100_000_000 {
+        bail!("--preload must be 1..=100000000");
     }
     Ok((min, max))
 }
 
 async fn run(cli: Cli, election: (u64, u64)) -> Result<bool> {
-    let api = Api::new(None)?;
+    let api = Api::new((cli.mode == Mode::Members).then(|| "bench-admin".into()))?;
     let mut local = None;
     let endpoints: Vec<String> = if cli.endpoints.is_empty() {
         let options = Options {
             heartbeat_ms: cli.heartbeat_ms,
             election_timeout_ms: election,
-            admin_token: None,
+            // Only `members` uses the admin API.
+            admin_token: (cli.mode == Mode::Members).then(|| "bench-admin".into()),
             cluster_id: "bench".into(),
             log_filter: "warn".into(),
             ..Options::default()
@@ -226,7 +240,14 @@ async fn run(cli: Cli, election: (u64, u64)) -> Result<bool> {
                 api: api.clone(),
                 endpoints,
             });
-            run_mode(&target, &cli, &mut local, &api, &memory).await?
+            if cli.mode == Mode::Members {
+                let cluster = local
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("members needs the local cluster"))?;
+                members::measure(cluster, &target, &cli).await?
+            } else {
+                run_mode(&target, &cli, &mut local, &api, &memory).await?
+            }
         }
         Target::Etcd => {
             let target = Arc::new(Etcd { endpoints });
@@ -269,6 +290,7 @@ async fn run_mode(
             Ok((failover::measure(cluster, api, cli, memory).await?, true))
         }
         Mode::Memory => memory::measure(target, cli, local.as_ref()).await,
+        Mode::Members => Err(anyhow!("members runs against Flotilla only")),
     }
 }
 
