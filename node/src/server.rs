@@ -78,6 +78,8 @@ pub async fn run(
         hard_state: initial.hard_state,
         last: initial.last,
         applied: initial.applied,
+        snapshot: store.snapshot()?,
+        first_index: initial.first_index,
     };
     let raft = Raft::new(raft_config.clone(), core_reader, restored, clock.now_ms())
         .map_err(|e| anyhow::anyhow!("{e}"))?;

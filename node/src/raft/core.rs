@@ -19,10 +19,13 @@ mod leader;
 mod planted;
 mod read_index;
 mod replication;
+mod snapshot;
 mod transfer;
 
 use leader::LeaderState;
 use read_index::PendingRead;
+use snapshot::Snapshots;
+pub use snapshot::MAX_SNAPSHOT_CHUNK_BYTES;
 use transfer::Transfer;
 
 #[cfg(any(test, feature = "sim"))]
@@ -65,6 +68,7 @@ pub struct Raft<S: LogRead> {
     events: Vec<EventKind>,
     /// Highest term ever seen (for `validate`).
     highest_term: Term,
+    snapshots: Snapshots,
     #[cfg(any(test, feature = "sim"))]
     planted_bug: Option<PlantedBug>,
 }
@@ -92,6 +96,8 @@ impl<S: LogRead> Raft<S> {
             commit,
             ..restored.hard_state
         };
+        let mut log = RaftLog::new(storage, last, commit, applied, config.max_cached_entries);
+        log.restore_snapshot(restored.snapshot.last, restored.first_index);
         let mut raft = Self {
             rng: SplitMix64::new(config.seed ^ id.0),
             id,
@@ -99,7 +105,7 @@ impl<S: LogRead> Raft<S> {
             term: hard_state.term,
             voted_for: hard_state.voted_for,
             role: RoleState::Follower { leader: None },
-            log: RaftLog::new(storage, last, commit, applied, config.max_cached_entries),
+            log,
             now_ms,
             election_timeout_ms: config.election_timeout_ms.0,
             election_deadline_ms: now_ms,
@@ -111,6 +117,7 @@ impl<S: LogRead> Raft<S> {
             failed_reads: Vec::new(),
             events: Vec::new(),
             highest_term: hard_state.term,
+            snapshots: Snapshots::restored(restored.snapshot),
             #[cfg(any(test, feature = "sim"))]
             planted_bug: None,
             config,
@@ -138,7 +145,8 @@ impl<S: LogRead> Raft<S> {
         self.try_step(envelope).ok();
     }
 
-    /// Handles one message from a peer. Every `RequestVote` and `AppendEntries` accepted yields exactly
+    /// Handles one message from a peer. Every `RequestVote`, `AppendEntries` and `InstallSnapshot`
+    /// accepted yields exactly
     /// one response to its sender, emitted in `persisted_messages` in the order the requests were
     /// stepped.
     ///
@@ -219,6 +227,7 @@ impl<S: LogRead> Raft<S> {
             || self.log.has_next_committed()
             || self.leader_has_appends_to_send()
             || self.has_releasable_reads()
+            || self.snapshots.has_ready()
     }
 
     pub fn ready(&mut self) -> Ready {
@@ -247,6 +256,7 @@ impl<S: LogRead> Raft<S> {
         ready.reads = std::mem::take(&mut self.reads);
         ready.failed_reads = std::mem::take(&mut self.failed_reads);
         ready.events = std::mem::take(&mut self.events);
+        self.snapshots.take_ready(&mut ready);
         self.debug_validate();
         ready
     }
@@ -274,6 +284,8 @@ impl<S: LogRead> Raft<S> {
             heartbeat_ms: self.config.heartbeat_ms,
             election_timeout_ms: self.config.election_timeout_ms,
             election_deadline_ms: self.election_deadline_ms,
+            snapshot: self.log.snapshot(),
+            first_index: self.log.first_index(),
         }
     }
 
@@ -392,7 +404,7 @@ impl<S: LogRead> Raft<S> {
             }
             _ => {}
         }
-        Ok(())
+        self.validate_snapshot()
     }
 
     fn debug_validate(&self) {
@@ -439,7 +451,9 @@ impl<S: LogRead> Raft<S> {
                     }
                 }
                 Message::RequestVoteResponse(resp) if resp.pre_vote && resp.granted => {}
-                Message::AppendEntries(_) => self.become_follower(env.term, Some(from)),
+                Message::AppendEntries(_) | Message::InstallSnapshot(_) => {
+                    self.become_follower(env.term, Some(from))
+                }
                 _ => self.become_follower(env.term, None),
             }
         } else if env.term < self.term {
@@ -453,6 +467,10 @@ impl<S: LogRead> Raft<S> {
                 Message::AppendEntries(ae) => {
                     let reason = format!("stale term {} < current term {}", env.term, self.term);
                     self.reject_append(from, ae, reason, None, None);
+                }
+                Message::InstallSnapshot(is) => {
+                    let reason = format!("stale term {} < current term {}", env.term, self.term);
+                    self.refuse_install(from, is, reason);
                 }
                 _ => {}
             }
@@ -472,6 +490,10 @@ impl<S: LogRead> Raft<S> {
             }
             Message::AppendEntries(ae) => return self.handle_append_entries(from, ae),
             Message::AppendEntriesResponse(resp) => return self.handle_append_response(from, resp),
+            Message::InstallSnapshot(is) => return self.handle_install_snapshot(from, is),
+            Message::InstallSnapshotResponse(resp) => {
+                return self.handle_install_snapshot_response(from, resp)
+            }
             Message::TimeoutNow => {
                 // Leadership transfer (thesis §3.10): campaign at once, skipping PreVote.
                 self.campaign(true);

@@ -54,6 +54,30 @@ impl LogStore for FaultyStore {
     fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
         self.disk.find_request(request_id)
     }
+    fn snapshot(&self) -> Result<crate::raft::SnapshotMeta, StorageError> {
+        LogStore::snapshot(&self.disk)
+    }
+    fn take_snapshot(
+        &mut self,
+        at: LogId,
+        members: &[flotilla_shared::api::Member],
+        config_index: LogIndex,
+    ) -> Result<crate::raft::SnapshotMeta, StorageError> {
+        self.disk.take_snapshot(at, members, config_index)
+    }
+    fn compact(&mut self, up_to: LogIndex) -> Result<LogIndex, StorageError> {
+        self.disk.compact(up_to)
+    }
+    fn stage_snapshot(
+        &mut self,
+        offset: u64,
+        records: &[flotilla_shared::api::MessageEntry],
+    ) -> Result<(), StorageError> {
+        self.disk.stage_snapshot(offset, records)
+    }
+    fn install_snapshot(&mut self, meta: &crate::raft::SnapshotMeta) -> Result<(), StorageError> {
+        self.disk.install_snapshot(meta)
+    }
 }
 
 struct SingleNode {

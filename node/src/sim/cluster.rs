@@ -176,6 +176,8 @@ impl Cluster {
             hard_state: stored.hard_state,
             last: stored.last,
             applied: stored.applied,
+            snapshot: node.disk.borrow().snapshot().unwrap_or_default(),
+            first_index: stored.first_index,
         };
         let mut config = Config::new(id, ids);
         config.seed = seed;

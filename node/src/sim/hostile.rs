@@ -140,6 +140,18 @@ fn mangle_message(envelope: &mut Envelope, rng: &mut SplitMix64) -> bool {
             1 => response.conflict_index = Some(LogIndex(too_large(rng, MAX_INDEX.0))),
             _ => response.conflict_term = Some(Term(above(rng, term.0))),
         },
+        Message::InstallSnapshot(install) => match rng.range_inclusive(0, 3) {
+            0 => install.last_index = LogIndex(too_large(rng, MAX_INDEX.0)),
+            1 => install.last_term = Term(above(rng, term.0)),
+            2 => install.total_bytes = 0,
+            _ => match install.records.first_mut() {
+                Some(record) => record.index = LogIndex(too_large(rng, MAX_INDEX.0)),
+                None => install.after = LogIndex(too_large(rng, MAX_INDEX.0)),
+            },
+        },
+        Message::InstallSnapshotResponse(response) => {
+            response.next_after = LogIndex(too_large(rng, MAX_INDEX.0))
+        }
         Message::RequestVoteResponse(_) | Message::TimeoutNow => return false,
     }
     true

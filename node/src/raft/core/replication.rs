@@ -427,7 +427,8 @@ impl<S: LogRead> Raft<S> {
         let next = pr.next_index;
         let prev_index = next.prev();
         let Some(prev_term) = self.log.term(prev_index) else {
-            return false;
+            // Raft §7: the entries the follower needs are compacted away.
+            return self.maybe_send_snapshot(peer);
         };
         let entries = self.log.entries(
             next,
@@ -506,16 +507,14 @@ impl<S: LogRead> Raft<S> {
                 beats.push((*peer, pr.match_index));
             }
         }
+        let snapshot = self.log.snapshot();
         for (peer, matched) in beats {
-            let term = self.log.term(matched).unwrap_or_default();
-            self.send_append(
-                peer,
-                matched,
-                term,
-                Vec::new(),
-                commit.min(matched),
-                read_ctx,
-            );
+            // A match point compacted away is named by the snapshot's last entry (Raft §7).
+            let (prev, term) = match self.log.term(matched) {
+                Some(term) => (matched, term),
+                None => (snapshot.index, snapshot.term),
+            };
+            self.send_append(peer, prev, term, Vec::new(), commit.min(matched), read_ctx);
         }
     }
 }

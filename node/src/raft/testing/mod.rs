@@ -272,6 +272,8 @@ impl Env {
                     hard_state: disk.hard_state,
                     last: disk.last,
                     applied: disk.applied,
+                    snapshot: node.disk.borrow().snapshot().map_err(|e| e.to_string())?,
+                    first_index: disk.first_index,
                 };
                 let core = Raft::new(
                     node.config.clone(),

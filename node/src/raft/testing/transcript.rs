@@ -52,6 +52,27 @@ pub fn fmt_message(m: &Envelope) -> String {
             ae.leader_commit,
             read_ctx(ae.read_ctx)
         ),
+        Message::InstallSnapshot(is) => format!(
+            " last={}/{} offset={} after={} records={} total={}{}",
+            is.last_index,
+            is.last_term,
+            is.offset,
+            is.after,
+            is.records.len(),
+            is.total_bytes,
+            if is.done { " done" } else { "" }
+        ),
+        Message::InstallSnapshotResponse(r) => format!(
+            " {} last={} next={}/{}{}{}",
+            if r.success { "ok" } else { "refused" },
+            r.last_index,
+            r.next_offset,
+            r.next_after,
+            if r.done { " done" } else { "" },
+            r.reason
+                .as_ref()
+                .map_or(String::new(), |why| format!(" ({why})"))
+        ),
         Message::AppendEntriesResponse(r) if r.success => {
             format!(" ok match={}{}", r.index, read_ctx(r.read_ctx))
         }
