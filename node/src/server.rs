@@ -6,12 +6,12 @@ use crate::guard::AllowedOrigins;
 use crate::http::{Api, LeaderHints, StateReader};
 use crate::metrics::Metrics;
 use crate::raft::{Config, LogId, LogIndex, NodeId, Raft, Restored, Term};
-use crate::runtime::{CoreLog, NodeInfo, Runtime, RuntimeParts};
+use crate::runtime::{CoreLog, NodeInfo, Runtime, RuntimeParts, SnapshotConfig};
 use crate::storage::sqlite::{SqliteReader, SqliteStore};
 use crate::storage::{LogStore, StorageError};
 use crate::transport::{OrderGate, Partition, Transport, TransportConfig};
 use anyhow::Context as _;
-use flotilla_shared::api::{MessageEntry, Status};
+use flotilla_shared::api::{Member, MemberRole, MessageEntry, Status};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +36,8 @@ pub struct NodeConfig {
     pub cluster_token: Option<String>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Entries applied between two snapshots (0: only when asked).
+    pub snapshot_threshold: u64,
     pub limits: Limits,
 }
 
@@ -133,6 +135,7 @@ pub async fn run(
         partition.clone(),
         metrics.clone(),
     );
+    let reader = Arc::new(ReaderPool::new(db_path.clone()));
     let runtime = Runtime::new(RuntimeParts {
         raft,
         info: NodeInfo {
@@ -149,11 +152,16 @@ pub async fn run(
         metrics: metrics.clone(),
         stored_applied: initial.applied,
         max_uncommitted: config.limits.max_uncommitted_entries,
+        snapshot: SnapshotConfig {
+            threshold: config.snapshot_threshold,
+            members: seed_members(&config),
+            config_index: LogIndex(0),
+        },
+        state_reader: reader.clone(),
     })?;
     let (stop_runtime, runtime_stopped) = watch::channel(false);
     let runtime_task = tokio::spawn(runtime.run(runtime_stopped));
 
-    let reader = Arc::new(ReaderPool::new(db_path.clone()));
     let api = Arc::new(Api {
         id: config.id,
         peers: config.peers.clone(),
@@ -206,6 +214,24 @@ pub async fn run(
         Ok(Err(error)) => Err(anyhow::anyhow!("storage failed: {error}")),
         Err(join) => Err(anyhow::anyhow!("the runtime stopped unexpectedly: {join}")),
     }
+}
+
+/// The configuration from `--peers` (and this node), recorded in snapshots.
+fn seed_members(config: &NodeConfig) -> Vec<Member> {
+    let own = (config.id, config.advertise.clone());
+    let mut members: Vec<Member> = config
+        .peers
+        .iter()
+        .map(|(id, addr)| (*id, addr.clone()))
+        .chain(std::iter::once(own))
+        .map(|(id, addr)| Member {
+            id,
+            addr,
+            role: MemberRole::Voter,
+        })
+        .collect();
+    members.sort_by_key(|member| member.id);
+    members
 }
 
 fn empty_status(config: &NodeConfig, last: LogId, applied: LogIndex) -> Status {

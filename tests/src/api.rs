@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Context as _, Result};
 use flotilla_shared::api::{
-    ErrorBody, MessageEntry, MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse,
-    TimingRequest, TransferRequest, LEADER_HEADER,
+    ErrorBody, MessageEntry, MessagesPage, PartitionRequest, SnapshotResponse, Status,
+    SubmitRequest, SubmitResponse, TimingRequest, TransferRequest, LEADER_HEADER,
 };
 use flotilla_shared::NodeId;
 use reqwest::{Method, StatusCode};
@@ -282,6 +282,13 @@ impl NodeClient<'_> {
         self.admin_ok(Method::POST, "/v1/admin/transfer-leadership", Some(body))
             .await
             .map(drop)
+    }
+
+    /// `POST /v1/admin/snapshot`: a snapshot at the node's applied index, now.
+    pub async fn take_snapshot(&self) -> Result<SnapshotResponse> {
+        self.admin_ok(Method::POST, "/v1/admin/snapshot", None)
+            .await?
+            .json()
     }
 
     /// `PUT /v1/admin/timing`.

@@ -15,6 +15,7 @@
 
 mod api;
 mod cluster;
+mod events;
 mod process;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ mod writers;
 
 pub use api::*;
 pub use cluster::*;
+pub use events::EventTap;
 pub(crate) use process::*;
 pub use process::{node_binary, run_to_exit};
 pub use wait::wait_until;

@@ -1,4 +1,4 @@
-//! The admin API (`/v1/admin/...`, bearer token): partitions, leadership transfer, timing.
+//! The admin API (`/v1/admin/...`, bearer token): partitions, leadership transfer, timing, snapshots.
 
 use super::error::json;
 use super::leader::{forward, is_forwarded, Forwarded};
@@ -133,6 +133,15 @@ pub(super) async fn set_timing(api: &Api, body: &[u8]) -> Response {
     match result {
         Ok(Ok(())) => json(StatusCode::OK, &request),
         Ok(Err(message)) => ApiError::bad_timing(message).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /v1/admin/snapshot`: a snapshot of this node's state machine at its applied index, now.
+pub(super) async fn take_snapshot(api: &Api) -> Response {
+    match ask(api, |reply| Request::TakeSnapshot { reply }).await {
+        Ok(Ok(taken)) => json(StatusCode::OK, &taken),
+        Ok(Err(why)) => ApiError::new(StatusCode::CONFLICT, "nothing_applied", why).into_response(),
         Err(error) => error.into_response(),
     }
 }

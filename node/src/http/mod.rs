@@ -161,7 +161,8 @@ where
                 }
                 (Method::POST, ["transfer-leadership"]) => admin::transfer(api, &call, body).await,
                 (Method::PUT, ["timing"]) => admin::set_timing(api, &body).await,
-                (_, ["partition" | "transfer-leadership" | "timing"]) => {
+                (Method::POST, ["snapshot"]) => admin::take_snapshot(api).await,
+                (_, ["partition" | "transfer-leadership" | "timing" | "snapshot"]) => {
                     ApiError::method_not_allowed(&call.method, &call.path).into_response()
                 }
                 _ => ApiError::not_found(&call.method, &call.path).into_response(),

@@ -24,8 +24,8 @@ mod transfer;
 
 use leader::LeaderState;
 use read_index::PendingRead;
-use snapshot::Snapshots;
 pub use snapshot::MAX_SNAPSHOT_CHUNK_BYTES;
+use snapshot::{forgot_acknowledged_entries, Snapshots};
 use transfer::Transfer;
 
 #[cfg(any(test, feature = "sim"))]

@@ -13,9 +13,12 @@
 //! (Raft thesis §10.2.1): its appends leave before its fsync. A small write that needs no fsync (the
 //! leader applying a few committed entries) is done on this task when the storage thread is idle.
 
+mod snapshots;
 #[cfg(test)]
 mod tests;
 mod writer;
+
+pub use snapshots::{SnapshotConfig, DEFAULT_SNAPSHOT_THRESHOLD};
 
 use crate::clock::Clock;
 use crate::events::EventHub;
@@ -28,7 +31,7 @@ use crate::storage::sqlite::SqliteReader;
 use crate::storage::{ApplyOutcome, LogStore, StorageError};
 use crate::transport::{Partition, Transport};
 use crate::validation::Rejected;
-use flotilla_shared::api::{PeerStatus, Status};
+use flotilla_shared::api::{PeerStatus, SnapshotResponse, Status};
 use flotilla_shared::event::{EventKind, Role};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -105,6 +108,10 @@ pub enum Request {
         reply: oneshot::Sender<()>,
     },
     Unreachable(NodeId),
+    /// Take a snapshot at the applied index now (`POST /v1/admin/snapshot`).
+    TakeSnapshot {
+        reply: oneshot::Sender<Result<SnapshotResponse, String>>,
+    },
 }
 
 /// What became of a stepped Raft message (see [`Request::Step`]).
@@ -170,6 +177,7 @@ pub struct Runtime<S: LogRead> {
     stored_applied: LogIndex,
     /// Most entries a leader holds beyond its commit index or its own durable index.
     max_uncommitted: u64,
+    snapshots: snapshots::Snapshotting,
 }
 
 pub struct RuntimeParts<S: LogRead> {
@@ -186,6 +194,9 @@ pub struct RuntimeParts<S: LogRead> {
     /// The applied index found on disk at start.
     pub stored_applied: LogIndex,
     pub max_uncommitted: u64,
+    pub snapshot: SnapshotConfig,
+    /// Reads the state machine off the runtime's task (snapshot chunks).
+    pub state_reader: Arc<dyn crate::http::StateReader>,
 }
 
 impl<S: LogRead> Runtime<S> {
@@ -212,6 +223,7 @@ impl<S: LogRead> Runtime<S> {
             metrics: parts.metrics,
             stored_applied: parts.stored_applied,
             max_uncommitted: parts.max_uncommitted,
+            snapshots: snapshots::Snapshotting::new(parts.snapshot, parts.state_reader),
         })
     }
 
@@ -242,6 +254,7 @@ impl<S: LogRead> Runtime<S> {
                         }
                     }
                 }
+                Some(chunk) = self.snapshots.chunks.recv() => self.send_chunk(chunk)?,
                 _ = ticker.tick() => self.raft.tick(self.clock.now_ms()),
             }
             self.drive()?;
@@ -324,7 +337,9 @@ impl<S: LogRead> Runtime<S> {
                 let from = envelope.from;
                 let answered_later = matches!(
                     envelope.message,
-                    Message::RequestVote(_) | Message::AppendEntries(_)
+                    Message::RequestVote(_)
+                        | Message::AppendEntries(_)
+                        | Message::InstallSnapshot(_)
                 );
                 match self.raft.try_step(envelope) {
                     Err(rejected) => {
@@ -386,6 +401,7 @@ impl<S: LogRead> Runtime<S> {
                 self.publish_status();
             }
             Request::Unreachable(peer) => self.raft.report_unreachable(peer),
+            Request::TakeSnapshot { reply } => self.request_snapshot(reply),
         }
     }
 
@@ -393,6 +409,11 @@ impl<S: LogRead> Runtime<S> {
     /// storage thread.
     fn drive(&mut self) -> Result<(), StorageError> {
         if !self.raft.has_ready() {
+            let mut batch = Batch::default();
+            self.maybe_take_snapshot(&mut batch);
+            if !batch.snapshot.is_empty() {
+                self.writer.queue(batch);
+            }
             return Ok(());
         }
         let ready = self.raft.ready();
@@ -400,18 +421,22 @@ impl<S: LogRead> Runtime<S> {
         for message in ready.messages {
             self.transport.send(message);
         }
+        self.read_chunks(ready.snapshot_sends);
         let clients_waiting = ready
             .committed
             .iter()
             .any(|entry| self.waiters.contains_key(&entry.index));
-        let batch = Batch {
+        let mut batch = Batch {
             hard_state: ready.hard_state,
             entries: ready.entries,
             apply: ready.committed,
             persisted_messages: ready.persisted_messages,
             reads: ready.reads,
             clients_waiting,
+            snapshot: Vec::new(),
         };
+        self.queue_snapshot_ops(ready.snapshot_ops, &mut batch);
+        self.maybe_take_snapshot(&mut batch);
         for ctx in ready.failed_reads {
             if let Some(reply) = self.reads.remove(&ctx) {
                 let leader = self.raft.status().leader;
@@ -440,6 +465,7 @@ impl<S: LogRead> Runtime<S> {
             self.metrics.fsync_latency.observe(took);
         }
         let batch = done.batch;
+        self.snapshot_written(done.snapshot);
         if let Some(last) = batch.entries.last() {
             self.raft.persisted(LogId {
                 index: last.index,
@@ -566,10 +592,10 @@ fn status_from_core(
         isolated_from: partition.list(),
         heartbeat_ms: core.heartbeat_ms,
         election_timeout_ms: [core.election_timeout_ms.0, core.election_timeout_ms.1],
-        // Compaction, membership and fault fields are filled in by the parts that own them.
-        snapshot_index: LogIndex(0),
-        snapshot_term: Term(0),
-        first_log_index: LogIndex(1),
+        // Membership and fault fields are filled in by the parts that own them.
+        snapshot_index: core.snapshot.index,
+        snapshot_term: core.snapshot.term,
+        first_log_index: core.first_index,
         members: Vec::new(),
         config_index: LogIndex(0),
         link_faults: Vec::new(),

@@ -80,6 +80,17 @@ impl LogStore for FaultyStore {
     }
 }
 
+impl crate::http::StateReader for SharedMemoryStore {
+    fn messages(
+        &self,
+        from: LogIndex,
+        up_to: LogIndex,
+        limit: usize,
+    ) -> Result<Vec<flotilla_shared::api::MessageEntry>, StorageError> {
+        LogStore::messages(self, from, up_to, limit)
+    }
+}
+
 struct SingleNode {
     runtime: Runtime<SharedMemoryStore>,
     inbox: mpsc::Sender<Request>,
@@ -100,6 +111,7 @@ fn single_node(max_uncommitted: u64) -> SingleNode {
         clock.now_ms(),
     )
     .unwrap();
+    let disk_reader = disk.clone();
     let (inbox_tx, inbox) = mpsc::channel(64);
     let metrics = Arc::new(Metrics::default());
     let partition = Arc::new(Partition::default());
@@ -152,6 +164,8 @@ fn single_node(max_uncommitted: u64) -> SingleNode {
         metrics,
         stored_applied: LogIndex(0),
         max_uncommitted,
+        snapshot: SnapshotConfig::default(),
+        state_reader: Arc::new(disk_reader),
     })
     .unwrap();
     SingleNode {

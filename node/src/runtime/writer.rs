@@ -17,9 +17,11 @@
 //!
 //! It may not touch the Raft core: what a written batch means for the core is the owner's to act on.
 
+use super::snapshots::{run_task, SnapshotDone, SnapshotTask};
 use crate::metrics::Metrics;
 use crate::raft::{Entry, Envelope, HardState, LogId, ReadState};
 use crate::storage::{ApplyOutcome, LogStore, StorageError, WriteBatch};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -40,6 +42,8 @@ pub(super) struct Batch {
     pub reads: Vec<ReadState>,
     /// Clients wait on some of the applies (see `LogStore::write_applies_first`).
     pub clients_waiting: bool,
+    /// Snapshot work, done in order after the batch's writes.
+    pub snapshot: Vec<SnapshotTask>,
 }
 
 impl Batch {
@@ -59,6 +63,7 @@ impl Batch {
         self.apply.extend(later.apply);
         self.persisted_messages.extend(later.persisted_messages);
         self.reads.extend(later.reads);
+        self.snapshot.extend(later.snapshot);
     }
 
     fn is_empty(&self) -> bool {
@@ -67,6 +72,13 @@ impl Batch {
             && self.apply.is_empty()
             && self.persisted_messages.is_empty()
             && self.reads.is_empty()
+            && self.snapshot.is_empty()
+    }
+
+    /// Whether later work may not merge into this batch: an installed snapshot replaces the log and
+    /// the state machine, so what follows it must be written after it, not before.
+    fn installs(&self) -> bool {
+        self.snapshot.iter().any(SnapshotTask::is_install)
     }
 }
 
@@ -82,6 +94,8 @@ struct WriteQueue {
 #[derive(Default)]
 struct QueueState {
     next: Batch,
+    /// Batches that may not merge into `next` (it installs a snapshot), in order.
+    later: VecDeque<Batch>,
     /// The storage thread sleeps until there is work (only then is it woken: waking costs a syscall).
     idle: bool,
     closed: bool,
@@ -90,7 +104,17 @@ struct QueueState {
 impl WriteQueue {
     fn add(&self, batch: Batch) {
         let mut state = self.lock();
-        state.next.absorb(batch);
+        let after_install = state
+            .later
+            .back()
+            .map_or(state.next.installs(), Batch::installs);
+        if after_install {
+            state.later.push_back(batch);
+        } else if let Some(last) = state.later.back_mut() {
+            last.absorb(batch);
+        } else {
+            state.next.absorb(batch);
+        }
         if state.idle && !state.next.is_empty() {
             state.idle = false;
             self.wake.notify_one();
@@ -102,7 +126,8 @@ impl WriteQueue {
         let mut state = self.lock();
         loop {
             if !state.next.is_empty() {
-                return Some(std::mem::take(&mut state.next));
+                let following = state.later.pop_front().unwrap_or_default();
+                return Some(std::mem::replace(&mut state.next, following));
             }
             if state.closed {
                 return None;
@@ -205,7 +230,10 @@ impl Writer {
         reports: &mpsc::UnboundedReceiver<WriterReport>,
         metrics: &Metrics,
     ) -> WriteHere<(Option<ApplyOutcomes>, WriteDone)> {
-        if !batch.entries.is_empty() || batch.apply.len() > WRITE_HERE_MAX_APPLIES {
+        if !batch.entries.is_empty()
+            || batch.apply.len() > WRITE_HERE_MAX_APPLIES
+            || !batch.snapshot.is_empty()
+        {
             return WriteHere::Declined(batch);
         }
         self.queue.write_if_idle(batch, |batch| {
@@ -239,6 +267,8 @@ impl Drop for Writer {
 
 pub(super) struct WriteDone {
     pub batch: Batch,
+    /// What the batch's snapshot tasks came to, in order.
+    pub snapshot: Vec<SnapshotDone>,
     pub result: Result<(), StorageError>,
     /// How long the store took; `None` when the batch had nothing to store (only replies or reads
     /// waiting their turn behind earlier writes).
@@ -290,6 +320,14 @@ fn write_batch(
     } else {
         store.write(write).map(|outcomes| announce(&outcomes))
     };
+    let mut snapshot = Vec::with_capacity(batch.snapshot.len());
+    let result = result.and_then(|()| {
+        for task in &batch.snapshot {
+            snapshot.push(run_task(store, task)?);
+        }
+        Ok(())
+    });
+    let nothing_to_store = nothing_to_store && batch.snapshot.is_empty();
     let took = (!nothing_to_store).then(|| started.elapsed());
     if took.is_some() {
         metrics
@@ -299,6 +337,7 @@ fn write_batch(
     }
     WriteDone {
         batch,
+        snapshot,
         result,
         took,
     }

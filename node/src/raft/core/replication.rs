@@ -325,6 +325,9 @@ impl<S: LogRead> Raft<S> {
                 self.maybe_send_timeout_now();
             }
         } else {
+            if forgot_acknowledged_entries(pr, &resp) {
+                return Ok(());
+            }
             let stale = match pr.state {
                 ProgressState::Replicate => resp.index <= pr.match_index,
                 ProgressState::Probe => {
@@ -426,7 +429,8 @@ impl<S: LogRead> Raft<S> {
         }
         let next = pr.next_index;
         let prev_index = next.prev();
-        let Some(prev_term) = self.log.term(prev_index) else {
+        let in_log = next >= self.log.first_index();
+        let Some(prev_term) = self.log.term(prev_index).filter(|_| in_log) else {
             // Raft §7: the entries the follower needs are compacted away.
             return self.maybe_send_snapshot(peer);
         };

@@ -15,6 +15,24 @@ use flotilla_shared::rpc::{snapshot_record_bytes, InstallSnapshot, InstallSnapsh
 /// Most bytes of messages (by `snapshot_record_bytes`) one chunk carries; at least one message.
 pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
 
+/// A follower answered that its log ends before entries it acknowledged: its disk was wiped (it lost
+/// what Raft assumes durable). Its progress starts over from what it holds, which for a leader that
+/// compacted those entries means a snapshot. Lowering a match point never commits anything.
+/// Returns whether that was the case.
+pub(super) fn forgot_acknowledged_entries(
+    pr: &mut Progress,
+    resp: &flotilla_shared::rpc::AppendEntriesResponse,
+) -> bool {
+    match (resp.conflict_index, resp.conflict_term) {
+        (Some(hint), None) if hint <= pr.match_index => {
+            pr.match_index = hint.prev();
+            pr.become_probe();
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The snapshot side of the core's state.
 #[derive(Default)]
 pub(super) struct Snapshots {
