@@ -134,6 +134,38 @@ pub enum SnapshotOp {
     Install(SnapshotMeta),
 }
 
+impl SnapshotSend {
+    /// The `InstallSnapshot` carrying `records` (the chunk read for this request, `bytes` long) from
+    /// node `from`; whether it is the last chunk.
+    pub fn into_envelope(
+        self,
+        from: NodeId,
+        records: Vec<flotilla_shared::api::MessageEntry>,
+        bytes: u64,
+    ) -> (Envelope, bool) {
+        let done = self.offset + bytes >= self.meta.bytes;
+        let message = Message::InstallSnapshot(flotilla_shared::rpc::InstallSnapshot {
+            last_index: self.meta.last.index,
+            last_term: self.meta.last.term,
+            members: self.meta.members,
+            config_index: self.meta.config_index,
+            total_bytes: self.meta.bytes,
+            offset: self.offset,
+            after: self.after,
+            records,
+            done,
+        });
+        let envelope = Envelope {
+            from,
+            to: self.to,
+            term: self.term,
+            msg: 0,
+            message,
+        };
+        (envelope, done)
+    }
+}
+
 /// A chunk of this leader's snapshot `meta` to read (the messages after `after`, from byte `offset`)
 /// and send to `to` as an `InstallSnapshot` of `term`.
 #[derive(Clone, Debug, PartialEq, Eq)]

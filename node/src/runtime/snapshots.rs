@@ -12,13 +12,12 @@ use super::writer::Batch;
 use super::Runtime;
 use crate::http::StateReader;
 use crate::raft::{
-    Envelope, LogId, LogIndex, LogRead, Message, NodeId, SnapshotMeta, SnapshotOp, SnapshotSend,
+    Envelope, LogId, LogIndex, LogRead, NodeId, SnapshotMeta, SnapshotOp, SnapshotSend,
     MAX_SNAPSHOT_CHUNK_BYTES,
 };
-use crate::storage::{LogStore, StorageError};
+use crate::storage::{read_image_chunk, LogStore, StorageError};
 use flotilla_shared::api::{Member, MessageEntry, SnapshotResponse};
 use flotilla_shared::event::{EventKind, Role};
-use flotilla_shared::rpc::{snapshot_record_bytes, InstallSnapshot};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,8 +26,6 @@ pub const DEFAULT_SNAPSHOT_THRESHOLD: u64 = 10_000;
 /// Most entries a compaction leaves behind the snapshot, so that a follower slightly behind still
 /// gets plain appends.
 const MAX_TAIL: u64 = 1_000;
-/// Messages read per query while filling a chunk.
-const READ_PAGE: usize = 512;
 
 /// How the node snapshots.
 #[derive(Clone, Debug, Default)]
@@ -112,52 +109,24 @@ pub(super) type ChunkRead = Result<(Envelope, EventKind), StorageError>;
 /// Reads the chunk `send` asks for: the image's messages after `send.after`, up to
 /// `MAX_SNAPSHOT_CHUNK_BYTES` (at least one).
 fn read_chunk(reader: &dyn StateReader, from: NodeId, send: SnapshotSend) -> ChunkRead {
-    let last = send.meta.last.index;
-    let mut records = Vec::new();
-    let mut bytes = 0u64;
-    let mut next = send.after.next();
-    'fill: while next <= last {
-        let page = reader.messages(next, last, READ_PAGE)?;
-        let Some(tail) = page.last() else {
-            break;
-        };
-        next = tail.index.next();
-        for record in page {
-            let size = snapshot_record_bytes(&record);
-            if !records.is_empty() && bytes + size > MAX_SNAPSHOT_CHUNK_BYTES as u64 {
-                break 'fill;
-            }
-            bytes += size;
-            records.push(record);
-        }
-    }
-    let done = send.offset + bytes >= send.meta.bytes;
+    let (records, bytes) = read_image_chunk(
+        |lo, hi, limit| reader.messages(lo, hi, limit),
+        send.after,
+        send.meta.last.index,
+        MAX_SNAPSHOT_CHUNK_BYTES as u64,
+    )?;
+    let (to, index, term) = (send.to, send.meta.last.index, send.meta.last.term);
+    let (offset, total_bytes) = (send.offset, send.meta.bytes);
+    let (envelope, done) = send.into_envelope(from, records, bytes);
     let event = EventKind::SnapshotSent {
-        to: send.to,
-        index: last,
-        term: send.meta.last.term,
-        offset: send.offset,
+        to,
+        index,
+        term,
+        offset,
         bytes,
-        total_bytes: send.meta.bytes,
+        total_bytes,
         done,
         msg: 0,
-    };
-    let envelope = Envelope {
-        from,
-        to: send.to,
-        term: send.term,
-        msg: 0,
-        message: Message::InstallSnapshot(InstallSnapshot {
-            last_index: last,
-            last_term: send.meta.last.term,
-            members: send.meta.members,
-            config_index: send.meta.config_index,
-            total_bytes: send.meta.bytes,
-            offset: send.offset,
-            after: send.after,
-            records,
-            done,
-        }),
     };
     Ok((envelope, event))
 }

@@ -385,3 +385,35 @@ pub(crate) fn take_within_bytes<E>(
     }
     Ok(taken)
 }
+
+/// Reads one chunk of a snapshot image: the messages after `after` up to `last` (through `read`, a
+/// paged reader of the state machine), at most `max_bytes` of them by
+/// [`flotilla_shared::rpc::snapshot_record_bytes`] but at least one. Returns them and their size.
+pub fn read_image_chunk<E>(
+    mut read: impl FnMut(LogIndex, LogIndex, usize) -> Result<Vec<MessageEntry>, E>,
+    after: LogIndex,
+    last: LogIndex,
+    max_bytes: u64,
+) -> Result<(Vec<MessageEntry>, u64), E> {
+    /// Messages read per query while filling a chunk.
+    const READ_PAGE: usize = 512;
+    let mut records = Vec::new();
+    let mut bytes = 0u64;
+    let mut next = after.next();
+    'fill: while next <= last {
+        let page = read(next, last, READ_PAGE)?;
+        let Some(tail) = page.last() else {
+            break;
+        };
+        next = tail.index.next();
+        for record in page {
+            let size = flotilla_shared::rpc::snapshot_record_bytes(&record);
+            if !records.is_empty() && bytes + size > max_bytes {
+                break 'fill;
+            }
+            bytes += size;
+            records.push(record);
+        }
+    }
+    Ok((records, bytes))
+}

@@ -29,6 +29,10 @@
 //! - `propose ID TEXT`, `read-index ID ctx=N`, `transfer-leadership ID to=N`.
 //! - `crash ID`: the node loses everything not written to its disk; `restart ID` restores from disk.
 //! - `status ID`, `log ID`: print the core's state, or its log (durable or not).
+//! - `snapshot ID [keep=K]`: take a snapshot of ID's state machine at its applied index and compact
+//!   its log, keeping K entries behind it (Raft §7). Snapshot chunks a leader asks for are read from
+//!   its disk, `snapshot-chunk-bytes` (48 unless `add-nodes` says otherwise) at a time, and sent with
+//!   the Ready's messages; chunks a follower stages and images it installs are written with the Ready.
 
 mod transcript;
 
@@ -58,6 +62,8 @@ struct Env {
     /// Messages in flight, in the order they were sent.
     queue: Vec<Envelope>,
     isolated: BTreeSet<NodeId>,
+    /// Most bytes of messages in one snapshot chunk (0: the default, 48).
+    snapshot_chunk_bytes: u64,
 }
 
 /// A command's arguments: positional words and `key=value` pairs.
@@ -130,6 +136,11 @@ impl Env {
         let mut out = String::new();
         match *cmd {
             "add-nodes" => self.add_nodes(&args)?,
+            "snapshot" => {
+                let id = args.id()?;
+                let keep: u64 = args.key("keep")?.unwrap_or(0);
+                self.snapshot(id, keep, &mut out)?;
+            }
             "campaign" => {
                 let id = args.id()?;
                 let node = self.node(id)?;
@@ -320,8 +331,15 @@ impl Env {
             "log" => {
                 let id = args.id()?;
                 let core = self.core(id)?;
-                let entries = core.log_entries(LogIndex(1), core.last_log().index);
-                writeln!(out, "{id}: {}", fmt_entries(&entries, true)).ok();
+                let status = core.status();
+                let entries = core.log_entries(status.first_index, status.last.index);
+                if status.snapshot.index > LogIndex::ZERO {
+                    let snapshot = status.snapshot;
+                    write!(out, "{id}: snapshot {}/{}, ", snapshot.index, snapshot.term).ok();
+                } else {
+                    write!(out, "{id}: ").ok();
+                }
+                writeln!(out, "{}", fmt_entries(&entries, true)).ok();
             }
             other => return Err(format!("unknown command {other:?}")),
         }
@@ -347,6 +365,9 @@ impl Env {
             if let Some(v) = args.key("max-append-entries")? {
                 config.max_append_entries = v;
             }
+            if let Some(v) = args.key("snapshot-chunk-bytes")? {
+                self.snapshot_chunk_bytes = v;
+            }
             let disk: Disk = Rc::new(RefCell::new(MemoryStore::new()));
             let core = Raft::new(config.clone(), disk.clone(), Restored::default(), 0)
                 .map_err(|e| e.to_string())?;
@@ -360,6 +381,39 @@ impl Env {
                 },
             );
         }
+        Ok(())
+    }
+
+    /// Takes a snapshot at `id`'s applied index and compacts its log, keeping `keep` entries.
+    fn snapshot(&mut self, id: NodeId, keep: u64, out: &mut String) -> Result<(), String> {
+        let node = self.node(id)?;
+        let Some(core) = node.core.as_mut() else {
+            return Err(format!("node {id} is crashed"));
+        };
+        let applied = node.disk.borrow().applied();
+        let term = core
+            .log_term(applied)
+            .ok_or("the applied entry's term is unknown")?;
+        let at = LogId {
+            index: applied,
+            term,
+        };
+        let mut disk = node.disk.borrow_mut();
+        let meta = disk
+            .take_snapshot(at, &[], LogIndex(0))
+            .map_err(|e| e.to_string())?;
+        let first = disk
+            .compact(LogIndex(applied.0.saturating_sub(keep)))
+            .map_err(|e| e.to_string())?;
+        drop(disk);
+        writeln!(
+            out,
+            "snapshot at {}/{} ({} bytes); log starts at {first}",
+            meta.last.index, meta.last.term, meta.bytes
+        )
+        .ok();
+        core.snapshot_taken(meta);
+        core.log_compacted(first);
         Ok(())
     }
 
@@ -400,7 +454,27 @@ impl Env {
         for ctx in &ready.failed_reads {
             writeln!(out, "  read failed ctx={ctx}").ok();
         }
-        for m in &ready.messages {
+        let chunk_bytes = match self.snapshot_chunk_bytes {
+            0 => 48,
+            bytes => bytes,
+        };
+        let node = self.nodes.get_mut(&id).ok_or("no such node")?;
+        let Some(core) = node.core.as_mut() else {
+            return Err(format!("node {id} is crashed"));
+        };
+        let mut messages = ready.messages;
+        for send in ready.snapshot_sends {
+            let disk = node.disk.borrow();
+            let (records, bytes) = crate::storage::read_image_chunk(
+                |lo, hi, limit| disk.messages(lo, hi, limit),
+                send.after,
+                send.meta.last.index,
+                chunk_bytes,
+            )
+            .map_err(|e| e.to_string())?;
+            messages.push(send.into_envelope(id, records, bytes).0);
+        }
+        for m in &messages {
             writeln!(out, "  send {}", fmt_message(m)).ok();
         }
         // Step 3: one durable write, then report it and release the persisted messages.
@@ -412,6 +486,25 @@ impl Env {
                 apply: &ready.committed,
             })
             .map_err(|e| format!("disk write failed on {id}: {e}"))?;
+        for op in ready.snapshot_ops {
+            let mut disk = node.disk.borrow_mut();
+            match op {
+                SnapshotOp::Stage { offset, records } => {
+                    writeln!(out, "  stage {} messages at offset {offset}", records.len()).ok();
+                    disk.stage_snapshot(offset, &records)
+                }
+                SnapshotOp::Install(meta) => {
+                    writeln!(
+                        out,
+                        "  install snapshot {}/{}",
+                        meta.last.index, meta.last.term
+                    )
+                    .ok();
+                    disk.install_snapshot(&meta)
+                }
+            }
+            .map_err(|e| format!("snapshot write failed on {id}: {e}"))?;
+        }
         if let Some(last) = ready.entries.last() {
             core.persisted(LogId {
                 index: last.index,
@@ -428,8 +521,7 @@ impl Env {
         }
         let isolated = &self.isolated;
         self.queue.extend(
-            ready
-                .messages
+            messages
                 .into_iter()
                 .chain(ready.persisted_messages)
                 .filter(|m| !isolated.contains(&m.from) && !isolated.contains(&m.to)),
@@ -557,6 +649,9 @@ scenarios!(
     read_index,
     vote_denied,
     log_conflict,
+    snapshot_install_during_append,
+    snapshot_stale,
+    snapshot_old_term,
 );
 
 #[test]

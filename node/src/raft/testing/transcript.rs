@@ -147,6 +147,18 @@ pub fn fmt_event(event: &EventKind) -> Option<String> {
             format!("timeout_now sent to {to} term={term}")
         }
         EventKind::ReadReleased { read_index } => format!("read released at {read_index}"),
+        EventKind::SnapshotTaken { index, term, bytes } => {
+            format!("snapshot taken at {index}/{term} ({bytes} bytes)")
+        }
+        EventKind::LogCompacted { first_log_index } => {
+            format!("log compacted: starts at {first_log_index}")
+        }
+        EventKind::SnapshotInstalled {
+            from,
+            index,
+            term,
+            bytes,
+        } => format!("snapshot {index}/{term} from {from} installed ({bytes} bytes)"),
         EventKind::ElectionTimerReset { .. }
         | EventKind::VoteRequested { .. }
         | EventKind::AppendSent { .. }
