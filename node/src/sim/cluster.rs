@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 mod clients;
 mod faults;
+mod snapshots;
 
 /// A node's disk: the store holds exactly what completed writes put there.
 pub type Disk = Rc<RefCell<MemoryStore>>;
@@ -34,6 +35,8 @@ struct PendingWrite {
     apply: Vec<Entry>,
     /// Sent once the write is durable (Raft thesis §3.8).
     after: Vec<Envelope>,
+    /// Snapshot chunks to stage and images to install, after the rest of the write.
+    snapshot_ops: Vec<crate::raft::SnapshotOp>,
 }
 
 pub struct SimNode {
@@ -80,6 +83,7 @@ pub struct Cluster {
     /// The first mangled message a receiver accepted; reported at the end of the run, so that the
     /// safety checks get the chance to show what accepting it broke.
     mangled_accepted: Option<(u64, String)>,
+    snapshot_plan: snapshots::SnapshotPlan,
 }
 
 impl Cluster {
@@ -127,6 +131,7 @@ impl Cluster {
             active: true,
             ids: ids.clone(),
             mangled_accepted: None,
+            snapshot_plan: snapshots::SnapshotPlan::draw(opts.seed),
             opts,
         };
         if opts.profile == FaultProfile::Mangled {
@@ -234,6 +239,7 @@ impl Cluster {
             }
             self.deliver_messages()?;
             self.complete_writes()?;
+            self.maybe_compact()?;
             if self.now_ms.is_multiple_of(TICK_MS) {
                 self.active = true;
                 let now = self.now_ms;
@@ -398,6 +404,7 @@ impl Cluster {
                     }
                 }
                 self.stats.applied += write.apply.len() as u64;
+                self.write_snapshot_ops(index, write.snapshot_ops)?;
                 for message in write.after {
                     self.net.send(&mut self.rng, self.now_ms, message);
                 }
@@ -491,8 +498,10 @@ impl Cluster {
                     entries: ready.entries,
                     apply: ready.committed,
                     after: ready.persisted_messages,
+                    snapshot_ops: ready.snapshot_ops,
                 });
-                for message in ready.messages {
+                let chunks = self.read_chunks(index, ready.snapshot_sends)?;
+                for message in ready.messages.into_iter().chain(chunks) {
                     self.net.send(&mut self.rng, now, message);
                 }
                 if changed {

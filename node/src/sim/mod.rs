@@ -118,6 +118,9 @@ pub struct SimStats {
     pub mangled_delivered: u64,
     /// Old messages sent again.
     pub replayed: u64,
+    /// Snapshots taken (and logs compacted), and snapshots installed from a leader.
+    pub snapshots: u64,
+    pub installs: u64,
 }
 
 /// A broken property, with what is needed to replay it.

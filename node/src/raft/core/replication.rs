@@ -304,6 +304,13 @@ impl<S: LogRead> Raft<S> {
             return Ok(());
         };
         pr.last_heard_ms = now;
+        if self.snapshots.sending_to(from, term) {
+            // Raft §7: the follower is being sent a snapshot; its appends wait for it.
+            if resp.read_ctx != 0 {
+                self.handle_read_ack(from, resp.read_ctx);
+            }
+            return Ok(());
+        }
         if pr.state == ProgressState::Probe {
             pr.probe_sent = false;
         }

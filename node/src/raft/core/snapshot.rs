@@ -15,16 +15,17 @@ use flotilla_shared::rpc::{snapshot_record_bytes, InstallSnapshot, InstallSnapsh
 /// Most bytes of messages (by `snapshot_record_bytes`) one chunk carries; at least one message.
 pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
 
-/// A follower answered that its log ends before entries it acknowledged: its disk was wiped (it lost
-/// what Raft assumes durable). Its progress starts over from what it holds, which for a leader that
-/// compacted those entries means a snapshot. Lowering a match point never commits anything.
-/// Returns whether that was the case.
+/// A follower answered a heartbeat at its match point that its log ends before it: its disk was wiped
+/// (it lost what Raft assumes durable). Only a heartbeat sent after the match was acknowledged names
+/// that point, so this is no late answer to an older append. Its progress starts over from what it
+/// holds, which for a leader that compacted those entries means a snapshot. Lowering a match point
+/// never commits anything. Returns whether that was the case.
 pub(super) fn forgot_acknowledged_entries(
     pr: &mut Progress,
     resp: &flotilla_shared::rpc::AppendEntriesResponse,
 ) -> bool {
     match (resp.conflict_index, resp.conflict_term) {
-        (Some(hint), None) if hint <= pr.match_index => {
+        (Some(hint), None) if resp.index == pr.match_index && hint <= pr.match_index => {
             pr.match_index = hint.prev();
             pr.become_probe();
             true
@@ -64,6 +65,12 @@ struct Receiving {
 }
 
 impl Snapshots {
+    /// Whether this leader (of `term`) is sending `peer` a snapshot: its append answers then only
+    /// say it is alive; the snapshot's answers decide what it is sent next.
+    pub(super) fn sending_to(&self, peer: NodeId, term: Term) -> bool {
+        self.sending.get(&peer).is_some_and(|s| s.term == term)
+    }
+
     pub(super) fn restored(latest: SnapshotMeta) -> Self {
         Self {
             latest,
@@ -113,6 +120,11 @@ impl<S: LogRead> Raft<S> {
     /// The latest snapshot this node holds (`last.index` 0: none).
     pub fn latest_snapshot(&self) -> &SnapshotMeta {
         &self.snapshots.latest
+    }
+
+    /// The first entry still in the log; earlier ones live only in the snapshot.
+    pub fn first_log_index(&self) -> LogIndex {
+        self.log.first_index()
     }
 
     // ----- leader -----
