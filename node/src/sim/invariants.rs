@@ -173,10 +173,12 @@ pub fn check_node_committed_prefix_5_4<S: LogRead>(
     if snapshot.index > from {
         match history.committed.get((snapshot.index.0 - 1) as usize) {
             Some((known, _)) if known.term == snapshot.term => {}
-            known => return Err(format!(
+            known => {
+                return Err(format!(
                 "node {node} holds a snapshot up to {}/{} but the committed entry there is {:?}",
                 snapshot.index, snapshot.term, known
-            )),
+            ))
+            }
         }
     }
     for entry in core.log_entries(from.next().max(core.first_log_index()), commit) {

@@ -17,6 +17,7 @@ mod http1;
 mod memory;
 mod output;
 mod reads;
+mod rebuild;
 mod target;
 mod throughput;
 
@@ -42,8 +43,11 @@ enum Mode {
     Reads,
     /// kill -9 the leader, time until a submit succeeds again; repeated `--rounds` times.
     Failover,
-    /// Commit `--messages` messages, then report every node's RSS.
+    /// Commit `--messages` messages, then report every node's RSS, log rows and disk use.
     Memory,
+    /// Commit `--messages` messages, wipe a follower's disk and restart it: time until it applied the
+    /// leader's commit, and the snapshot bytes sent to it.
+    Rebuild,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -69,10 +73,14 @@ pub struct Cli {
     /// Failover rounds.
     #[arg(long, default_value_t = 5)]
     pub rounds: u32,
-    /// Messages to commit in `memory` mode.
+    /// Snapshot threshold of the local cluster's nodes (`--snapshot-threshold`); their default if
+    /// unset.
+    #[arg(long)]
+    pub snapshot_threshold: Option<u64>,
+    /// Messages to commit in `memory` and `rebuild` modes.
     #[arg(long, default_value_t = 1_000_000)]
     pub messages: u64,
-    /// Clients in `memory` mode.
+    /// Clients in `memory` and `rebuild` modes.
     #[arg(long, default_value_t = 256)]
     pub memory_clients: u32,
     /// Spread clients over the followers instead of sending to the leader.
@@ -172,11 +180,13 @@ fn validate(cli: &Cli) -> Result<(u64, u64)> {
     if cli.target == Target::Etcd && cli.endpoints.is_empty() {
         bail!("--target etcd needs --endpoints (the bench starts only Flotilla clusters)");
     }
-    if cli.target == Target::Etcd && matches!(cli.mode, Mode::Failover | Mode::Memory) {
+    if cli.target == Target::Etcd
+        && matches!(cli.mode, Mode::Failover | Mode::Memory | Mode::Rebuild)
+    {
         bail!("--target etcd supports throughput and reads only");
     }
-    if !cli.endpoints.is_empty() && matches!(cli.mode, Mode::Failover) {
-        bail!("failover kills nodes, so it needs the local cluster (no --endpoints)");
+    if !cli.endpoints.is_empty() && matches!(cli.mode, Mode::Failover | Mode::Rebuild) {
+        bail!("failover and rebuild kill nodes, so they need the local cluster (no --endpoints)");
     }
     Ok((min, max))
 }
@@ -191,6 +201,10 @@ async fn run(cli: Cli, election: (u64, u64)) -> Result<bool> {
             admin_token: None,
             cluster_id: "bench".into(),
             log_filter: "warn".into(),
+            extra_args: cli
+                .snapshot_threshold
+                .map(|n| vec!["--snapshot-threshold".to_string(), n.to_string()])
+                .unwrap_or_default(),
             ..Options::default()
         };
         progress(format_args!("starting a local 3-node cluster"));
@@ -269,6 +283,12 @@ async fn run_mode(
             Ok((failover::measure(cluster, api, cli, memory).await?, true))
         }
         Mode::Memory => memory::measure(target, cli, local.as_ref()).await,
+        Mode::Rebuild => {
+            let cluster = local
+                .as_mut()
+                .ok_or_else(|| anyhow!("rebuild needs the local cluster"))?;
+            rebuild::measure(target, cli, cluster).await
+        }
     }
 }
 
