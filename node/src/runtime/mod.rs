@@ -240,7 +240,7 @@ impl<S: LogRead> Runtime<S> {
                 _ = shutdown.changed() => break,
                 report = self.written.recv() => match report {
                     Some(WriterReport::Applied(outcomes)) => self.on_applied(outcomes),
-                    Some(WriterReport::Written(done)) => self.on_written(done)?,
+                    Some(WriterReport::Written(done)) => self.on_written(*done)?,
                     // Without its storage thread a leader would go on heartbeating while never
                     // persisting again: stop, so that a supervisor restarts the node.
                     None => return Err(storage_thread_died()),
@@ -273,7 +273,7 @@ impl<S: LogRead> Runtime<S> {
         while let Some(report) = self.written.recv().await {
             match report {
                 WriterReport::Applied(outcomes) => self.on_applied(outcomes),
-                WriterReport::Written(done) => self.on_written(done)?,
+                WriterReport::Written(done) => self.on_written(*done)?,
             }
         }
         Ok(())

@@ -201,7 +201,11 @@ impl Writer {
                     // Released before the report goes out: once the owner hears, it may write itself.
                     drop(store);
                     let failed = done_writing.result.is_err();
-                    if done.send(WriterReport::Written(done_writing)).is_err() || failed {
+                    if done
+                        .send(WriterReport::Written(Box::new(done_writing)))
+                        .is_err()
+                        || failed
+                    {
                         return;
                     }
                 }
@@ -283,7 +287,8 @@ pub(super) enum WriterReport {
     /// How the batch's committed entries applied, once written, possibly before the rest of the batch
     /// is durable (see `LogStore::write_applies_first`): their clients can be answered now.
     Applied(ApplyOutcomes),
-    Written(WriteDone),
+    /// Boxed: a batch's report is large, and most reports are `Applied`.
+    Written(Box<WriteDone>),
 }
 
 pub(super) fn storage_thread_died() -> StorageError {
