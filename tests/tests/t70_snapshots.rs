@@ -254,6 +254,17 @@ async fn admin_snapshot_compacts_on_demand_and_survives_a_restart() {
                 && after.snapshot_term == taken.snapshot_term,
             "status {after:?} after {taken:?}"
         );
+        // Threshold 0 keeps no tail: the whole log up to the snapshot goes.
+        let client = cluster.client(id);
+        flotilla_tests::wait_until(
+            WRITE_TIMEOUT,
+            "the log compacted up to the snapshot",
+            async || {
+                let status = client.status().await.ok()?;
+                (status.first_log_index == taken.snapshot_index.next()).then_some(())
+            },
+        )
+        .await?;
         cluster.kill(id)?;
         cluster.restart(id).await?;
         cluster.wait_for_leader(LEADER_TIMEOUT).await?;

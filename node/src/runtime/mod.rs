@@ -205,6 +205,7 @@ impl<S: LogRead> Runtime<S> {
             Writer::start(parts.store, parts.metrics.clone()).map_err(|error| {
                 StorageError::Io(format!("cannot start the storage thread: {error}"))
             })?;
+        let latest = parts.raft.latest_snapshot().last.index;
         Ok(Self {
             raft: parts.raft,
             info: parts.info,
@@ -223,7 +224,7 @@ impl<S: LogRead> Runtime<S> {
             metrics: parts.metrics,
             stored_applied: parts.stored_applied,
             max_uncommitted: parts.max_uncommitted,
-            snapshots: snapshots::Snapshotting::new(parts.snapshot, parts.state_reader),
+            snapshots: snapshots::Snapshotting::new(parts.snapshot, parts.state_reader, latest),
         })
     }
 

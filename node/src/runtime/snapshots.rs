@@ -26,6 +26,10 @@ pub const DEFAULT_SNAPSHOT_THRESHOLD: u64 = 10_000;
 /// Most entries a compaction leaves behind the snapshot, so that a follower slightly behind still
 /// gets plain appends.
 const MAX_TAIL: u64 = 1_000;
+/// Log entries one compaction step removes. Each step is a transaction of its own on the storage
+/// thread, riding with one batch of writes, so that compacting many entries never holds up the writes
+/// queued behind it for long.
+const COMPACTION_STEP: u64 = 1_000;
 
 /// How the node snapshots.
 #[derive(Clone, Debug, Default)]
@@ -48,12 +52,15 @@ impl SnapshotConfig {
 /// Storage work for the writer, done after the batch's own writes.
 #[derive(Clone, Debug)]
 pub(super) enum SnapshotTask {
-    /// Take a snapshot at `at` (applied), then compact the log up to `compact_to`.
+    /// Take a snapshot at `at` (applied).
     Take {
         at: LogId,
         members: Vec<Member>,
         config_index: LogIndex,
-        compact_to: LogIndex,
+    },
+    /// Remove the log entries up to `up_to` (covered by the snapshot).
+    Compact {
+        up_to: LogIndex,
     },
     Stage {
         offset: u64,
@@ -71,7 +78,9 @@ impl SnapshotTask {
 /// What a task came to.
 #[derive(Clone, Debug)]
 pub(super) enum SnapshotDone {
-    Taken { meta: SnapshotMeta, first: LogIndex },
+    Taken(SnapshotMeta),
+    /// The log now starts at this index.
+    Compacted(LogIndex),
     Staged,
     Installed(SnapshotMeta),
 }
@@ -86,12 +95,12 @@ pub(super) fn run_task(
             at,
             members,
             config_index,
-            compact_to,
-        } => {
-            let meta = store.take_snapshot(*at, members, *config_index)?;
-            let first = store.compact(*compact_to)?;
-            Ok(SnapshotDone::Taken { meta, first })
-        }
+        } => Ok(SnapshotDone::Taken(store.take_snapshot(
+            *at,
+            members,
+            *config_index,
+        )?)),
+        SnapshotTask::Compact { up_to } => Ok(SnapshotDone::Compacted(store.compact(*up_to)?)),
         SnapshotTask::Stage { offset, records } => {
             store.stage_snapshot(*offset, records)?;
             Ok(SnapshotDone::Staged)
@@ -139,19 +148,30 @@ pub(super) struct Snapshotting {
     pub(super) chunks: mpsc::UnboundedReceiver<ChunkRead>,
     /// A `Take` is queued and not yet done.
     taking: bool,
+    /// Compact the log up to here, a step at a time; a step is queued and not yet done.
+    compact_goal: LogIndex,
+    compacting: bool,
     /// `POST /v1/admin/snapshot` callers waiting for the next snapshot.
     waiters: Vec<oneshot::Sender<Result<SnapshotResponse, String>>>,
 }
 
 impl Snapshotting {
-    pub(super) fn new(config: SnapshotConfig, reader: Arc<dyn StateReader>) -> Self {
+    /// `latest`: the snapshot found on disk; compaction behind it goes on where a restart cut it off.
+    pub(super) fn new(
+        config: SnapshotConfig,
+        reader: Arc<dyn StateReader>,
+        latest: LogIndex,
+    ) -> Self {
         let (chunks_tx, chunks) = mpsc::unbounded_channel();
+        let compact_goal = LogIndex(latest.0.saturating_sub(config.tail()));
         Self {
             config,
             reader,
             chunks_tx,
             chunks,
             taking: false,
+            compact_goal,
+            compacting: false,
             waiters: Vec::new(),
         }
     }
@@ -167,8 +187,9 @@ impl<S: LogRead> Runtime<S> {
     }
 
     /// Adds a `Take` to `batch` when one is due (by count, or asked for), and answers askers when
-    /// there is nothing new to snapshot.
+    /// there is nothing new to snapshot; and the next compaction step when one is due.
     pub(super) fn maybe_take_snapshot(&mut self, batch: &mut Batch) {
+        self.maybe_compact_step(batch);
         if self.snapshots.taking {
             return;
         }
@@ -197,7 +218,6 @@ impl<S: LogRead> Runtime<S> {
         let Some(term) = self.raft.log_term(applied) else {
             return;
         };
-        let tail = self.snapshots.config.tail();
         batch.snapshot.push(SnapshotTask::Take {
             at: LogId {
                 index: applied,
@@ -205,9 +225,21 @@ impl<S: LogRead> Runtime<S> {
             },
             members: self.snapshots.config.members.clone(),
             config_index: self.snapshots.config.config_index,
-            compact_to: LogIndex(applied.0.saturating_sub(tail)),
         });
         self.snapshots.taking = true;
+    }
+
+    /// Adds the next compaction step to `batch`, if the log reaches past the goal and no step is
+    /// under way.
+    fn maybe_compact_step(&mut self, batch: &mut Batch) {
+        let first = self.raft.first_log_index();
+        let goal = self.snapshots.compact_goal;
+        if self.snapshots.compacting || goal < first {
+            return;
+        }
+        let up_to = LogIndex(goal.0.min(first.0 + COMPACTION_STEP - 1));
+        batch.snapshot.push(SnapshotTask::Compact { up_to });
+        self.snapshots.compacting = true;
     }
 
     /// The follower's core asks for chunks to be staged and images installed.
@@ -246,17 +278,22 @@ impl<S: LogRead> Runtime<S> {
     pub(super) fn snapshot_written(&mut self, done: Vec<SnapshotDone>) {
         for done in done {
             match done {
-                SnapshotDone::Taken { meta, first } => {
+                SnapshotDone::Taken(meta) => {
                     self.snapshots.taking = false;
                     let answer = SnapshotResponse {
                         snapshot_index: meta.last.index,
                         snapshot_term: meta.last.term,
                     };
+                    let tail = self.snapshots.config.tail();
+                    self.snapshots.compact_goal = LogIndex(meta.last.index.0.saturating_sub(tail));
                     self.raft.snapshot_taken(meta);
-                    self.raft.log_compacted(first);
                     for waiter in self.snapshots.waiters.drain(..) {
                         let _ = waiter.send(Ok(answer.clone()));
                     }
+                }
+                SnapshotDone::Compacted(first) => {
+                    self.snapshots.compacting = false;
+                    self.raft.log_compacted(first);
                 }
                 SnapshotDone::Staged => {}
                 SnapshotDone::Installed(meta) => {
