@@ -27,7 +27,8 @@
 //! - `stabilize`: process-ready and deliver-msgs on all nodes until nothing is left to do.
 //! - `partition ID...`: drop all traffic to and from these nodes (now and later); `heal` undoes it.
 //! - `propose ID TEXT`, `read-index ID ctx=N`, `transfer-leadership ID to=N`.
-//! - `crash ID`: the node loses everything not written to its disk; `restart ID` restores from disk.
+//! - `crash ID`: the node loses everything not written to its disk; `restart ID` restores from disk;
+//!   `wipe ID` (crashed nodes only) empties its disk first, as a lost disk would.
 //! - `status ID`, `log ID`: print the core's state, or its log (durable or not).
 //! - `snapshot ID [keep=K]`: take a snapshot of ID's state machine at its applied index and compact
 //!   its log, keeping K entries behind it (Raft §7). Snapshot chunks a leader asks for are read from
@@ -258,6 +259,16 @@ impl Env {
                     Err(e) => writeln!(out, "error: {e}"),
                 }
                 .ok();
+            }
+            "wipe" => {
+                // The node's disk is lost too: it comes back blank on `restart`.
+                let id = args.id()?;
+                let node = self.node(id)?;
+                if node.core.is_some() {
+                    return Err(format!("crash node {id} before wiping its disk"));
+                }
+                *node.disk.borrow_mut() = MemoryStore::new();
+                writeln!(out, "{id}: disk wiped").ok();
             }
             "crash" => {
                 let id = args.id()?;
@@ -652,6 +663,7 @@ scenarios!(
     snapshot_install_during_append,
     snapshot_stale,
     snapshot_old_term,
+    snapshot_wiped_follower,
 );
 
 #[test]
