@@ -94,6 +94,10 @@ struct NodeArgs {
     /// answered 503 overloaded without being appended.
     #[arg(long, env = "MAX_UNCOMMITTED_ENTRIES", default_value_t = 4096)]
     max_uncommitted_entries: u64,
+    /// Snapshot the state machine and compact the log once this many entries were applied since
+    /// the last snapshot (Raft §7); 0 never does (`POST /v1/admin/snapshot` still takes one).
+    #[arg(long, env = "SNAPSHOT_THRESHOLD", default_value_t = crate::runtime::DEFAULT_SNAPSHOT_THRESHOLD)]
+    snapshot_threshold: u64,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Stop when standard input reaches end-of-file: the desktop holds the other end of that pipe, so
@@ -241,6 +245,7 @@ impl NodeArgs {
             cluster_token,
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            snapshot_threshold: self.snapshot_threshold,
             limits: server::Limits {
                 max_connections: self.max_connections,
                 read_timeout: Duration::from_millis(self.read_timeout_ms),

@@ -6,8 +6,10 @@ use crate::faults::Faults;
 use crate::guard::AllowedOrigins;
 use crate::http::{Api, LeaderHints, StateReader};
 use crate::metrics::Metrics;
-use crate::raft::{Config, Configuration, LogId, LogIndex, NodeId, Raft, Restored, Term};
-use crate::runtime::{CoreLog, NodeInfo, Runtime, RuntimeParts};
+use crate::raft::{
+    Config, Configuration, LogId, LogIndex, NodeId, Raft, Restored, SnapshotMeta, Term,
+};
+use crate::runtime::{CoreLog, NodeInfo, Runtime, RuntimeParts, SnapshotConfig};
 use crate::storage::sqlite::{SqliteReader, SqliteStore};
 use crate::storage::{LogStore, StorageError};
 use crate::transport::client::Pools;
@@ -45,6 +47,8 @@ pub struct NodeConfig {
     pub cluster_token: Option<String>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Entries applied between two snapshots (0: only when asked).
+    pub snapshot_threshold: u64,
     pub limits: Limits,
 }
 
@@ -77,7 +81,8 @@ pub async fn run(
     let store = SqliteStore::open(&db_path, config.id, &config.cluster_id)?;
     let initial = store.initial_state()?;
     let core_reader = CoreLog(store.reader()?);
-    let membership = initial_membership(&config, &core_reader, &initial)?;
+    let snapshot = store.snapshot()?;
+    let membership = initial_membership(&config, &core_reader, &initial, &snapshot)?;
     let clock = Clock::new();
 
     let mut voters: Vec<NodeId> = config.peers.keys().copied().collect();
@@ -92,6 +97,8 @@ pub async fn run(
         hard_state: initial.hard_state,
         last: initial.last,
         applied: initial.applied,
+        snapshot,
+        first_index: initial.first_index,
     };
     let mut raft = Raft::new(raft_config.clone(), core_reader, restored, clock.now_ms())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -158,6 +165,7 @@ pub async fn run(
             events: events.clone(),
         },
     );
+    let reader = Arc::new(ReaderPool::new(db_path.clone()));
     let runtime = Runtime::new(RuntimeParts {
         raft,
         info: NodeInfo {
@@ -175,11 +183,14 @@ pub async fn run(
         metrics: metrics.clone(),
         stored_applied: initial.applied,
         max_uncommitted: config.limits.max_uncommitted_entries,
+        snapshot: SnapshotConfig {
+            threshold: config.snapshot_threshold,
+        },
+        state_reader: reader.clone(),
     })?;
     let (stop_runtime, runtime_stopped) = watch::channel(false);
     let runtime_task = tokio::spawn(runtime.run(runtime_stopped));
 
-    let reader = Arc::new(ReaderPool::new(db_path.clone()));
     let api = Arc::new(Api {
         id: config.id,
         peers: directory,
@@ -235,13 +246,14 @@ pub async fn run(
     }
 }
 
-/// The configuration a node starts from: the newest configuration entry at or below its durable commit
-/// index (the core takes in newer ones), else nothing for a node started to join, else the `--peers`
-/// seed, all voters.
+/// The configuration a node starts from: the newest at or below its durable commit index, from a
+/// configuration entry or its snapshot (the core takes in newer ones), else nothing for a node started
+/// to join, else the `--peers` seed, all voters.
 fn initial_membership(
     config: &NodeConfig,
     log: &CoreLog,
     initial: &crate::storage::InitialState,
+    snapshot: &SnapshotMeta,
 ) -> anyhow::Result<Configuration> {
     // The commit index the core will start from (see `Raft::new`).
     let last = initial.last.index;
@@ -249,11 +261,20 @@ fn initial_membership(
         .hard_state
         .commit
         .min(last)
-        .max(initial.applied.min(last));
-    if let Some(entry) = log.0.last_configuration(commit)? {
-        if let Some(stored) = Configuration::from_entry(&entry) {
-            return Ok(stored);
-        }
+        .max(initial.applied.min(last))
+        .max(snapshot.last.index);
+    let from_log = log
+        .0
+        .last_configuration(commit)?
+        .and_then(|entry| Configuration::from_entry(&entry));
+    let from_snapshot = (snapshot.last.index > LogIndex::ZERO)
+        .then(|| Configuration::new(snapshot.members.clone(), Vec::new(), snapshot.config_index));
+    if let Some(stored) = [from_log, from_snapshot]
+        .into_iter()
+        .flatten()
+        .max_by_key(|config| config.index)
+    {
+        return Ok(stored);
     }
     if config.join {
         return Ok(Configuration::default());

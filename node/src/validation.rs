@@ -8,7 +8,10 @@
 
 use crate::raft::{Envelope, LogIndex, Message, NodeId, Term};
 use flotilla_shared::api::{Member, MemberRole, SubmitRequest};
-use flotilla_shared::rpc::{AppendEntries, AppendEntriesResponse, Payload, RequestVote};
+use flotilla_shared::rpc::{
+    snapshot_record_bytes, AppendEntries, AppendEntriesResponse, InstallSnapshot,
+    InstallSnapshotResponse, Payload, RequestVote,
+};
 use std::fmt;
 
 /// The highest term or index storage can hold: SQLite integers are i64.
@@ -72,10 +75,13 @@ pub enum Reason {
     /// A configuration (in a log entry or an admin request) no correct node writes: no voter, a
     /// member twice, a bad id or address, a promotion of a non-learner, too many members.
     BadConfiguration,
+    /// A snapshot chunk that does not describe a part of a state machine's image: records out of
+    /// order or past the snapshot, sizes that do not add up, a message no submit could have made.
+    SnapshotInconsistent,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::BadJson,
         Reason::WrongRoute,
         Reason::WrongNode,
@@ -95,6 +101,7 @@ impl Reason {
         Reason::EmptyText,
         Reason::BadRequestId,
         Reason::BadConfiguration,
+        Reason::SnapshotInconsistent,
     ];
 
     pub fn code(self) -> &'static str {
@@ -118,6 +125,7 @@ impl Reason {
             Reason::EmptyText => "empty_text",
             Reason::BadRequestId => "bad_request_id",
             Reason::BadConfiguration => "bad_configuration",
+            Reason::SnapshotInconsistent => "snapshot_inconsistent",
         }
     }
 
@@ -204,8 +212,101 @@ pub fn check_envelope(
         Message::AppendEntries(append) => check_append(term, append),
         Message::RequestVote(vote) => check_vote(term, vote),
         Message::AppendEntriesResponse(response) => check_append_response(term, response),
+        Message::InstallSnapshot(install) => check_install_snapshot(term, install),
+        Message::InstallSnapshotResponse(response) => check_install_response(response),
         Message::RequestVoteResponse(_) | Message::TimeoutNow => Ok(()),
     }
+}
+
+fn inconsistent(detail: String) -> Rejected {
+    Rejected::new(Reason::SnapshotInconsistent, detail)
+}
+
+/// Raft §7: a chunk of the image of the leader's state machine at `last_index`: applied messages in
+/// index order, each of a term no later than the snapshot's, after the previous chunk's last, with
+/// sizes that add up to at most the image's.
+fn check_install_snapshot(term: Term, install: &InstallSnapshot) -> Result<(), Rejected> {
+    check_index("last_index", install.last_index)?;
+    check_index("config_index", install.config_index)?;
+    if install.last_index == LogIndex::ZERO || install.last_term == Term(0) {
+        return Err(inconsistent(format!(
+            "a snapshot covers at least entry 1 of a term of at least 1, not entry {} of term {}",
+            install.last_index, install.last_term
+        )));
+    }
+    if install.last_term > term {
+        return Err(Rejected::new(
+            Reason::EntryTermAboveMessage,
+            format!(
+                "the snapshot's last term {} is above the message's term {term}",
+                install.last_term
+            ),
+        ));
+    }
+    if install.config_index > install.last_index || install.after > install.last_index {
+        return Err(inconsistent(format!(
+            "config_index {} or after {} past the snapshot's last entry {}",
+            install.config_index, install.after, install.last_index
+        )));
+    }
+    if (install.offset == 0) != (install.after == LogIndex::ZERO) {
+        return Err(inconsistent(format!(
+            "offset {} after message {}: only the first chunk starts at 0, after nothing",
+            install.offset, install.after
+        )));
+    }
+    let mut previous = install.after;
+    let mut bytes = install.offset;
+    for record in &install.records {
+        if record.index <= previous || record.index > install.last_index {
+            return Err(inconsistent(format!(
+                "message {} follows {}: messages come in index order, up to the snapshot's last \
+                 entry {}",
+                record.index, previous, install.last_index
+            )));
+        }
+        if record.term == Term(0) || record.term > install.last_term {
+            return Err(inconsistent(format!(
+                "message {} has term {}, outside 1..={}",
+                record.index, record.term, install.last_term
+            )));
+        }
+        if record.text.trim().is_empty() {
+            return Err(inconsistent(format!(
+                "message {} has no text",
+                record.index
+            )));
+        }
+        if let Some(id) = &record.request_id {
+            check_request_id(id)
+                .map_err(|why| inconsistent(format!("message {}: {}", record.index, why.detail)))?;
+        }
+        previous = record.index;
+        bytes = bytes.saturating_add(snapshot_record_bytes(record));
+    }
+    if bytes > install.total_bytes || (install.done && bytes != install.total_bytes) {
+        return Err(inconsistent(format!(
+            "the chunk ends at byte {bytes} of a {}-byte image{}",
+            install.total_bytes,
+            if install.done {
+                " but is marked the last"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
+}
+
+fn check_install_response(response: &InstallSnapshotResponse) -> Result<(), Rejected> {
+    check_index("last_index", response.last_index)?;
+    if response.next_after > response.last_index {
+        return Err(inconsistent(format!(
+            "next_after {} past the snapshot's last entry {}",
+            response.next_after, response.last_index
+        )));
+    }
+    Ok(())
 }
 
 fn check_index(what: &str, index: LogIndex) -> Result<(), Rejected> {
@@ -403,21 +504,26 @@ pub fn check_submit(request: &SubmitRequest) -> Result<(), Rejected> {
         return Err(Rejected::new(Reason::EmptyText, "text must not be empty"));
     }
     if let Some(id) = &request.request_id {
-        if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN {
-            return Err(Rejected::new(
-                Reason::BadRequestId,
-                format!(
-                    "request_id must be 1 to {MAX_REQUEST_ID_LEN} bytes, got {}",
-                    id.len()
-                ),
-            ));
-        }
-        if let Some(at) = id.find(char::is_control) {
-            return Err(Rejected::new(
-                Reason::BadRequestId,
-                format!("request_id must not hold control characters (one at byte {at})"),
-            ));
-        }
+        check_request_id(id)?;
+    }
+    Ok(())
+}
+
+fn check_request_id(id: &str) -> Result<(), Rejected> {
+    if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN {
+        return Err(Rejected::new(
+            Reason::BadRequestId,
+            format!(
+                "request_id must be 1 to {MAX_REQUEST_ID_LEN} bytes, got {}",
+                id.len()
+            ),
+        ));
+    }
+    if let Some(at) = id.find(char::is_control) {
+        return Err(Rejected::new(
+            Reason::BadRequestId,
+            format!("request_id must not hold control characters (one at byte {at})"),
+        ));
     }
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Raft RPCs between nodes. The core produces and consumes these; the transport carries them as JSON.
 //!
-//! Every message travels in an [`Envelope`]. Requests (`RequestVote`, `AppendEntries`, `TimeoutNow`) are
+//! Every message travels in an [`Envelope`]. Requests (`RequestVote`, `AppendEntries`, `InstallSnapshot`,
+//! `TimeoutNow`) are
 //! POSTed to the peer; the HTTP response body carries the reply envelope, if the receiver produced one.
 
-use crate::api::Member;
+use crate::api::{Member, MessageEntry};
 use crate::ids::{LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,8 @@ pub enum Message {
     AppendEntries(AppendEntries),
     AppendEntriesResponse(AppendEntriesResponse),
     TimeoutNow,
+    InstallSnapshot(InstallSnapshot),
+    InstallSnapshotResponse(InstallSnapshotResponse),
 }
 
 impl Message {
@@ -39,6 +42,8 @@ impl Message {
             Message::AppendEntries(_) => "append_entries",
             Message::AppendEntriesResponse(_) => "append_entries_response",
             Message::TimeoutNow => "timeout_now",
+            Message::InstallSnapshot(_) => "install_snapshot",
+            Message::InstallSnapshotResponse(_) => "install_snapshot_response",
         }
     }
 
@@ -46,7 +51,9 @@ impl Message {
     pub fn is_response(&self) -> bool {
         matches!(
             self,
-            Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_)
+            Message::RequestVoteResponse(_)
+                | Message::AppendEntriesResponse(_)
+                | Message::InstallSnapshotResponse(_)
         )
     }
 }
@@ -100,6 +107,48 @@ pub struct AppendEntriesResponse {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub read_ctx: u64,
+}
+
+/// One chunk of a snapshot (Raft §7): the state machine's image at `last_index` (of `last_term`), sent
+/// to a follower whose next entries the leader has compacted away. The image is the applied messages up
+/// to `last_index` in index order (request ids with them: the dedupe state); the chunk carries those
+/// after `after`, and starts at byte `offset` of `total_bytes` (sizes by [`snapshot_record_bytes`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshot {
+    pub last_index: LogIndex,
+    pub last_term: Term,
+    /// The configuration in force at `last_index` and the index of its entry (0: the seed one).
+    #[serde(default)]
+    pub members: Vec<Member>,
+    #[serde(default)]
+    pub config_index: LogIndex,
+    pub total_bytes: u64,
+    pub offset: u64,
+    /// The chunk's records all have indexes above this one (the previous chunk's last).
+    pub after: LogIndex,
+    pub records: Vec<MessageEntry>,
+    /// The last chunk: the follower installs the image once it is written.
+    pub done: bool,
+}
+
+/// The answer to one chunk. `next_offset`/`next_after` is where the follower wants the next chunk to
+/// start: past this one when it was taken, or where the follower's own copy stands when it was not
+/// (a resend, a chunk after a cut, another snapshot), so the leader resumes there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotResponse {
+    pub last_index: LogIndex,
+    pub success: bool,
+    pub next_offset: u64,
+    pub next_after: LogIndex,
+    /// The follower holds the whole image now (installed, or its log already covered it).
+    pub done: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The size a message takes in a snapshot image, the unit of `offset` and `total_bytes`.
+pub fn snapshot_record_bytes(record: &MessageEntry) -> u64 {
+    16 + record.text.len() as u64 + record.request_id.as_ref().map_or(0, |id| id.len() as u64)
 }
 
 /// A log entry.

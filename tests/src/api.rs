@@ -3,8 +3,8 @@
 use anyhow::{bail, Context as _, Result};
 use flotilla_shared::api::{
     AddMemberRequest, DiskFaultRequest, ErrorBody, LinkFault, MemberRole, MembersResponse,
-    MessageEntry, MessagesPage, PartitionRequest, Status, SubmitRequest, SubmitResponse,
-    TimingRequest, TransferRequest, LEADER_HEADER,
+    MessageEntry, MessagesPage, PartitionRequest, SnapshotResponse, Status, SubmitRequest,
+    SubmitResponse, TimingRequest, TransferRequest, LEADER_HEADER,
 };
 use flotilla_shared::NodeId;
 use reqwest::{Method, StatusCode};
@@ -373,6 +373,13 @@ impl NodeClient<'_> {
     /// `DELETE /v1/admin/members/{id}`: answered once the configuration without it is committed.
     pub async fn remove_member(&self, id: NodeId) -> Result<MembersResponse> {
         self.admin_ok(Method::DELETE, &format!("/v1/admin/members/{id}"), None)
+            .await?
+            .json()
+    }
+
+    /// `POST /v1/admin/snapshot`: a snapshot at the node's applied index, now.
+    pub async fn take_snapshot(&self) -> Result<SnapshotResponse> {
+        self.admin_ok(Method::POST, "/v1/admin/snapshot", None)
             .await?
             .json()
     }

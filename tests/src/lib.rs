@@ -24,7 +24,7 @@ mod writers;
 
 pub use api::*;
 pub use cluster::*;
-pub use events::EventLog;
+pub use events::EventTap;
 pub(crate) use process::*;
 pub use process::{free_ports, node_binary, run_to_exit};
 pub use wait::wait_until;

@@ -10,6 +10,15 @@ const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Snapshots every 20 entries: the faults also strike while logs are compacted and followers that
+/// fell behind catch up from snapshots (Raft §7).
+fn compacting() -> Options {
+    Options {
+        extra_args: vec!["--snapshot-threshold".into(), "20".into()],
+        ..Options::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_fails_over_and_the_restarted_node_catches_up() {
     let mut cluster = Cluster::start(3, Options::default())
@@ -60,7 +69,7 @@ async fn leader_kill_fails_over_and_the_restarted_node_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_during_concurrent_writes_ten_times_loses_nothing() {
-    let mut cluster = Cluster::start(3, Options::default())
+    let mut cluster = Cluster::start(3, compacting())
         .await
         .expect("start 3 nodes");
     let result = async {
@@ -239,7 +248,7 @@ async fn a_paused_leader_is_replaced_and_steps_down_when_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_every_node_at_once_loses_nothing_acknowledged() {
-    let mut cluster = Cluster::start(3, Options::default())
+    let mut cluster = Cluster::start(3, compacting())
         .await
         .expect("start 3 nodes");
     let result = async {

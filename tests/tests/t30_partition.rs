@@ -15,9 +15,17 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_partition_cannot_commit_and_heals() {
-    let cluster = Cluster::start(3, Options::default())
-        .await
-        .expect("start 3 nodes");
+    let cluster = Cluster::start(
+        3,
+        // Snapshots every 20 entries: the minority catches up after healing through a snapshot
+        // when the majority compacted what it missed (Raft §7).
+        Options {
+            extra_args: vec!["--snapshot-threshold".into(), "20".into()],
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("start 3 nodes");
     let result = async {
         cluster.wait_for_leader(LEADER_TIMEOUT).await?;
         let mut client = RetryingClient::new(&cluster);

@@ -7,7 +7,7 @@ use flotilla_shared::api::{LinkFault, LinkFaultStatus};
 use flotilla_shared::event::{DropReason, Event, EventKind};
 use flotilla_shared::NodeId;
 use flotilla_tests::{
-    check_acked_exactly_once, wait_until, Cluster, EventLog, NodeClient, Options, RetryingClient,
+    check_acked_exactly_once, wait_until, Cluster, EventTap, NodeClient, Options, RetryingClient,
     Writers,
 };
 use reqwest::{Method, StatusCode};
@@ -62,7 +62,7 @@ fn received_from(event: &Event, sender: NodeId) -> Option<u64> {
 
 /// Waits until `log` holds an event `found` picks.
 async fn wait_for_event<T>(
-    log: &EventLog,
+    log: &EventTap,
     what: &str,
     found: impl Fn(&[Event]) -> Option<T>,
 ) -> Result<T> {
@@ -81,8 +81,8 @@ async fn a_one_way_cut_drops_at_the_leader_and_nothing_lands_on_the_follower() {
     let result = async {
         let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
         let follower = cluster.ids().into_iter().find(|&id| id != leader).context("a follower")?;
-        let leader_log = EventLog::open(&cluster.url(leader)).await?;
-        let follower_log = EventLog::open(&cluster.url(follower)).await?;
+        let leader_log = EventTap::start(&cluster.url(leader), 0).await?;
+        let follower_log = EventTap::start(&cluster.url(follower), 0).await?;
         // Before the cut the leader's messages land on the follower, numbered.
         wait_for_event(&follower_log, "a message from the leader lands", |events| {
             events.iter().find_map(|e| received_from(e, leader).filter(|&msg| msg > 0))
@@ -153,7 +153,7 @@ async fn a_one_way_cut_drops_at_the_leader_and_nothing_lands_on_the_follower() {
 
 /// Waits until the leader announced `count` drops of messages to `to` for `reason`.
 async fn wait_for_drops(
-    log: &EventLog,
+    log: &EventTap,
     to: NodeId,
     reason: DropReason,
     count: usize,
@@ -185,7 +185,7 @@ async fn partitioned_paused_and_dead_peers_drop_messages_with_their_reason() {
             .filter(|&id| id != leader)
             .collect();
         let (first, second) = (followers[0], followers[1]);
-        let leader_log = EventLog::open(&cluster.url(leader)).await?;
+        let leader_log = EventTap::start(&cluster.url(leader), 0).await?;
 
         // Isolated on the follower's side only: the leader's messages are refused there.
         cluster.client(first).partition(&[leader]).await?;
@@ -329,8 +329,8 @@ async fn a_link_delay_shows_in_the_followers_receive_times() {
     let result = async {
         let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
         let follower = cluster.ids().into_iter().find(|&id| id != leader).context("a follower")?;
-        let leader_log = EventLog::open(&cluster.url(leader)).await?;
-        let follower_log = EventLog::open(&cluster.url(follower)).await?;
+        let leader_log = EventTap::start(&cluster.url(leader), 0).await?;
+        let follower_log = EventTap::start(&cluster.url(follower), 0).await?;
         cluster.client(leader).set_link_fault(follower, delay(100, 0)).await?;
         let delayed_from = wait_for_event(&leader_log, "link_fault_changed on the leader", |events| {
             let at = events.iter().position(|e| matches!(e.kind, EventKind::LinkFaultChanged { .. }))?;
@@ -418,7 +418,7 @@ async fn a_slow_disk_shows_in_fsync_and_commit_latency() {
     let result = async {
         let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
         let client = cluster.client(leader);
-        let leader_log = EventLog::open(&cluster.url(leader)).await?;
+        let leader_log = EventTap::start(&cluster.url(leader), 0).await?;
         let mut writer = RetryingClient::new(&cluster).only(&[leader]);
         let scrape = async || -> Result<(Latency, Latency)> {
             let metrics = client.metrics().await?;

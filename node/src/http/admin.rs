@@ -1,5 +1,5 @@
 //! The admin API (`/v1/admin/...`, bearer token): partitions, link and disk faults, leadership
-//! transfer, timing.
+//! transfer, timing, snapshots.
 
 use super::error::json;
 use super::leader::{forward, is_forwarded, Forwarded};
@@ -202,6 +202,15 @@ pub(super) async fn set_disk(api: &Api, body: &[u8]) -> Response {
     .await
     {
         Ok(()) => json(StatusCode::OK, &request),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /v1/admin/snapshot`: a snapshot of this node's state machine at its applied index, now.
+pub(super) async fn take_snapshot(api: &Api) -> Response {
+    match ask(api, |reply| Request::TakeSnapshot { reply }).await {
+        Ok(Ok(taken)) => json(StatusCode::OK, &taken),
+        Ok(Err(why)) => ApiError::new(StatusCode::CONFLICT, "nothing_applied", why).into_response(),
         Err(error) => error.into_response(),
     }
 }

@@ -174,9 +174,16 @@ where
                 (Method::PUT, ["disk"]) => admin::set_disk(api, &body).await,
                 (Method::POST, ["members"]) => members::add(api, &call, body).await,
                 (Method::DELETE, ["members", id]) => members::remove(api, &call, id, body).await,
+                (Method::POST, ["snapshot"]) => admin::take_snapshot(api).await,
                 (
                     _,
-                    ["partition" | "transfer-leadership" | "timing" | "links" | "disk" | "members"]
+                    ["partition"
+                    | "transfer-leadership"
+                    | "timing"
+                    | "links"
+                    | "disk"
+                    | "members"
+                    | "snapshot"]
                     | ["links" | "members", _],
                 ) => ApiError::method_not_allowed(&call.method, &call.path).into_response(),
                 _ => ApiError::not_found(&call.method, &call.path).into_response(),

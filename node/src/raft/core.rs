@@ -20,11 +20,14 @@ mod membership;
 mod planted;
 mod read_index;
 mod replication;
+mod snapshot;
 mod transfer;
 
 use leader::LeaderState;
 use membership::Membership;
 use read_index::PendingRead;
+pub use snapshot::MAX_SNAPSHOT_CHUNK_BYTES;
+use snapshot::{forgot_acknowledged_entries, Snapshots};
 use transfer::Transfer;
 
 #[cfg(any(test, feature = "sim"))]
@@ -71,6 +74,7 @@ pub struct Raft<S: LogRead> {
     highest_term: Term,
     /// The `msg` of the last envelope this core sent (per-sender numbering, from 1 at each start).
     last_msg: u64,
+    snapshots: Snapshots,
     #[cfg(any(test, feature = "sim"))]
     planted_bug: Option<PlantedBug>,
 }
@@ -99,6 +103,8 @@ impl<S: LogRead> Raft<S> {
             commit,
             ..restored.hard_state
         };
+        let mut log = RaftLog::new(storage, last, commit, applied, config.max_cached_entries);
+        log.restore_snapshot(restored.snapshot.last, restored.first_index);
         let mut raft = Self {
             rng: SplitMix64::new(config.seed ^ id.0),
             id,
@@ -107,7 +113,7 @@ impl<S: LogRead> Raft<S> {
             term: hard_state.term,
             voted_for: hard_state.voted_for,
             role: RoleState::Follower { leader: None },
-            log: RaftLog::new(storage, last, commit, applied, config.max_cached_entries),
+            log,
             now_ms,
             election_timeout_ms: config.election_timeout_ms.0,
             election_deadline_ms: now_ms,
@@ -120,6 +126,7 @@ impl<S: LogRead> Raft<S> {
             events: Vec::new(),
             highest_term: hard_state.term,
             last_msg: 0,
+            snapshots: Snapshots::restored(restored.snapshot),
             #[cfg(any(test, feature = "sim"))]
             planted_bug: None,
             config,
@@ -147,7 +154,8 @@ impl<S: LogRead> Raft<S> {
         self.try_step(envelope).ok();
     }
 
-    /// Handles one message from a peer. Every `RequestVote` and `AppendEntries` accepted yields exactly
+    /// Handles one message from a peer. Every `RequestVote`, `AppendEntries` and `InstallSnapshot`
+    /// accepted yields exactly
     /// one response to its sender, emitted in `persisted_messages` in the order the requests were
     /// stepped.
     ///
@@ -234,6 +242,7 @@ impl<S: LogRead> Raft<S> {
             || self.log.has_next_committed()
             || self.leader_has_appends_to_send()
             || self.has_releasable_reads()
+            || self.snapshots.has_ready()
     }
 
     pub fn ready(&mut self) -> Ready {
@@ -263,6 +272,7 @@ impl<S: LogRead> Raft<S> {
         ready.reads = std::mem::take(&mut self.reads);
         ready.failed_reads = std::mem::take(&mut self.failed_reads);
         ready.events = std::mem::take(&mut self.events);
+        self.snapshots.take_ready(&mut ready);
         self.debug_validate();
         ready
     }
@@ -290,6 +300,8 @@ impl<S: LogRead> Raft<S> {
             heartbeat_ms: self.config.heartbeat_ms,
             election_timeout_ms: self.config.election_timeout_ms,
             election_deadline_ms: self.election_deadline_ms,
+            snapshot: self.log.snapshot(),
+            first_index: self.log.first_index(),
         }
     }
 
@@ -408,7 +420,7 @@ impl<S: LogRead> Raft<S> {
             }
             _ => {}
         }
-        Ok(())
+        self.validate_snapshot()
     }
 
     /// Numbers the next envelope this core sends; its send event carries the same number.
@@ -461,7 +473,9 @@ impl<S: LogRead> Raft<S> {
                     }
                 }
                 Message::RequestVoteResponse(resp) if resp.pre_vote && resp.granted => {}
-                Message::AppendEntries(_) => self.become_follower(env.term, Some(from)),
+                Message::AppendEntries(_) | Message::InstallSnapshot(_) => {
+                    self.become_follower(env.term, Some(from))
+                }
                 _ => self.become_follower(env.term, None),
             }
         } else if env.term < self.term {
@@ -475,6 +489,10 @@ impl<S: LogRead> Raft<S> {
                 Message::AppendEntries(ae) => {
                     let reason = format!("stale term {} < current term {}", env.term, self.term);
                     self.reject_append(from, ae, reason, None, None);
+                }
+                Message::InstallSnapshot(is) => {
+                    let reason = format!("stale term {} < current term {}", env.term, self.term);
+                    self.refuse_install(from, is, reason);
                 }
                 _ => {}
             }
@@ -495,6 +513,10 @@ impl<S: LogRead> Raft<S> {
             Message::AppendEntries(ae) => return self.handle_append_entries(from, ae),
             Message::AppendEntriesResponse(resp) => {
                 return self.handle_append_response(from, env.msg, resp)
+            }
+            Message::InstallSnapshot(is) => return self.handle_install_snapshot(from, is),
+            Message::InstallSnapshotResponse(resp) => {
+                return self.handle_install_snapshot_response(from, resp)
             }
             Message::TimeoutNow => {
                 // Leadership transfer (thesis §3.10): campaign at once, skipping PreVote.

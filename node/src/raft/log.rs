@@ -18,6 +18,10 @@ pub struct RaftLog<S: LogRead> {
     /// Entries up to here were handed out to be applied.
     pub applied: LogIndex,
     max_cached: usize,
+    /// The last entry the latest snapshot covers (Raft §7): its term is known even once compacted.
+    snapshot: LogId,
+    /// The first entry still in the log; earlier ones live only in the snapshot.
+    first: LogIndex,
 }
 
 impl<S: LogRead> RaftLog<S> {
@@ -38,7 +42,64 @@ impl<S: LogRead> RaftLog<S> {
             commit,
             applied,
             max_cached,
+            snapshot: LogId::default(),
+            first: LogIndex(1),
         }
+    }
+
+    /// Starts from a snapshot found on disk: entries before `first` are compacted away.
+    pub fn restore_snapshot(&mut self, snapshot: LogId, first: LogIndex) {
+        self.snapshot = snapshot;
+        self.first = first.max(LogIndex(1));
+    }
+
+    /// A snapshot now covers the log up to `snapshot` (its entries may stay until compacted).
+    pub fn snapshot_taken(&mut self, snapshot: LogId) {
+        self.snapshot = self.snapshot.max(snapshot);
+    }
+
+    /// Entries before `first` are gone from the log (compacted into the snapshot).
+    pub fn compacted(&mut self, first: LogIndex) {
+        self.first = self.first.max(first.min(self.snapshot.index.next()));
+    }
+
+    pub fn snapshot(&self) -> LogId {
+        self.snapshot
+    }
+
+    pub fn first_index(&self) -> LogIndex {
+        self.first
+    }
+
+    /// Replaces the log's prefix with an installed snapshot (Raft §7): entries after it stay only if
+    /// the log holds its last entry; commit and applied move up to it.
+    pub fn install_snapshot(&mut self, snapshot: LogId) {
+        let retain = self.matches(snapshot.index, snapshot.term);
+        if retain {
+            while self
+                .cache
+                .front()
+                .is_some_and(|entry| entry.index <= snapshot.index)
+            {
+                self.cache.pop_front();
+            }
+            self.cache_first = self
+                .cache
+                .front()
+                .map_or(self.last.index.next(), |entry| entry.index);
+            self.durable = self.durable.max(snapshot.index);
+            self.unstable_from = self.unstable_from.max(snapshot.index.next());
+        } else {
+            self.cache.clear();
+            self.cache_first = snapshot.index.next();
+            self.last = snapshot;
+            self.durable = snapshot.index;
+            self.unstable_from = snapshot.index.next();
+        }
+        self.snapshot = snapshot;
+        self.first = snapshot.index.next();
+        self.commit = self.commit.max(snapshot.index);
+        self.applied = self.applied.max(snapshot.index);
     }
 
     pub fn last(&self) -> LogId {
@@ -49,7 +110,8 @@ impl<S: LogRead> RaftLog<S> {
         self.last.index
     }
 
-    /// The term of the entry at `index`; `Some(Term(0))` for index 0; `None` past the end.
+    /// The term of the entry at `index`; `Some(Term(0))` for index 0; `None` past the end, or before
+    /// the snapshot's last entry (compacted away).
     pub fn term(&self, index: LogIndex) -> Option<Term> {
         if index.0 == 0 {
             return Some(Term(0));
@@ -57,11 +119,17 @@ impl<S: LogRead> RaftLog<S> {
         if index > self.last.index {
             return None;
         }
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
+        }
         if index >= self.cache_first {
             return self
                 .cache
                 .get((index.0 - self.cache_first.0) as usize)
                 .map(|e| e.term);
+        }
+        if index < self.first {
+            return None;
         }
         self.storage.term(index)
     }
@@ -86,7 +154,8 @@ impl<S: LogRead> RaftLog<S> {
     ) -> Vec<Entry> {
         let hi = hi.min(self.last.index);
         let mut out = Vec::new();
-        if lo > hi || lo.0 == 0 || max_entries == 0 {
+        // Entries compacted away are not in the log (the caller sends a snapshot instead).
+        if lo > hi || lo.0 == 0 || max_entries == 0 || lo < self.first.min(self.cache_first) {
             return out;
         }
         let hi = LogIndex(hi.0.min(lo.0.saturating_add(max_entries as u64 - 1)));

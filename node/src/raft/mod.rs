@@ -23,6 +23,12 @@
 //! 6. answer `ready.reads` (their index is applied once `committed` of this and earlier rounds is) and fail
 //!    `ready.failed_reads`.
 //!
+//! Snapshots (Raft §7, `core/snapshot.rs`): the caller takes them and compacts the log (and tells the
+//! core: [`Raft::snapshot_taken`], [`Raft::log_compacted`]); a leader asks in `ready.snapshot_sends` for
+//! chunks of its latest snapshot to be read and sent to followers whose next entries are compacted away;
+//! a follower asks in `ready.snapshot_ops` for received chunks to be staged and the image installed,
+//! in order with the round's writes (step 3) and before `persisted_messages` go out.
+//!
 //! Proposals and other changes between two `ready()` calls are coalesced: appends to followers are built
 //! when `ready()` is called, so many proposals share one append and one fsync.
 
@@ -59,14 +65,30 @@ pub trait LogRead {
     fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: usize) -> Vec<Entry>;
 }
 
+/// What a snapshot holds besides the state machine's image (Raft §7): the last entry it covers and the
+/// configuration in force there. `last.index` 0 means no snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub last: LogId,
+    /// The configuration in force at `last` (until configuration entries exist: the seed one).
+    pub members: Vec<flotilla_shared::api::Member>,
+    /// The log index of that configuration's entry (0: the seed configuration).
+    pub config_index: LogIndex,
+    /// The image's size, in [`flotilla_shared::rpc::snapshot_record_bytes`] units.
+    pub bytes: u64,
+}
+
 /// Everything a core is started from: what the node found on disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Restored {
     pub hard_state: HardState,
     /// The last durable entry (index 0, term 0 for an empty log).
     pub last: LogId,
     /// The state machine has applied up to here; the core hands out entries after it.
     pub applied: LogIndex,
+    /// The latest snapshot; entries before `first_index` live only in it.
+    pub snapshot: SnapshotMeta,
+    pub first_index: LogIndex,
 }
 
 /// A linearizable read that may now be served: the state machine has applied up to `index`.
@@ -94,6 +116,67 @@ pub struct Ready {
     /// Reads that can no longer be served here (leadership lost): the caller answers them with an error.
     pub failed_reads: Vec<u64>,
     pub events: Vec<EventKind>,
+    /// Snapshot writes to do after this round's entries, in order, before `persisted_messages` go out.
+    pub snapshot_ops: Vec<SnapshotOp>,
+    /// Snapshot chunks to read and send now (leader).
+    pub snapshot_sends: Vec<SnapshotSend>,
+}
+
+/// A write a follower receiving a snapshot asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotOp {
+    /// Add a chunk to the staging area (`offset` 0: start it afresh).
+    Stage {
+        offset: u64,
+        records: Vec<flotilla_shared::api::MessageEntry>,
+    },
+    /// Replace the state machine with the staged image, atomically.
+    Install(SnapshotMeta),
+}
+
+impl SnapshotSend {
+    /// The `InstallSnapshot` carrying `records` (the chunk read for this request, `bytes` long) from
+    /// node `from`; whether it is the last chunk.
+    pub fn into_envelope(
+        self,
+        from: NodeId,
+        records: Vec<flotilla_shared::api::MessageEntry>,
+        bytes: u64,
+    ) -> (Envelope, bool) {
+        let done = self.offset + bytes >= self.meta.bytes;
+        let message = Message::InstallSnapshot(flotilla_shared::rpc::InstallSnapshot {
+            last_index: self.meta.last.index,
+            last_term: self.meta.last.term,
+            members: self.meta.members,
+            config_index: self.meta.config_index,
+            total_bytes: self.meta.bytes,
+            offset: self.offset,
+            after: self.after,
+            records,
+            done,
+        });
+        let envelope = Envelope {
+            from,
+            to: self.to,
+            term: self.term,
+            msg: self.msg,
+            message,
+        };
+        (envelope, done)
+    }
+}
+
+/// A chunk of this leader's snapshot `meta` to read (the messages after `after`, from byte `offset`)
+/// and send to `to` as an `InstallSnapshot` of `term`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSend {
+    pub to: NodeId,
+    pub term: Term,
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    pub after: LogIndex,
+    /// The chunk's message number (the sender's per-message sequence).
+    pub msg: u64,
 }
 
 impl Ready {
@@ -117,7 +200,7 @@ mod tests;
 pub use self::config::{Config, ConfigError};
 #[cfg(any(test, feature = "sim"))]
 pub use self::core::PlantedBug;
-pub use self::core::Raft;
+pub use self::core::{Raft, MAX_SNAPSHOT_CHUNK_BYTES};
 pub use self::membership::{Configuration, MembershipChange, MembershipError};
 
 /// A proposal was not accepted; nothing was appended.
@@ -171,4 +254,6 @@ pub struct CoreStatus {
     pub election_timeout_ms: (u64, u64),
     /// Current election deadline, in the caller's clock.
     pub election_deadline_ms: u64,
+    pub snapshot: LogId,
+    pub first_index: LogIndex,
 }

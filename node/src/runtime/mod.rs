@@ -14,9 +14,12 @@
 //! leader applying a few committed entries) is done on this task when the storage thread is idle.
 
 mod membership;
+mod snapshots;
 #[cfg(test)]
 mod tests;
 mod writer;
+
+pub use snapshots::{SnapshotConfig, DEFAULT_SNAPSHOT_THRESHOLD};
 
 use crate::clock::Clock;
 use crate::events::EventHub;
@@ -30,7 +33,7 @@ use crate::storage::sqlite::SqliteReader;
 use crate::storage::{ApplyOutcome, LogStore, StorageError};
 use crate::transport::{Partition, PeerDirectory, Transport};
 use crate::validation::Rejected;
-use flotilla_shared::api::{LinkFault, MembersResponse, PeerStatus, Status};
+use flotilla_shared::api::{LinkFault, MembersResponse, PeerStatus, SnapshotResponse, Status};
 use flotilla_shared::event::{EventKind, Role};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -122,6 +125,10 @@ pub enum Request {
         change: MembershipChange,
         reply: oneshot::Sender<Result<MembersResponse, MembershipError>>,
     },
+    /// Take a snapshot at the applied index now (`POST /v1/admin/snapshot`).
+    TakeSnapshot {
+        reply: oneshot::Sender<Result<SnapshotResponse, String>>,
+    },
 }
 
 /// What became of a stepped Raft message (see [`Request::Step`]).
@@ -192,6 +199,7 @@ pub struct Runtime<S: LogRead> {
     member_waiters: Vec<membership::MemberWaiter>,
     /// The peers the transport has senders for.
     sending_to: BTreeMap<NodeId, String>,
+    snapshots: snapshots::Snapshotting,
 }
 
 pub struct RuntimeParts<S: LogRead> {
@@ -209,6 +217,9 @@ pub struct RuntimeParts<S: LogRead> {
     /// The applied index found on disk at start.
     pub stored_applied: LogIndex,
     pub max_uncommitted: u64,
+    pub snapshot: SnapshotConfig,
+    /// Reads the state machine off the runtime's task (snapshot chunks).
+    pub state_reader: Arc<dyn crate::http::StateReader>,
 }
 
 impl<S: LogRead> Runtime<S> {
@@ -217,6 +228,7 @@ impl<S: LogRead> Runtime<S> {
             Writer::start(parts.store, parts.metrics.clone(), parts.faults.clone()).map_err(
                 |error| StorageError::Io(format!("cannot start the storage thread: {error}")),
             )?;
+        let latest = parts.raft.latest_snapshot().last.index;
         Ok(Self {
             raft: parts.raft,
             info: parts.info,
@@ -238,6 +250,7 @@ impl<S: LogRead> Runtime<S> {
             max_uncommitted: parts.max_uncommitted,
             member_waiters: Vec::new(),
             sending_to: BTreeMap::new(),
+            snapshots: snapshots::Snapshotting::new(parts.snapshot, parts.state_reader, latest),
         })
     }
 
@@ -255,7 +268,7 @@ impl<S: LogRead> Runtime<S> {
                 _ = shutdown.changed() => break,
                 report = self.written.recv() => match report {
                     Some(WriterReport::Applied(outcomes)) => self.on_applied(outcomes),
-                    Some(WriterReport::Written(done)) => self.on_written(done)?,
+                    Some(WriterReport::Written(done)) => self.on_written(*done)?,
                     // Without its storage thread a leader would go on heartbeating while never
                     // persisting again: stop, so that a supervisor restarts the node.
                     None => return Err(storage_thread_died()),
@@ -269,6 +282,7 @@ impl<S: LogRead> Runtime<S> {
                         }
                     }
                 }
+                Some(chunk) = self.snapshots.chunks.recv() => self.send_chunk(chunk)?,
                 _ = ticker.tick() => self.raft.tick(self.clock.now_ms()),
             }
             self.drive()?;
@@ -287,7 +301,7 @@ impl<S: LogRead> Runtime<S> {
         while let Some(report) = self.written.recv().await {
             match report {
                 WriterReport::Applied(outcomes) => self.on_applied(outcomes),
-                WriterReport::Written(done) => self.on_written(done)?,
+                WriterReport::Written(done) => self.on_written(*done)?,
             }
         }
         Ok(())
@@ -351,7 +365,9 @@ impl<S: LogRead> Runtime<S> {
                 let from = envelope.from;
                 let answered_later = matches!(
                     envelope.message,
-                    Message::RequestVote(_) | Message::AppendEntries(_)
+                    Message::RequestVote(_)
+                        | Message::AppendEntries(_)
+                        | Message::InstallSnapshot(_)
                 );
                 match self.raft.try_step(envelope) {
                     Err(rejected) => {
@@ -431,6 +447,7 @@ impl<S: LogRead> Runtime<S> {
             }
             Request::Unreachable(peer) => self.raft.report_unreachable(peer),
             Request::ChangeMembers { change, reply } => self.change_members(change, reply),
+            Request::TakeSnapshot { reply } => self.request_snapshot(reply),
         }
     }
 
@@ -438,6 +455,11 @@ impl<S: LogRead> Runtime<S> {
     /// storage thread.
     fn drive(&mut self) -> Result<(), StorageError> {
         if !self.raft.has_ready() {
+            let mut batch = Batch::default();
+            self.maybe_take_snapshot(&mut batch);
+            if !batch.snapshot.is_empty() {
+                self.writer.queue(batch);
+            }
             return Ok(());
         }
         let ready = self.raft.ready();
@@ -453,18 +475,22 @@ impl<S: LogRead> Runtime<S> {
         for message in ready.messages {
             self.transport.send(message);
         }
+        self.read_chunks(ready.snapshot_sends);
         let clients_waiting = ready
             .committed
             .iter()
             .any(|entry| self.waiters.contains_key(&entry.index));
-        let batch = Batch {
+        let mut batch = Batch {
             hard_state: ready.hard_state,
             entries: ready.entries,
             apply: ready.committed,
             persisted_messages: ready.persisted_messages,
             reads: ready.reads,
             clients_waiting,
+            snapshot: Vec::new(),
         };
+        self.queue_snapshot_ops(ready.snapshot_ops, &mut batch);
+        self.maybe_take_snapshot(&mut batch);
         for ctx in ready.failed_reads {
             if let Some(reply) = self.reads.remove(&ctx) {
                 let leader = self.raft.status().leader;
@@ -493,6 +519,7 @@ impl<S: LogRead> Runtime<S> {
             self.metrics.fsync_latency.observe(took);
         }
         let batch = done.batch;
+        self.snapshot_written(done.snapshot);
         if let Some(last) = batch.entries.last() {
             self.raft.persisted(LogId {
                 index: last.index,
@@ -625,10 +652,10 @@ fn status_from_core(
         isolated_from: partition.list(),
         heartbeat_ms: core.heartbeat_ms,
         election_timeout_ms: [core.election_timeout_ms.0, core.election_timeout_ms.1],
-        // Compaction, membership and fault fields are filled in by the parts that own them.
-        snapshot_index: LogIndex(0),
-        snapshot_term: Term(0),
-        first_log_index: LogIndex(1),
+        // Membership and fault fields are filled in by the parts that own them.
+        snapshot_index: core.snapshot.index,
+        snapshot_term: core.snapshot.term,
+        first_log_index: core.first_index,
         members: Vec::new(),
         config_index: LogIndex(0),
         link_faults: Vec::new(),

@@ -54,6 +54,41 @@ impl LogStore for FaultyStore {
     fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
         self.disk.find_request(request_id)
     }
+    fn snapshot(&self) -> Result<crate::raft::SnapshotMeta, StorageError> {
+        LogStore::snapshot(&self.disk)
+    }
+    fn take_snapshot(
+        &mut self,
+        at: LogId,
+        members: &[flotilla_shared::api::Member],
+        config_index: LogIndex,
+    ) -> Result<crate::raft::SnapshotMeta, StorageError> {
+        self.disk.take_snapshot(at, members, config_index)
+    }
+    fn compact(&mut self, up_to: LogIndex) -> Result<LogIndex, StorageError> {
+        self.disk.compact(up_to)
+    }
+    fn stage_snapshot(
+        &mut self,
+        offset: u64,
+        records: &[flotilla_shared::api::MessageEntry],
+    ) -> Result<(), StorageError> {
+        self.disk.stage_snapshot(offset, records)
+    }
+    fn install_snapshot(&mut self, meta: &crate::raft::SnapshotMeta) -> Result<(), StorageError> {
+        self.disk.install_snapshot(meta)
+    }
+}
+
+impl crate::http::StateReader for SharedMemoryStore {
+    fn messages(
+        &self,
+        from: LogIndex,
+        up_to: LogIndex,
+        limit: usize,
+    ) -> Result<Vec<flotilla_shared::api::MessageEntry>, StorageError> {
+        LogStore::messages(self, from, up_to, limit)
+    }
 }
 
 struct SingleNode {
@@ -76,6 +111,7 @@ fn single_node(max_uncommitted: u64) -> SingleNode {
         clock.now_ms(),
     )
     .unwrap();
+    let disk_reader = disk.clone();
     let (inbox_tx, inbox) = mpsc::channel(64);
     let metrics = Arc::new(Metrics::default());
     let partition = Arc::new(Partition::default());
@@ -134,6 +170,8 @@ fn single_node(max_uncommitted: u64) -> SingleNode {
         metrics,
         stored_applied: LogIndex(0),
         max_uncommitted,
+        snapshot: SnapshotConfig::default(),
+        state_reader: Arc::new(disk_reader),
     })
     .unwrap();
     SingleNode {

@@ -17,10 +17,12 @@
 //!
 //! It may not touch the Raft core: what a written batch means for the core is the owner's to act on.
 
+use super::snapshots::{run_task, SnapshotDone, SnapshotTask};
 use crate::faults::Faults;
 use crate::metrics::Metrics;
 use crate::raft::{Entry, Envelope, HardState, LogId, ReadState};
 use crate::storage::{ApplyOutcome, LogStore, StorageError, WriteBatch};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -41,6 +43,8 @@ pub(super) struct Batch {
     pub reads: Vec<ReadState>,
     /// Clients wait on some of the applies (see `LogStore::write_applies_first`).
     pub clients_waiting: bool,
+    /// Snapshot work, done in order after the batch's writes.
+    pub snapshot: Vec<SnapshotTask>,
 }
 
 impl Batch {
@@ -60,6 +64,7 @@ impl Batch {
         self.apply.extend(later.apply);
         self.persisted_messages.extend(later.persisted_messages);
         self.reads.extend(later.reads);
+        self.snapshot.extend(later.snapshot);
     }
 
     fn is_empty(&self) -> bool {
@@ -68,6 +73,13 @@ impl Batch {
             && self.apply.is_empty()
             && self.persisted_messages.is_empty()
             && self.reads.is_empty()
+            && self.snapshot.is_empty()
+    }
+
+    /// Whether later work may not merge into this batch: an installed snapshot replaces the log and
+    /// the state machine, so what follows it must be written after it, not before.
+    fn installs(&self) -> bool {
+        self.snapshot.iter().any(SnapshotTask::is_install)
     }
 }
 
@@ -83,6 +95,8 @@ struct WriteQueue {
 #[derive(Default)]
 struct QueueState {
     next: Batch,
+    /// Batches that may not merge into `next` (it installs a snapshot), in order.
+    later: VecDeque<Batch>,
     /// The storage thread sleeps until there is work (only then is it woken: waking costs a syscall).
     idle: bool,
     closed: bool,
@@ -91,7 +105,17 @@ struct QueueState {
 impl WriteQueue {
     fn add(&self, batch: Batch) {
         let mut state = self.lock();
-        state.next.absorb(batch);
+        let after_install = state
+            .later
+            .back()
+            .map_or(state.next.installs(), Batch::installs);
+        if after_install {
+            state.later.push_back(batch);
+        } else if let Some(last) = state.later.back_mut() {
+            last.absorb(batch);
+        } else {
+            state.next.absorb(batch);
+        }
         if state.idle && !state.next.is_empty() {
             state.idle = false;
             self.wake.notify_one();
@@ -103,7 +127,8 @@ impl WriteQueue {
         let mut state = self.lock();
         loop {
             if !state.next.is_empty() {
-                return Some(std::mem::take(&mut state.next));
+                let following = state.later.pop_front().unwrap_or_default();
+                return Some(std::mem::replace(&mut state.next, following));
             }
             if state.closed {
                 return None;
@@ -184,7 +209,11 @@ impl Writer {
                     // Released before the report goes out: once the owner hears, it may write itself.
                     drop(store);
                     let failed = done_writing.result.is_err();
-                    if done.send(WriterReport::Written(done_writing)).is_err() || failed {
+                    if done
+                        .send(WriterReport::Written(Box::new(done_writing)))
+                        .is_err()
+                        || failed
+                    {
                         return;
                     }
                 }
@@ -213,7 +242,10 @@ impl Writer {
         reports: &mpsc::UnboundedReceiver<WriterReport>,
         metrics: &Metrics,
     ) -> WriteHere<(Option<ApplyOutcomes>, WriteDone)> {
-        if !batch.entries.is_empty() || batch.apply.len() > WRITE_HERE_MAX_APPLIES {
+        if !batch.entries.is_empty()
+            || batch.apply.len() > WRITE_HERE_MAX_APPLIES
+            || !batch.snapshot.is_empty()
+        {
             return WriteHere::Declined(batch);
         }
         self.queue.write_if_idle(batch, |batch| {
@@ -248,6 +280,8 @@ impl Drop for Writer {
 
 pub(super) struct WriteDone {
     pub batch: Batch,
+    /// What the batch's snapshot tasks came to, in order.
+    pub snapshot: Vec<SnapshotDone>,
     pub result: Result<(), StorageError>,
     /// How long the store took; `None` when the batch had nothing to store (only replies or reads
     /// waiting their turn behind earlier writes).
@@ -262,7 +296,8 @@ pub(super) enum WriterReport {
     /// How the batch's committed entries applied, once written, possibly before the rest of the batch
     /// is durable (see `LogStore::write_applies_first`): their clients can be answered now.
     Applied(ApplyOutcomes),
-    Written(WriteDone),
+    /// Boxed: a batch's report is large, and most reports are `Applied`.
+    Written(Box<WriteDone>),
 }
 
 pub(super) fn storage_thread_died() -> StorageError {
@@ -306,6 +341,14 @@ fn write_batch(
     } else {
         store.write(write).map(|outcomes| announce(&outcomes))
     };
+    let mut snapshot = Vec::with_capacity(batch.snapshot.len());
+    let result = result.and_then(|()| {
+        for task in &batch.snapshot {
+            snapshot.push(run_task(store, task)?);
+        }
+        Ok(())
+    });
+    let nothing_to_store = nothing_to_store && batch.snapshot.is_empty();
     let took = (!nothing_to_store).then(|| started.elapsed());
     if took.is_some() {
         metrics
@@ -315,6 +358,7 @@ fn write_batch(
     }
     WriteDone {
         batch,
+        snapshot,
         result,
         took,
     }

@@ -17,6 +17,7 @@ use std::rc::Rc;
 mod clients;
 mod faults;
 mod membership;
+mod snapshots;
 
 /// A node's disk: the store holds exactly what completed writes put there.
 pub type Disk = Rc<RefCell<MemoryStore>>;
@@ -36,6 +37,8 @@ struct PendingWrite {
     apply: Vec<Entry>,
     /// Sent once the write is durable (Raft thesis §3.8).
     after: Vec<Envelope>,
+    /// Snapshot chunks to stage and images to install, after the rest of the write.
+    snapshot_ops: Vec<crate::raft::SnapshotOp>,
 }
 
 pub struct SimNode {
@@ -85,6 +88,7 @@ pub struct Cluster {
     /// `(from, msg)` of every envelope put on the wire (by a node, or forged by the mangling
     /// network): each `message_received` must name one of them.
     on_the_wire: HashSet<(NodeId, u64)>,
+    snapshot_plan: snapshots::SnapshotPlan,
 }
 
 impl Cluster {
@@ -138,6 +142,7 @@ impl Cluster {
             ids: ids.clone(),
             mangled_accepted: None,
             on_the_wire: HashSet::new(),
+            snapshot_plan: snapshots::SnapshotPlan::draw(opts.seed),
             opts,
         };
         if opts.profile == FaultProfile::Mangled {
@@ -187,6 +192,8 @@ impl Cluster {
             hard_state: stored.hard_state,
             last: stored.last,
             applied: stored.applied,
+            snapshot: node.disk.borrow().snapshot().unwrap_or_default(),
+            first_index: stored.first_index,
         };
         let mut config = Config::new(id, ids);
         config.seed = seed;
@@ -248,6 +255,7 @@ impl Cluster {
             }
             self.deliver_messages()?;
             self.complete_writes()?;
+            self.maybe_compact()?;
             if self.now_ms.is_multiple_of(TICK_MS) {
                 self.active = true;
                 let now = self.now_ms;
@@ -415,6 +423,7 @@ impl Cluster {
                     }
                 }
                 self.stats.applied += write.apply.len() as u64;
+                self.write_snapshot_ops(index, write.snapshot_ops)?;
                 for message in write.after {
                     self.on_the_wire.insert((message.from, message.msg));
                     self.net.send(&mut self.rng, self.now_ms, message);
@@ -525,8 +534,10 @@ impl Cluster {
                     entries: ready.entries,
                     apply: ready.committed,
                     after: ready.persisted_messages,
+                    snapshot_ops: ready.snapshot_ops,
                 });
-                for message in ready.messages {
+                let chunks = self.read_chunks(index, ready.snapshot_sends)?;
+                for message in ready.messages.into_iter().chain(chunks) {
                     self.on_the_wire.insert((message.from, message.msg));
                     self.net.send(&mut self.rng, now, message);
                 }

@@ -10,8 +10,10 @@
 use crate::raft::rng::SplitMix64;
 use crate::raft::{Entry, Envelope, LogIndex, Message, NodeId, Payload, Term};
 use crate::validation::{MAX_INDEX, MAX_PEER_TERM, MAX_STORABLE};
+use flotilla_shared::api::MessageEntry;
 use flotilla_shared::rpc::{
-    AppendEntries, AppendEntriesResponse, RequestVote, RequestVoteResponse,
+    snapshot_record_bytes, AppendEntries, AppendEntriesResponse, InstallSnapshot,
+    InstallSnapshotResponse, RequestVote, RequestVoteResponse,
 };
 
 /// Numbers no message may carry: past a peer's highest term or the highest index, up to `u64::MAX`.
@@ -153,9 +155,55 @@ fn mangle_message(envelope: &mut Envelope, rng: &mut SplitMix64) -> bool {
             1 => response.conflict_index = Some(LogIndex(too_large(rng, MAX_INDEX.0))),
             _ => response.conflict_term = Some(Term(above(rng, term.0))),
         },
+        Message::InstallSnapshot(install) => match rng.range_inclusive(0, 3) {
+            0 => install.last_index = LogIndex(too_large(rng, MAX_INDEX.0)),
+            1 => install.last_term = Term(above(rng, term.0)),
+            2 if !install.records.is_empty() => install.total_bytes = 0,
+            _ => match install.records.first_mut() {
+                Some(record) => record.index = LogIndex(too_large(rng, MAX_INDEX.0)),
+                None => install.after = LogIndex(too_large(rng, MAX_INDEX.0)),
+            },
+        },
+        Message::InstallSnapshotResponse(response) => {
+            response.next_after = LogIndex(too_large(rng, MAX_INDEX.0))
+        }
         Message::RequestVoteResponse(_) | Message::TimeoutNow => return false,
     }
     true
+}
+
+/// A chunk of an image near `target`'s commit point, sizes adding up (before it is mangled).
+fn forged_chunk(rng: &mut SplitMix64, target: Target) -> InstallSnapshot {
+    let last = target.commit.0.saturating_add(rng.range_inclusive(1, 8));
+    let after = rng.range_inclusive(0, last / 2);
+    let term = target.term.0.max(1);
+    let records: Vec<MessageEntry> = (0..rng.range_inclusive(1, 3))
+        .map(|i| MessageEntry {
+            index: LogIndex(after + 1 + i),
+            term: Term(rng.range_inclusive(1, term)),
+            text: format!("forged image {i}"),
+            request_id: rng
+                .chance(1, 2)
+                .then(|| format!("forged-{}", rng.next_u64() % 8)),
+        })
+        .collect();
+    let bytes: u64 = records.iter().map(snapshot_record_bytes).sum();
+    let offset = if after == 0 {
+        0
+    } else {
+        rng.range_inclusive(1, 64)
+    };
+    InstallSnapshot {
+        last_index: LogIndex(last),
+        last_term: Term(term),
+        members: Vec::new(),
+        config_index: LogIndex::ZERO,
+        total_bytes: offset + bytes,
+        offset,
+        after: LogIndex(after),
+        records,
+        done: true,
+    }
 }
 
 /// What [`arbitrary`] aims at: the receiver's state, so that plausible messages land near it.
@@ -193,7 +241,7 @@ pub fn arbitrary(rng: &mut SplitMix64, members: &[NodeId], target: Target) -> En
         pick(rng, members)
     };
     let term = Term(near(rng, target.term.0));
-    let message = match rng.range_inclusive(0, 4) {
+    let message = match rng.range_inclusive(0, 6) {
         0 => {
             let prev = near(rng, target.last.0);
             let count = rng.range_inclusive(0, 5);
@@ -242,16 +290,32 @@ pub fn arbitrary(rng: &mut SplitMix64, members: &[NodeId], target: Target) -> En
             granted: rng.chance(1, 2),
             reason: None,
         }),
-        _ => Message::TimeoutNow,
+        4 => Message::TimeoutNow,
+        5 => Message::InstallSnapshot(forged_chunk(rng, target)),
+        _ => Message::InstallSnapshotResponse(InstallSnapshotResponse {
+            last_index: LogIndex(near(rng, target.commit.0)),
+            success: rng.chance(1, 2),
+            next_offset: near(rng, 64),
+            next_after: LogIndex(near(rng, target.commit.0 / 2)),
+            done: rng.chance(1, 2),
+            reason: None,
+        }),
     };
+    // A well-formed snapshot from a member would replace the node's state: a Byzantine fault, not
+    // bad input. Snapshot messages come mangled only, and each must be refused.
+    let snapshot = matches!(
+        message,
+        Message::InstallSnapshot(_) | Message::InstallSnapshotResponse(_)
+    );
     let envelope = Envelope {
         msg: 0,
         from,
-        to,
+        // Addressed to the target, so that damage to the address cannot make it the target's.
+        to: if snapshot { target.id } else { to },
         term,
         message,
     };
-    if rng.chance(1, 3) {
+    if snapshot || rng.chance(1, 3) {
         mangle(&envelope, rng, members)
     } else {
         envelope

@@ -131,6 +131,8 @@ fn new_core<S: LogRead>(log: S, state: InitialState, seed: u64, now_ms: u64) -> 
         hard_state: state.hard_state,
         last: state.last,
         applied: state.applied,
+        snapshot: Default::default(),
+        first_index: state.first_index,
     };
     Raft::new(config, log, restored, now_ms).expect("valid config")
 }

@@ -98,11 +98,14 @@ pub fn check_log_matching_5_3(nodes: &[SimNode], changed: NodeId, history: &Hist
     };
     for (other, b) in live(nodes).filter(|(n, _)| n.id != changed) {
         // Below both commit indexes each log was compared with the committed log already.
+        // Entries compacted away are compared through the snapshots' last entries (§7).
         let floor = a
             .commit()
             .min(b.commit())
             .min(history.verified(changed))
-            .min(history.verified(other.id));
+            .min(history.verified(other.id))
+            .max(a.first_log_index().prev())
+            .max(b.first_log_index().prev());
         let top = a.last_log().index.min(b.last_log().index);
         let mut matched_at = None;
         let mut index = top;
@@ -164,7 +167,21 @@ pub fn check_node_committed_prefix_5_4<S: LogRead>(
     if commit <= from {
         return Ok(());
     }
-    for entry in core.log_entries(from.next(), commit) {
+    // Entries before the log's first index live only in the snapshot (Raft §7): its last entry must
+    // be the one committed there.
+    let snapshot = core.latest_snapshot().last;
+    if snapshot.index > from {
+        match history.committed.get((snapshot.index.0 - 1) as usize) {
+            Some((known, _)) if known.term == snapshot.term => {}
+            known => {
+                return Err(format!(
+                "node {node} holds a snapshot up to {}/{} but the committed entry there is {:?}",
+                snapshot.index, snapshot.term, known
+            ))
+            }
+        }
+    }
+    for entry in core.log_entries(from.next().max(core.first_log_index()), commit) {
         let position = (entry.index.0 - 1) as usize;
         match history.committed.get(position) {
             Some((known, _)) if *known != entry => {
@@ -197,7 +214,10 @@ pub fn check_leader_completeness_5_4(nodes: &[SimNode], history: &mut History) -
             if *commit_term > core.term() {
                 break;
             }
-            if core.log_term(entry.index) != Some(entry.term) {
+            // Compacted away: the snapshot holds it (its last entry is checked against the
+            // committed log in `check_node_committed_prefix_5_4`).
+            let in_snapshot = entry.index <= core.latest_snapshot().last.index;
+            if !in_snapshot && core.log_term(entry.index) != Some(entry.term) {
                 return Err(format!(
                     "leader {} of term {} lacks committed entry {} (term {}, committed by term {commit_term})",
                     node.id,

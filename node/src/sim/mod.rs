@@ -132,6 +132,9 @@ pub struct SimStats {
     pub replayed: u64,
     /// Membership changes a leader took (the membership profile).
     pub membership_changes: u64,
+    /// Snapshots taken (and logs compacted), and snapshots installed from a leader.
+    pub snapshots: u64,
+    pub installs: u64,
 }
 
 /// A broken property, with what is needed to replay it.

@@ -11,11 +11,12 @@
 //!   `LogRead`; its clones share one store.
 
 use super::{
-    apply_outcome, plan_write, take_within_bytes, ApplyOutcome, InitialState, LogStore,
-    StorageError, WriteBatch,
+    apply_outcome, check_compact, check_take_snapshot, plan_write, take_within_bytes, ApplyOutcome,
+    InitialState, LogStore, StorageError, WriteBatch,
 };
-use crate::raft::{Entry, HardState, LogId, LogIndex, LogRead, Payload, Term};
-use flotilla_shared::api::MessageEntry;
+use crate::raft::{Entry, HardState, LogId, LogIndex, LogRead, Payload, SnapshotMeta, Term};
+use flotilla_shared::api::{Member, MessageEntry};
+use flotilla_shared::rpc::snapshot_record_bytes;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,17 +27,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemoryStore {
     hard_state: HardState,
-    /// `log[i]` has index `i + 1`.
+    /// `log[i]` has index `snapshot.last.index + 1 - kept + i`, where `kept` entries the snapshot
+    /// covers are still in the log (the tail compaction keeps).
     log: Vec<Entry>,
+    /// Index of `log[0]` (1 until the first compaction).
+    first_index: LogIndex,
     applied: LogIndex,
     /// The state machine: applied messages in index order.
     messages: Vec<MessageEntry>,
     requests: HashMap<String, LogId>,
+    snapshot: SnapshotMeta,
+    /// Chunks of a snapshot being received, not yet installed.
+    staged: Vec<MessageEntry>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            first_index: LogIndex(1),
+            ..Self::default()
+        }
     }
 
     pub fn hard_state(&self) -> HardState {
@@ -48,13 +58,17 @@ impl MemoryStore {
     }
 
     pub fn last(&self) -> LogId {
-        self.log.last().map_or(LogId::default(), |entry| LogId {
+        self.log.last().map_or(self.snapshot.last, |entry| LogId {
             index: entry.index,
             term: entry.term,
         })
     }
 
-    /// The whole durable log, for invariant checks.
+    pub fn first_index(&self) -> LogIndex {
+        self.first_index.max(LogIndex(1))
+    }
+
+    /// The log from `first_index()` on, for invariant checks.
     pub fn log(&self) -> &[Entry] {
         &self.log
     }
@@ -65,7 +79,7 @@ impl MemoryStore {
     }
 
     fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        let position = usize::try_from(index.0.checked_sub(1)?).ok()?;
+        let position = usize::try_from(index.0.checked_sub(self.first_index().0)?).ok()?;
         self.log.get(position)
     }
 
@@ -73,11 +87,14 @@ impl MemoryStore {
         if index == LogIndex::ZERO {
             return Some(Term(0));
         }
+        if index == self.snapshot.last.index {
+            return Some(self.snapshot.last.term);
+        }
         self.entry(index).map(|entry| entry.term)
     }
 
     fn entries_in(&self, lo: LogIndex, hi: LogIndex, max_bytes: usize) -> Vec<Entry> {
-        let lo = lo.max(LogIndex(1));
+        let lo = lo.max(self.first_index());
         let run = (lo.0..=hi.0)
             .map_while(|index| self.entry(LogIndex(index)))
             .map(|entry| Ok::<_, Infallible>(entry.clone()));
@@ -123,6 +140,8 @@ impl LogStore for MemoryStore {
             hard_state: self.hard_state,
             last: self.last(),
             applied: self.applied,
+            snapshot: self.snapshot.last,
+            first_index: self.first_index(),
         })
     }
 
@@ -134,8 +153,9 @@ impl LogStore for MemoryStore {
             self.hard_state = hard_state;
         }
         if let Some(from) = plan.truncate_from {
+            let keep = from.0.saturating_sub(self.first_index().0);
             self.log
-                .truncate(usize::try_from(from.0 - 1).unwrap_or(usize::MAX));
+                .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
         }
         self.log.extend_from_slice(batch.entries);
         let outcomes = batch.apply.iter().map(|entry| self.apply(entry)).collect();
@@ -176,6 +196,98 @@ impl LogStore for MemoryStore {
 
     fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
         Ok(self.requests.get(request_id).copied())
+    }
+
+    fn snapshot(&self) -> Result<SnapshotMeta, StorageError> {
+        Ok(self.snapshot.clone())
+    }
+
+    fn take_snapshot(
+        &mut self,
+        at: LogId,
+        members: &[Member],
+        config_index: LogIndex,
+    ) -> Result<SnapshotMeta, StorageError> {
+        check_take_snapshot(&self.initial_state()?, at, self.term_at(at.index))?;
+        let previous = self.snapshot.last.index;
+        let start = self.messages.partition_point(|m| m.index <= previous);
+        let added: u64 = self.messages[start..]
+            .iter()
+            .take_while(|m| m.index <= at.index)
+            .map(snapshot_record_bytes)
+            .sum();
+        self.snapshot = SnapshotMeta {
+            last: at,
+            members: members.to_vec(),
+            config_index,
+            bytes: self.snapshot.bytes + added,
+        };
+        Ok(self.snapshot.clone())
+    }
+
+    fn compact(&mut self, up_to: LogIndex) -> Result<LogIndex, StorageError> {
+        check_compact(&self.initial_state()?, up_to)?;
+        let first = self.first_index();
+        if up_to >= first {
+            let drop = usize::try_from(up_to.0 - first.0 + 1).unwrap_or(usize::MAX);
+            self.log.drain(..drop.min(self.log.len()));
+            self.first_index = up_to.next();
+        }
+        Ok(self.first_index())
+    }
+
+    fn stage_snapshot(
+        &mut self,
+        offset: u64,
+        records: &[MessageEntry],
+    ) -> Result<(), StorageError> {
+        if offset == 0 {
+            self.staged.clear();
+        }
+        if let (Some(last), Some(first)) = (self.staged.last(), records.first()) {
+            if first.index <= last.index {
+                return Err(StorageError::Invalid(format!(
+                    "staging message {} after {}: the image must come in index order",
+                    first.index, last.index
+                )));
+            }
+        }
+        self.staged.extend_from_slice(records);
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        if let Some(beyond) = self.staged.last().filter(|m| m.index > meta.last.index) {
+            return Err(StorageError::Invalid(format!(
+                "the staged image holds message {} past the snapshot's last entry {}",
+                beyond.index, meta.last.index
+            )));
+        }
+        // Raft §7: entries after the snapshot stay only if the log holds its last entry.
+        let retain = self.entry(meta.last.index).map(|e| e.term) == Some(meta.last.term);
+        if retain {
+            let drop =
+                usize::try_from(meta.last.index.0 + 1 - self.first_index().0).unwrap_or(usize::MAX);
+            self.log.drain(..drop.min(self.log.len()));
+        } else {
+            self.log.clear();
+        }
+        self.first_index = meta.last.index.next();
+        self.messages = std::mem::take(&mut self.staged);
+        self.requests.clear();
+        for message in &self.messages {
+            if let Some(request_id) = &message.request_id {
+                // The first application of an id wins, as when applying.
+                self.requests.entry(request_id.clone()).or_insert(LogId {
+                    index: message.index,
+                    term: message.term,
+                });
+            }
+        }
+        self.applied = meta.last.index;
+        self.hard_state.commit = self.hard_state.commit.max(meta.last.index);
+        self.snapshot = meta.clone();
+        Ok(())
     }
 }
 
@@ -254,6 +366,35 @@ impl LogStore for SharedMemoryStore {
 
     fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
         self.lock().find_request(request_id)
+    }
+
+    fn snapshot(&self) -> Result<SnapshotMeta, StorageError> {
+        self.lock().snapshot()
+    }
+
+    fn take_snapshot(
+        &mut self,
+        at: LogId,
+        members: &[Member],
+        config_index: LogIndex,
+    ) -> Result<SnapshotMeta, StorageError> {
+        self.lock().take_snapshot(at, members, config_index)
+    }
+
+    fn compact(&mut self, up_to: LogIndex) -> Result<LogIndex, StorageError> {
+        self.lock().compact(up_to)
+    }
+
+    fn stage_snapshot(
+        &mut self,
+        offset: u64,
+        records: &[MessageEntry],
+    ) -> Result<(), StorageError> {
+        self.lock().stage_snapshot(offset, records)
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.lock().install_snapshot(meta)
     }
 }
 

@@ -7,8 +7,8 @@
 //! Raft core's state, tokio, the network or the HTTP API: callers (the runtime's storage thread, the
 //! HTTP readers, the simulator) hand it batches and ask it questions.
 
-use crate::raft::{Entry, HardState, LogId, LogIndex, Term};
-use flotilla_shared::api::MessageEntry;
+use crate::raft::{Entry, HardState, LogId, LogIndex, SnapshotMeta, Term};
+use flotilla_shared::api::{Member, MessageEntry};
 
 pub mod memory;
 mod recent_terms;
@@ -69,6 +69,10 @@ pub struct InitialState {
     pub last: LogId,
     /// The state machine has applied every entry up to here.
     pub applied: LogIndex,
+    /// The last entry the latest snapshot covers (index 0: none); see [`LogStore::snapshot`].
+    pub snapshot: LogId,
+    /// The first entry still in the log (`snapshot.index + 1` or lower: a short tail is kept).
+    pub first_index: LogIndex,
 }
 
 /// One durable write: one transaction and one fsync.
@@ -100,7 +104,12 @@ pub enum ApplyOutcome {
 /// - the log has no holes: entries are contiguous from index 1 to `last`;
 /// - `request_id`s are unique in the state machine: a second entry with the same id applies as
 ///   [`ApplyOutcome::Duplicate`];
-/// - the applied index never goes backwards and never passes the last durable entry.
+/// - the applied index never goes backwards and never passes the last durable entry;
+/// - snapshots (Raft §7): the state machine's image at a snapshot index is every message applied up to
+///   it (their request ids are the dedupe state), so it never changes once taken and stays readable
+///   through [`LogStore::messages`]; compaction removes log entries, never messages; installing a
+///   staged image replaces the state machine and the log in one transaction (a crash leaves the old
+///   state or the new one).
 pub trait LogStore: Send {
     fn initial_state(&self) -> Result<InitialState, StorageError>;
     fn write(&mut self, batch: WriteBatch<'_>) -> Result<Vec<ApplyOutcome>, StorageError>;
@@ -143,6 +152,73 @@ pub trait LogStore: Send {
     ) -> Result<Vec<MessageEntry>, StorageError>;
     /// Where a `request_id` was applied, if it was.
     fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError>;
+    /// The latest snapshot's metadata (`last.index` 0: none yet).
+    fn snapshot(&self) -> Result<SnapshotMeta, StorageError>;
+    /// Records a snapshot at `at`, an applied entry at or after the latest snapshot, with the
+    /// configuration in force there; durable when it returns. Reads only the state machine, which writes
+    /// after `at` leave alone.
+    fn take_snapshot(
+        &mut self,
+        at: LogId,
+        members: &[Member],
+        config_index: LogIndex,
+    ) -> Result<SnapshotMeta, StorageError>;
+    /// Removes the log entries up to `up_to` (at most the snapshot's index); their messages stay in
+    /// the state machine. Returns the first index left in the log.
+    fn compact(&mut self, up_to: LogIndex) -> Result<LogIndex, StorageError>;
+    /// Adds one received chunk of a snapshot image to the staging area, after what is there; `offset`
+    /// 0 starts the staging area afresh. Records come in index order, above any staged one.
+    fn stage_snapshot(&mut self, offset: u64, records: &[MessageEntry])
+        -> Result<(), StorageError>;
+    /// Replaces the state machine with the staged image of `meta`, in one transaction: the log keeps
+    /// the entries after `meta.last` only if it holds `meta.last` itself (Raft §7), commit and applied
+    /// move to `meta.last`, the staging area is emptied.
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError>;
+}
+
+/// Checks a snapshot request against the stored state (both stores enforce the same rules).
+pub(crate) fn check_take_snapshot(
+    stored: &InitialState,
+    at: LogId,
+    stored_term: Option<Term>,
+) -> Result<(), StorageError> {
+    if at.index > stored.applied {
+        return Err(StorageError::Invalid(format!(
+            "a snapshot at {} but the state machine has applied up to {}",
+            at.index, stored.applied
+        )));
+    }
+    if at.index < stored.snapshot.index {
+        return Err(StorageError::Invalid(format!(
+            "a snapshot at {} is older than the latest one at {}",
+            at.index, stored.snapshot.index
+        )));
+    }
+    let known = if at.index == stored.snapshot.index {
+        Some(stored.snapshot.term)
+    } else {
+        stored_term
+    };
+    if known != Some(at.term) {
+        return Err(StorageError::Invalid(format!(
+            "a snapshot at {} of term {}, but that entry is of term {}",
+            at.index,
+            at.term,
+            known.map_or_else(|| "unknown".to_string(), |t| t.to_string())
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a compaction request against the stored state.
+pub(crate) fn check_compact(stored: &InitialState, up_to: LogIndex) -> Result<(), StorageError> {
+    if up_to > stored.snapshot.index {
+        return Err(StorageError::Invalid(format!(
+            "compacting up to {} past the latest snapshot at {}",
+            up_to, stored.snapshot.index
+        )));
+    }
+    Ok(())
 }
 
 /// What a [`WriteBatch`] does to a store, worked out and checked before anything is written, so both
@@ -183,6 +259,12 @@ pub(crate) fn plan_write(
                     first.index.0 + offset as u64
                 )));
             }
+        }
+        if first.index < stored.first_index.max(stored.snapshot.index.next()) {
+            return Err(StorageError::Invalid(format!(
+                "the batch starts at index {}, inside the snapshot at {}",
+                first.index, stored.snapshot.index
+            )));
         }
         if first.index.0 == 0 || first.index > stored.last.index.next() {
             return Err(StorageError::Invalid(format!(
@@ -305,4 +387,36 @@ pub(crate) fn take_within_bytes<E>(
         taken.push(entry);
     }
     Ok(taken)
+}
+
+/// Reads one chunk of a snapshot image: the messages after `after` up to `last` (through `read`, a
+/// paged reader of the state machine), at most `max_bytes` of them by
+/// [`flotilla_shared::rpc::snapshot_record_bytes`] but at least one. Returns them and their size.
+pub fn read_image_chunk<E>(
+    mut read: impl FnMut(LogIndex, LogIndex, usize) -> Result<Vec<MessageEntry>, E>,
+    after: LogIndex,
+    last: LogIndex,
+    max_bytes: u64,
+) -> Result<(Vec<MessageEntry>, u64), E> {
+    /// Messages read per query while filling a chunk.
+    const READ_PAGE: usize = 512;
+    let mut records = Vec::new();
+    let mut bytes = 0u64;
+    let mut next = after.next();
+    'fill: while next <= last {
+        let page = read(next, last, READ_PAGE)?;
+        let Some(tail) = page.last() else {
+            break;
+        };
+        next = tail.index.next();
+        for record in page {
+            let size = flotilla_shared::rpc::snapshot_record_bytes(&record);
+            if !records.is_empty() && bytes + size > max_bytes {
+                break 'fill;
+            }
+            bytes += size;
+            records.push(record);
+        }
+    }
+    Ok((records, bytes))
 }

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::raft::{Entry, Payload};
-use flotilla_shared::api::{Member, MemberRole};
+use flotilla_shared::api::{Member, MemberRole, MessageEntry};
 use flotilla_shared::rpc::RequestVoteResponse;
 
 const ME: NodeId = NodeId(1);
@@ -368,4 +368,205 @@ fn configurations_a_leader_cannot_write_are_refused() {
             "{shown}"
         );
     }
+}
+
+fn record(index: u64, term: u64, text: &str, request_id: Option<&str>) -> MessageEntry {
+    MessageEntry {
+        index: LogIndex(index),
+        term: Term(term),
+        text: text.into(),
+        request_id: request_id.map(Into::into),
+    }
+}
+
+/// A chunk of the image at 10 (term 3) holding `records`, starting at `offset` after `after`.
+fn chunk(
+    offset: u64,
+    after: u64,
+    records: Vec<MessageEntry>,
+    total_bytes: u64,
+    done: bool,
+) -> InstallSnapshot {
+    InstallSnapshot {
+        last_index: LogIndex(10),
+        last_term: Term(3),
+        members: Vec::new(),
+        config_index: LogIndex(0),
+        total_bytes,
+        offset,
+        after: LogIndex(after),
+        records,
+        done,
+    }
+}
+
+fn install(term: u64, chunk: InstallSnapshot) -> Envelope {
+    envelope(term, Message::InstallSnapshot(chunk))
+}
+
+/// Raft §7: a chunk is part of a state machine's image (applied messages in index order, up to the
+/// snapshot, of terms up to its own, with sizes adding up); anything else is refused whole.
+#[test]
+fn install_snapshot_chunks_must_describe_an_image() {
+    let a = record(2, 1, "a", Some("r-a"));
+    let b = record(7, 3, "b", None);
+    let size = |r: &MessageEntry| flotilla_shared::rpc::snapshot_record_bytes(r);
+    let total = size(&a) + size(&b);
+    let whole = chunk(0, 0, vec![a.clone(), b.clone()], total, true);
+    assert_eq!(check(&install(4, whole.clone())), Ok(()));
+    let first = chunk(0, 0, vec![a.clone()], total, false);
+    assert_eq!(check(&install(4, first)), Ok(()));
+    let second = chunk(size(&a), 2, vec![b.clone()], total, true);
+    assert_eq!(check(&install(4, second)), Ok(()));
+    let empty_image = chunk(0, 0, Vec::new(), 0, true);
+    assert_eq!(check(&install(4, empty_image)), Ok(()));
+
+    let refused: Vec<(&str, Envelope, Reason)> = vec![
+        (
+            "snapshot term above the message's",
+            install(2, whole.clone()),
+            Reason::EntryTermAboveMessage,
+        ),
+        (
+            "records out of order",
+            install(
+                4,
+                InstallSnapshot {
+                    records: vec![b.clone(), a.clone()],
+                    ..whole.clone()
+                },
+            ),
+            Reason::SnapshotInconsistent,
+        ),
+        (
+            "a record past the snapshot",
+            install(
+                4,
+                InstallSnapshot {
+                    records: vec![a.clone(), record(11, 3, "late", None)],
+                    ..whole.clone()
+                },
+            ),
+            Reason::SnapshotInconsistent,
+        ),
+        (
+            "a record of a later term",
+            install(
+                4,
+                InstallSnapshot {
+                    records: vec![a.clone(), record(7, 4, "b", None)],
+                    ..whole.clone()
+                },
+            ),
+            Reason::SnapshotInconsistent,
+        ),
+        (
+            "a record at or before `after`",
+            install(4, chunk(size(&a), 7, vec![b.clone()], total, true)),
+            Reason::SnapshotInconsistent,
+        ),
+        (
+            "sizes past the total",
+            install(
+                4,
+                InstallSnapshot {
+                    total_bytes: total - 1,
+                    ..whole.clone()
+                },
+            ),
+            Reason::SnapshotInconsistent,
+        ),
+        (
+            "the last chunk short of the total",
+            install(
+                4,
+                InstallSnapshot {
+                    total_bytes: total + 1,
+                    ..whole.clone()
+                },
+            ),
+            Reason::SnapshotInconsistent,
+        ),
+        (
+            "a later chunk at offset 0",
+            install(4, chunk(0, 2, vec![b.clone()], total, true)),
+            Reason::SnapshotInconsistent,
+        ),
+        (
+            "a blank message",
+            install(
+                4,
+                InstallSnapshot {
+                    records: vec![record(2, 1, "  ", None), b.clone()],
+                    ..whole.clone()
+                },
+            ),
+            Reason::SnapshotInconsistent,
+        ),
+        (
+            "a request id with a control character",
+            install(
+                4,
+                InstallSnapshot {
+                    records: vec![record(2, 1, "a", Some("r\n")), b.clone()],
+                    ..whole.clone()
+                },
+            ),
+            Reason::SnapshotInconsistent,
+        ),
+        (
+            "no snapshot at all",
+            install(
+                4,
+                InstallSnapshot {
+                    last_index: LogIndex(0),
+                    last_term: Term(0),
+                    records: Vec::new(),
+                    total_bytes: 0,
+                    ..whole.clone()
+                },
+            ),
+            Reason::SnapshotInconsistent,
+        ),
+        (
+            "config_index past the snapshot",
+            install(
+                4,
+                InstallSnapshot {
+                    config_index: LogIndex(11),
+                    ..whole.clone()
+                },
+            ),
+            Reason::SnapshotInconsistent,
+        ),
+    ];
+    for (what, message, reason) in refused {
+        assert_eq!(check(&message), Err(reason), "{what}");
+    }
+    for huge in HUGE {
+        let message = install(
+            4,
+            InstallSnapshot {
+                last_index: LogIndex(huge),
+                ..whole.clone()
+            },
+        );
+        assert_eq!(check(&message), Err(Reason::IndexOutOfRange), "{huge}");
+    }
+    let response = |next_after: u64, last: u64| {
+        envelope(
+            4,
+            Message::InstallSnapshotResponse(InstallSnapshotResponse {
+                last_index: LogIndex(last),
+                success: true,
+                next_offset: 0,
+                next_after: LogIndex(next_after),
+                done: false,
+                reason: None,
+            }),
+        )
+    };
+    assert_eq!(check(&response(5, 10)), Ok(()));
+    assert_eq!(check(&response(11, 10)), Err(Reason::SnapshotInconsistent));
+    assert_eq!(check(&response(0, u64::MAX)), Err(Reason::IndexOutOfRange));
 }

@@ -63,6 +63,17 @@ impl<S: LogRead> Raft<S> {
         self.membership.current()
     }
 
+    /// The configuration in force at `index`: the newest this node holds at or below it. It holds the
+    /// newest committed one and every newer one, so this is `None` only for an index before the
+    /// newest committed configuration (a snapshot there waits until the applied index passes it).
+    pub fn configuration_at(&self, index: LogIndex) -> Option<&Configuration> {
+        self.membership
+            .history
+            .iter()
+            .rev()
+            .find(|config| config.index <= index)
+    }
+
     /// Whether the configuration in force is committed.
     pub fn membership_committed(&self) -> bool {
         self.membership().index <= self.log.commit
@@ -374,7 +385,8 @@ impl<S: LogRead> Raft<S> {
         let from = envelope.from;
         let history = &self.membership.history;
         match &envelope.message {
-            Message::AppendEntries(_) => {
+            // A leader's log, by appends or by snapshot: a joining node takes it from whoever may lead.
+            Message::AppendEntries(_) | Message::InstallSnapshot(_) => {
                 self.membership().is_empty()
                     || history.iter().any(|c| c.contains(from))
                     || envelope.term > self.term

@@ -314,6 +314,13 @@ impl<S: LogRead> Raft<S> {
             return Ok(());
         };
         pr.last_heard_ms = now;
+        if self.snapshots.sending_to(from, term) {
+            // Raft §7: the follower is being sent a snapshot; its appends wait for it.
+            if resp.read_ctx != 0 {
+                self.handle_read_ack(from, resp.read_ctx);
+            }
+            return Ok(());
+        }
         if pr.state == ProgressState::Probe {
             pr.probe_sent = false;
         }
@@ -335,6 +342,9 @@ impl<S: LogRead> Raft<S> {
                 self.maybe_send_timeout_now();
             }
         } else {
+            if forgot_acknowledged_entries(pr, &resp) {
+                return Ok(());
+            }
             let stale = match pr.state {
                 ProgressState::Replicate => resp.index <= pr.match_index,
                 ProgressState::Probe => {
@@ -449,8 +459,10 @@ impl<S: LogRead> Raft<S> {
         }
         let next = pr.next_index;
         let prev_index = next.prev();
-        let Some(prev_term) = self.log.term(prev_index) else {
-            return false;
+        let in_log = next >= self.log.first_index();
+        let Some(prev_term) = self.log.term(prev_index).filter(|_| in_log) else {
+            // Raft §7: the entries the follower needs are compacted away.
+            return self.maybe_send_snapshot(peer);
         };
         let entries = self.log.entries(
             next,
@@ -530,16 +542,14 @@ impl<S: LogRead> Raft<S> {
                 beats.push((*peer, pr.match_index));
             }
         }
+        let snapshot = self.log.snapshot();
         for (peer, matched) in beats {
-            let term = self.log.term(matched).unwrap_or_default();
-            self.send_append(
-                peer,
-                matched,
-                term,
-                Vec::new(),
-                commit.min(matched),
-                read_ctx,
-            );
+            // A match point compacted away is named by the snapshot's last entry (Raft §7).
+            let (prev, term) = match self.log.term(matched) {
+                Some(term) => (matched, term),
+                None => (snapshot.index, snapshot.term),
+            };
+            self.send_append(peer, prev, term, Vec::new(), commit.min(matched), read_ctx);
         }
     }
 }

@@ -27,11 +27,16 @@
 //! - `stabilize`: process-ready and deliver-msgs on all nodes until nothing is left to do.
 //! - `partition ID...`: drop all traffic to and from these nodes (now and later); `heal` undoes it.
 //! - `propose ID TEXT`, `read-index ID ctx=N`, `transfer-leadership ID to=N`.
-//! - `crash ID`: the node loses everything not written to its disk; `restart ID` restores from disk.
+//! - `crash ID`: the node loses everything not written to its disk; `restart ID` restores from disk;
+//!   `wipe ID` (crashed nodes only) empties its disk first, as a lost disk would.
 //! - `status ID`, `log ID`: print the core's state, or its log (durable or not).
 //! - `add-member LEADER ID` / `add-learner LEADER ID`: ask LEADER to add ID as a voter (a learner
 //!   promoted once caught up) or a learner; an ID not yet in the scenario starts as a joining node (no
 //!   configuration). `remove-member LEADER ID`; `members ID` prints the configuration in force.
+//! - `snapshot ID [keep=K]`: take a snapshot of ID's state machine at its applied index and compact
+//!   its log, keeping K entries behind it (Raft §7). Snapshot chunks a leader asks for are read from
+//!   its disk, `snapshot-chunk-bytes` (48 unless `add-nodes` says otherwise) at a time, and sent with
+//!   the Ready's messages; chunks a follower stages and images it installs are written with the Ready.
 
 mod transcript;
 
@@ -64,6 +69,8 @@ struct Env {
     /// Messages in flight, in the order they were sent.
     queue: Vec<Envelope>,
     isolated: BTreeSet<NodeId>,
+    /// Most bytes of messages in one snapshot chunk (0: the default, 48).
+    snapshot_chunk_bytes: u64,
 }
 
 /// A command's arguments: positional words and `key=value` pairs.
@@ -136,6 +143,11 @@ impl Env {
         let mut out = String::new();
         match *cmd {
             "add-nodes" => self.add_nodes(&args)?,
+            "snapshot" => {
+                let id = args.id()?;
+                let keep: u64 = args.key("keep")?.unwrap_or(0);
+                self.snapshot(id, keep, &mut out)?;
+            }
             "campaign" => {
                 let id = args.id()?;
                 let node = self.node(id)?;
@@ -254,6 +266,16 @@ impl Env {
                 }
                 .ok();
             }
+            "wipe" => {
+                // The node's disk is lost too: it comes back blank on `restart`.
+                let id = args.id()?;
+                let node = self.node(id)?;
+                if node.core.is_some() {
+                    return Err(format!("crash node {id} before wiping its disk"));
+                }
+                *node.disk.borrow_mut() = MemoryStore::new();
+                writeln!(out, "{id}: disk wiped").ok();
+            }
             "crash" => {
                 let id = args.id()?;
                 self.node(id)?.core = None;
@@ -278,6 +300,8 @@ impl Env {
                     hard_state: disk.hard_state,
                     last: disk.last,
                     applied: disk.applied,
+                    snapshot: node.disk.borrow().snapshot().map_err(|e| e.to_string())?,
+                    first_index: disk.first_index,
                 };
                 let mut core = Raft::new(
                     node.config.clone(),
@@ -389,8 +413,15 @@ impl Env {
             "log" => {
                 let id = args.id()?;
                 let core = self.core(id)?;
-                let entries = core.log_entries(LogIndex(1), core.last_log().index);
-                writeln!(out, "{id}: {}", fmt_entries(&entries, true)).ok();
+                let status = core.status();
+                let entries = core.log_entries(status.first_index, status.last.index);
+                if status.snapshot.index > LogIndex::ZERO {
+                    let snapshot = status.snapshot;
+                    write!(out, "{id}: snapshot {}/{}, ", snapshot.index, snapshot.term).ok();
+                } else {
+                    write!(out, "{id}: ").ok();
+                }
+                writeln!(out, "{}", fmt_entries(&entries, true)).ok();
             }
             other => return Err(format!("unknown command {other:?}")),
         }
@@ -415,6 +446,9 @@ impl Env {
             }
             if let Some(v) = args.key("max-append-entries")? {
                 config.max_append_entries = v;
+            }
+            if let Some(v) = args.key("snapshot-chunk-bytes")? {
+                self.snapshot_chunk_bytes = v;
             }
             let disk: Disk = Rc::new(RefCell::new(MemoryStore::new()));
             let mut core = Raft::new(config.clone(), disk.clone(), Restored::default(), 0)
@@ -457,6 +491,39 @@ impl Env {
         Ok(())
     }
 
+    /// Takes a snapshot at `id`'s applied index and compacts its log, keeping `keep` entries.
+    fn snapshot(&mut self, id: NodeId, keep: u64, out: &mut String) -> Result<(), String> {
+        let node = self.node(id)?;
+        let Some(core) = node.core.as_mut() else {
+            return Err(format!("node {id} is crashed"));
+        };
+        let applied = node.disk.borrow().applied();
+        let term = core
+            .log_term(applied)
+            .ok_or("the applied entry's term is unknown")?;
+        let at = LogId {
+            index: applied,
+            term,
+        };
+        let mut disk = node.disk.borrow_mut();
+        let meta = disk
+            .take_snapshot(at, &[], LogIndex(0))
+            .map_err(|e| e.to_string())?;
+        let first = disk
+            .compact(LogIndex(applied.0.saturating_sub(keep)))
+            .map_err(|e| e.to_string())?;
+        drop(disk);
+        writeln!(
+            out,
+            "snapshot at {}/{} ({} bytes); log starts at {first}",
+            meta.last.index, meta.last.term, meta.bytes
+        )
+        .ok();
+        core.snapshot_taken(meta);
+        core.log_compacted(first);
+        Ok(())
+    }
+
     /// One round of the caller's loop from the module docs of `raft`, printed.
     fn process_ready(&mut self, id: NodeId, out: &mut String) -> Result<(), String> {
         let node = self.node(id)?;
@@ -494,7 +561,27 @@ impl Env {
         for ctx in &ready.failed_reads {
             writeln!(out, "  read failed ctx={ctx}").ok();
         }
-        for m in &ready.messages {
+        let chunk_bytes = match self.snapshot_chunk_bytes {
+            0 => 48,
+            bytes => bytes,
+        };
+        let node = self.nodes.get_mut(&id).ok_or("no such node")?;
+        let Some(core) = node.core.as_mut() else {
+            return Err(format!("node {id} is crashed"));
+        };
+        let mut messages = ready.messages;
+        for send in ready.snapshot_sends {
+            let disk = node.disk.borrow();
+            let (records, bytes) = crate::storage::read_image_chunk(
+                |lo, hi, limit| disk.messages(lo, hi, limit),
+                send.after,
+                send.meta.last.index,
+                chunk_bytes,
+            )
+            .map_err(|e| e.to_string())?;
+            messages.push(send.into_envelope(id, records, bytes).0);
+        }
+        for m in &messages {
             writeln!(out, "  send {}", fmt_message(m)).ok();
         }
         // Step 3: one durable write, then report it and release the persisted messages.
@@ -506,6 +593,25 @@ impl Env {
                 apply: &ready.committed,
             })
             .map_err(|e| format!("disk write failed on {id}: {e}"))?;
+        for op in ready.snapshot_ops {
+            let mut disk = node.disk.borrow_mut();
+            match op {
+                SnapshotOp::Stage { offset, records } => {
+                    writeln!(out, "  stage {} messages at offset {offset}", records.len()).ok();
+                    disk.stage_snapshot(offset, &records)
+                }
+                SnapshotOp::Install(meta) => {
+                    writeln!(
+                        out,
+                        "  install snapshot {}/{}",
+                        meta.last.index, meta.last.term
+                    )
+                    .ok();
+                    disk.install_snapshot(&meta)
+                }
+            }
+            .map_err(|e| format!("snapshot write failed on {id}: {e}"))?;
+        }
         if let Some(last) = ready.entries.last() {
             core.persisted(LogId {
                 index: last.index,
@@ -522,8 +628,7 @@ impl Env {
         }
         let isolated = &self.isolated;
         self.queue.extend(
-            ready
-                .messages
+            messages
                 .into_iter()
                 .chain(ready.persisted_messages)
                 .filter(|m| !isolated.contains(&m.from) && !isolated.contains(&m.to)),
@@ -667,6 +772,10 @@ scenarios!(
     membership_racing,
     membership_removed_votes,
     membership_truncated,
+    snapshot_install_during_append,
+    snapshot_stale,
+    snapshot_old_term,
+    snapshot_wiped_follower,
 );
 
 #[test]

@@ -76,6 +76,27 @@ pub fn fmt_message(m: &Envelope) -> String {
             ae.leader_commit,
             read_ctx(ae.read_ctx)
         ),
+        Message::InstallSnapshot(is) => format!(
+            " last={}/{} offset={} after={} records={} total={}{}",
+            is.last_index,
+            is.last_term,
+            is.offset,
+            is.after,
+            is.records.len(),
+            is.total_bytes,
+            if is.done { " done" } else { "" }
+        ),
+        Message::InstallSnapshotResponse(r) => format!(
+            " {} last={} next={}/{}{}{}",
+            if r.success { "ok" } else { "refused" },
+            r.last_index,
+            r.next_offset,
+            r.next_after,
+            if r.done { " done" } else { "" },
+            r.reason
+                .as_ref()
+                .map_or(String::new(), |why| format!(" ({why})"))
+        ),
         Message::AppendEntriesResponse(r) if r.success => {
             format!(" ok match={}{}", r.index, read_ctx(r.read_ctx))
         }
@@ -159,6 +180,18 @@ pub fn fmt_event(event: &EventKind) -> Option<String> {
             fmt_members(members, &[]),
             if *committed { "committed" } else { "in force" }
         ),
+        EventKind::SnapshotTaken { index, term, bytes } => {
+            format!("snapshot taken at {index}/{term} ({bytes} bytes)")
+        }
+        EventKind::LogCompacted { first_log_index } => {
+            format!("log compacted: starts at {first_log_index}")
+        }
+        EventKind::SnapshotInstalled {
+            from,
+            index,
+            term,
+            bytes,
+        } => format!("snapshot {index}/{term} from {from} installed ({bytes} bytes)"),
         EventKind::ElectionTimerReset { .. }
         | EventKind::VoteRequested { .. }
         | EventKind::AppendSent { .. }

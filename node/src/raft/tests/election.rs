@@ -61,6 +61,8 @@ fn candidate_crashing_before_its_term_is_durable_has_sent_no_votes_5_2() {
         hard_state: stored.hard_state,
         last: stored.last,
         applied: stored.applied,
+        snapshot: Default::default(),
+        first_index: stored.first_index,
     };
     let mut core = Raft::new(config(1, 3), disk.clone(), restored, 300).expect("config");
     core.tick(700);

@@ -55,6 +55,8 @@ fn core_with(config: Config, terms: &[u64], term: u64) -> (Raft<Disk>, Disk) {
         hard_state: state.hard_state,
         last: state.last,
         applied: state.applied,
+        snapshot: Default::default(),
+        first_index: state.first_index,
     };
     let core = Raft::new(config, disk.clone(), restored, 0).expect("valid config");
     (core, disk)

@@ -152,9 +152,11 @@ fn observe(store: &impl LogStore) -> Observed {
     }
 }
 
+mod snapshots;
 mod sqlite_only;
 mod suite;
 
+use snapshots::*;
 use suite::*;
 
 macro_rules! conformance {
@@ -180,4 +182,8 @@ conformance!(
     applied_index_persists,
     reopen_keeps_everything,
     refuses_invalid_writes,
+    snapshot_compacts_and_survives_restart,
+    refuses_invalid_snapshots,
+    installs_a_staged_snapshot_atomically,
+    install_keeps_the_log_after_a_matching_entry,
 );

@@ -93,7 +93,7 @@ fn migrates_format_1_data_in_place() {
         }]
     );
     drop(store);
-    assert_eq!(recorded_format(&path), 3);
+    assert_eq!(recorded_format(&path), 4);
     // Opening again is a plain open of current data.
     drop(SqliteStore::open(&path, NodeId(1), "blue").unwrap());
 }
@@ -162,7 +162,7 @@ fn migrates_format_2_data_in_place() {
     );
     assert_eq!(all_messages(&store).len(), 3);
     drop(store);
-    assert_eq!(recorded_format(&path), 3);
+    assert_eq!(recorded_format(&path), 4);
 }
 
 #[test]

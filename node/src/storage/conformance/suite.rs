@@ -4,7 +4,13 @@ use super::*;
 
 pub(super) fn empty_initial_state(backend: &mut impl Backend) {
     let store = backend.open();
-    assert_eq!(store.initial_state().unwrap(), InitialState::default());
+    assert_eq!(
+        store.initial_state().unwrap(),
+        InitialState {
+            first_index: LogIndex(1),
+            ..InitialState::default()
+        }
+    );
     assert_eq!(store.term(LogIndex(0)).unwrap(), Some(Term(0)));
     assert_eq!(store.term(LogIndex(1)).unwrap(), None);
     assert!(all_entries(&store).is_empty());

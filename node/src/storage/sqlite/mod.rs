@@ -24,6 +24,9 @@
 //!   sorted generations, a chunk per transaction (`SqliteStore::unindexed` says why). It may also
 //!   hold some ids applied after `request_ids_up_to`: a generation cut short by a restart.
 //! - `applied`: one row: the applied index and how far `request_ids` reaches.
+//! - Snapshots (format 4, `snapshot` says more): `compacted_messages` holds the messages of log entries
+//!   compacted away, and `messages` lists it first; `snapshot` (one row) the latest snapshot's index,
+//!   term, configuration and size; `snapshot_staging` the chunks of one being received.
 //!
 //! Files: `schema` (format, migrations, value mapping), `open` (lock, identity and integrity checks,
 //! loading), `write` (batches and request-id generations), `reader` (reads on any connection).
@@ -43,6 +46,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 mod open;
 mod reader;
 mod schema;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod write;

@@ -103,6 +103,11 @@ impl SqliteStore {
                 store.migrate_from(version)?;
             }
         }
+        // A snapshot half received before a restart is received again from its start.
+        store
+            .conn
+            .execute("DELETE FROM snapshot_staging", [])
+            .map_err(|e| sql_error(&store.shown(), "clearing the snapshot staging area", e))?;
         store.state = store.load_state()?;
         store.recent_terms = RecentTerms::new(store.state.last);
         store.unindexed = store.load_unindexed()?;
@@ -189,7 +194,9 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sql_error(&shown, "creating the database", e))?;
+        // Format 3's schema, then the snapshot tables of format 4 on top.
         tx.execute_batch(SCHEMA)
+            .and_then(|()| tx.execute_batch(MIGRATE_FROM_3))
             .and_then(|()| {
                 tx.execute(
                     "INSERT INTO meta (id, format_version, node_id, cluster_id, created_unix_ms)
@@ -340,6 +347,14 @@ impl SqliteStore {
             .optional()
             .map_err(|e| sql_error(&shown, "reading the applied index", e))?
             .ok_or_else(|| corrupt("the applied index row is missing".into()))?;
+        let (snapshot_index, snapshot_term): (i64, i64) = self
+            .conn
+            .query_row("SELECT idx, term FROM snapshot WHERE id = 0", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()
+            .map_err(|e| sql_error(&shown, "reading the snapshot", e))?
+            .ok_or_else(|| corrupt("the snapshot row is missing".into()))?;
         let (count, first, last, last_term) = self
             .conn
             .query_row(
@@ -356,16 +371,29 @@ impl SqliteStore {
                 },
             )
             .map_err(|e| sql_error(&shown, "reading the log bounds", e))?;
-        let last_index = last.unwrap_or(0);
-        if count > 0 && (first != Some(1) || count != last_index) {
+        // The log starts at 1, or inside or right after the snapshot (compaction keeps a tail).
+        let first_index = first.unwrap_or(snapshot_index + 1);
+        let last_index = last.unwrap_or(snapshot_index);
+        if count > 0 && (first_index > snapshot_index + 1 || count != last_index - first_index + 1)
+        {
             return Err(corrupt(format!(
-                "the log has holes: {count} entries between index {} and {last_index}",
-                first.unwrap_or(0)
+                "the log has holes: {count} entries between index {first_index} and {last_index} \
+                 (snapshot at {snapshot_index})"
             )));
         }
-        if applied > last_index {
+        if last_index < snapshot_index {
             return Err(corrupt(format!(
-                "applied index {applied} is past the last log entry {last_index}"
+                "the log ends at {last_index}, before the snapshot at {snapshot_index}"
+            )));
+        }
+        let last_term = if count > 0 {
+            last_term
+        } else {
+            Some(snapshot_term)
+        };
+        if applied > last_index || applied < snapshot_index {
+            return Err(corrupt(format!(
+                "applied index {applied} is outside the log and snapshot ({snapshot_index}..={last_index})"
             )));
         }
         let voted_for = voted_for
@@ -385,6 +413,11 @@ impl SqliteStore {
                 term: Term(read(last_term.unwrap_or(0), "last term")?),
             },
             applied: LogIndex(read(applied, "applied index")?),
+            snapshot: LogId {
+                index: LogIndex(read(snapshot_index, "snapshot index")?),
+                term: Term(read(snapshot_term, "snapshot term")?),
+            },
+            first_index: LogIndex(read(first_index, "first log index")?),
         })
     }
 }

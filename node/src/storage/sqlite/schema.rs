@@ -4,7 +4,7 @@ use super::*;
 
 /// Bumped whenever the schema changes incompatibly; an unknown version is refused, older known ones
 /// are migrated on open.
-pub(super) const FORMAT_VERSION: i64 = 3;
+pub(super) const FORMAT_VERSION: i64 = 4;
 /// `PRAGMA application_id`: marks the file as Flotilla's ("Flot").
 pub(super) const APPLICATION_ID: i64 = 0x466C_6F74;
 
@@ -61,6 +61,42 @@ CREATE VIEW messages AS
       AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx);
 ";
 
+/// Format 4: snapshots and compaction (Raft §7). Compacting moves the messages of the removed log
+/// entries into `compacted_messages`, so the state machine (`messages`) is that table followed by the
+/// log's applied messages; `snapshot` records the latest snapshot; `snapshot_staging` holds the chunks
+/// of one being received until it is installed in one transaction.
+pub(super) const MIGRATE_FROM_3: &str = "
+CREATE TABLE compacted_messages (
+    idx INTEGER PRIMARY KEY,
+    term INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    request_id TEXT
+);
+CREATE TABLE snapshot (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    idx INTEGER NOT NULL,
+    term INTEGER NOT NULL,
+    config_index INTEGER NOT NULL,
+    members TEXT NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT INTO snapshot (id, idx, term, config_index, members, bytes) VALUES (0, 0, 0, 0, '[]', 0);
+CREATE TABLE snapshot_staging (
+    idx INTEGER PRIMARY KEY,
+    term INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    request_id TEXT
+);
+DROP VIEW messages;
+CREATE VIEW messages AS
+    SELECT idx, term, text, request_id FROM compacted_messages
+    UNION ALL
+    SELECT idx, term, text, request_id FROM log
+    WHERE kind = 1 AND idx <= (SELECT idx FROM applied WHERE id = 0)
+      AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx);
+UPDATE meta SET format_version = 4;
+";
+
 /// Format 1 kept a UNIQUE index on `applied_messages.request_id`: every apply inserted into it at a
 /// random place, dirtying one page per entry (about two thirds of all bytes written under load).
 pub(super) const MIGRATE_FROM_1: &str = "
@@ -101,7 +137,7 @@ UPDATE meta SET format_version = 3;
 ";
 
 /// `MIGRATIONS[v - 1]` turns format `v` into `v + 1`.
-pub(super) const MIGRATIONS: [&str; 2] = [MIGRATE_FROM_1, MIGRATE_FROM_2];
+pub(super) const MIGRATIONS: [&str; 3] = [MIGRATE_FROM_1, MIGRATE_FROM_2, MIGRATE_FROM_3];
 
 pub(super) fn encode_payload(
     payload: &Payload,

@@ -2,6 +2,8 @@
 //! sorted generations.
 
 use super::*;
+use crate::raft::SnapshotMeta;
+use flotilla_shared::api::Member;
 
 /// How the request ids applied since the last flush go into the `request_ids` index (see
 /// `SqliteStore::unindexed`).
@@ -275,6 +277,12 @@ impl LogStore for SqliteStore {
     }
 
     fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
+        if index == self.state.snapshot.index {
+            return Ok(Some(self.state.snapshot.term));
+        }
+        if index < self.state.first_index {
+            return Ok((index == LogIndex::ZERO).then_some(Term(0)));
+        }
         match self.recent_terms.get(index) {
             Some(term) => Ok(Some(term)),
             None => read_term(&self.conn, &self.path, index),
@@ -301,5 +309,34 @@ impl LogStore for SqliteStore {
 
     fn find_request(&self, request_id: &str) -> Result<Option<LogId>, StorageError> {
         read_request(&self.conn, &self.path, request_id)
+    }
+
+    fn snapshot(&self) -> Result<SnapshotMeta, StorageError> {
+        self.read_snapshot()
+    }
+
+    fn take_snapshot(
+        &mut self,
+        at: LogId,
+        members: &[Member],
+        config_index: LogIndex,
+    ) -> Result<SnapshotMeta, StorageError> {
+        self.take_snapshot_at(at, members, config_index)
+    }
+
+    fn compact(&mut self, up_to: LogIndex) -> Result<LogIndex, StorageError> {
+        self.compact_to(up_to)
+    }
+
+    fn stage_snapshot(
+        &mut self,
+        offset: u64,
+        records: &[MessageEntry],
+    ) -> Result<(), StorageError> {
+        self.stage_chunk(offset, records)
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.install_staged(meta)
     }
 }

@@ -18,6 +18,7 @@ mod members;
 mod memory;
 mod output;
 mod reads;
+mod rebuild;
 mod target;
 mod throughput;
 
@@ -43,11 +44,14 @@ enum Mode {
     Reads,
     /// kill -9 the leader, time until a submit succeeds again; repeated `--rounds` times.
     Failover,
-    /// Commit `--messages` messages, then report every node's RSS.
+    /// Commit `--messages` messages, then report every node's RSS, log rows and disk use.
     Memory,
     /// Preload `--preload` messages, then add a 4th node (started with `--join`) while the first
     /// `--clients` count writes: time until it caught up and was promoted, p99 before/during/after.
     Members,
+    /// Commit `--messages` messages, wipe a follower's disk and restart it: time until it applied the
+    /// leader's commit, and the snapshot bytes sent to it.
+    Rebuild,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -73,13 +77,17 @@ pub struct Cli {
     /// Failover rounds.
     #[arg(long, default_value_t = 5)]
     pub rounds: u32,
-    /// Messages to commit in `memory` mode.
+    /// Snapshot threshold of the local cluster's nodes (`--snapshot-threshold`); their default if
+    /// unset.
+    #[arg(long)]
+    pub snapshot_threshold: Option<u64>,
+    /// Messages to commit in `memory` and `rebuild` modes.
     #[arg(long, default_value_t = 1_000_000)]
     pub messages: u64,
     /// Messages committed before the node is added in `members` mode.
     #[arg(long, default_value_t = 100_000)]
     pub preload: u64,
-    /// Clients in `memory` mode (and the preload of `members` mode).
+    /// Clients in `memory` and `rebuild` modes (and the preload of `members` mode).
     #[arg(long, default_value_t = 256)]
     pub memory_clients: u32,
     /// Spread clients over the followers instead of sending to the leader.
@@ -179,11 +187,15 @@ fn validate(cli: &Cli) -> Result<(u64, u64)> {
     if cli.target == Target::Etcd && cli.endpoints.is_empty() {
         bail!("--target etcd needs --endpoints (the bench starts only Flotilla clusters)");
     }
-    if cli.target == Target::Etcd && matches!(cli.mode, Mode::Failover | Mode::Memory) {
+    if cli.target == Target::Etcd
+        && matches!(cli.mode, Mode::Failover | Mode::Memory | Mode::Rebuild)
+    {
         bail!("--target etcd supports throughput and reads only");
     }
-    if !cli.endpoints.is_empty() && matches!(cli.mode, Mode::Failover | Mode::Members) {
-        bail!("failover and members start nodes, so they need the local cluster (no --endpoints)");
+    if !cli.endpoints.is_empty()
+        && matches!(cli.mode, Mode::Failover | Mode::Members | Mode::Rebuild)
+    {
+        bail!("failover, members and rebuild start or kill nodes, so they need the local cluster (no --endpoints)");
     }
     if cli.target == Target::Etcd && cli.mode == Mode::Members {
         bail!("--target etcd supports throughput and reads only");
@@ -205,6 +217,10 @@ async fn run(cli: Cli, election: (u64, u64)) -> Result<bool> {
             admin_token: (cli.mode == Mode::Members).then(|| "bench-admin".into()),
             cluster_id: "bench".into(),
             log_filter: "warn".into(),
+            extra_args: cli
+                .snapshot_threshold
+                .map(|n| vec!["--snapshot-threshold".to_string(), n.to_string()])
+                .unwrap_or_default(),
             ..Options::default()
         };
         progress(format_args!("starting a local 3-node cluster"));
@@ -291,6 +307,12 @@ async fn run_mode(
         }
         Mode::Memory => memory::measure(target, cli, local.as_ref()).await,
         Mode::Members => Err(anyhow!("members runs against Flotilla only")),
+        Mode::Rebuild => {
+            let cluster = local
+                .as_mut()
+                .ok_or_else(|| anyhow!("rebuild needs the local cluster"))?;
+            rebuild::measure(target, cli, cluster).await
+        }
     }
 }
 

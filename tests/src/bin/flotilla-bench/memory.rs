@@ -1,5 +1,5 @@
-//! `memory`: commit `--messages` messages, then report every node's RSS; and the peak RSS sampled
-//! during every mode on a local cluster.
+//! `memory`: commit `--messages` messages, then report every node's RSS, Raft log rows and disk use;
+//! and the peak RSS sampled during every mode on a local cluster.
 
 use crate::output::print_table;
 use crate::target::LoadTarget;
@@ -38,21 +38,66 @@ pub async fn measure(
             .wait_converged(LogIndex(0), Duration::from_secs(60))
             .await?;
         let mut after = BTreeMap::new();
+        let mut storage = BTreeMap::new();
         for id in cluster.ids() {
             if let Some(pid) = cluster.node(id).pid() {
                 after.insert(id.0, read_memory(pid)?);
             }
+            let status = cluster.client(id).status().await?;
+            storage.insert(
+                id.0,
+                NodeStorage {
+                    log_rows: (status.last_log_index.0 + 1)
+                        .saturating_sub(status.first_log_index.0),
+                    first_log_index: status.first_log_index.0,
+                    snapshot_index: status.snapshot_index.0,
+                    disk_bytes: dir_bytes(&cluster.node(id).data_dir)?,
+                },
+            );
         }
         print_table(
-            "node memory after the run",
-            &["node", "VmRSS MiB", "VmHWM MiB"],
+            "nodes after the run",
+            &[
+                "node",
+                "VmRSS MiB",
+                "VmHWM MiB",
+                "log rows",
+                "first log index",
+                "snapshot index",
+                "disk MiB",
+            ],
             after
                 .iter()
-                .map(|(id, m)| vec![id.to_string(), mib(m.rss_kib), mib(m.hwm_kib)])
+                .map(|(id, m)| {
+                    let s = storage.get(id).copied().unwrap_or_default();
+                    vec![
+                        id.to_string(),
+                        mib(m.rss_kib),
+                        mib(m.hwm_kib),
+                        s.log_rows.to_string(),
+                        s.first_log_index.to_string(),
+                        s.snapshot_index.to_string(),
+                        format!("{:.1}", s.disk_bytes as f64 / (1024.0 * 1024.0)),
+                    ]
+                })
                 .collect(),
             cli.json,
         );
         value["rss_after"] = memory_json(&after);
+        value["storage_after"] = Value::Array(
+            storage
+                .iter()
+                .map(|(id, s)| {
+                    json!({
+                        "node": id,
+                        "log_rows": s.log_rows,
+                        "first_log_index": s.first_log_index,
+                        "snapshot_index": s.snapshot_index,
+                        "disk_bytes": s.disk_bytes,
+                    })
+                })
+                .collect(),
+        );
     }
     Ok((value, ok))
 }
@@ -83,6 +128,28 @@ pub fn report_peaks(peaks: &Peaks, report: &mut Value, json: bool) {
         }
         single => single["node_memory_peak"] = peak,
     }
+}
+
+/// What a node keeps on disk: rows in its Raft log (`last_log_index - first_log_index + 1`), where
+/// the log starts, its latest snapshot, and the bytes in its data dir.
+#[derive(Clone, Copy, Debug, Default)]
+struct NodeStorage {
+    log_rows: u64,
+    first_log_index: u64,
+    snapshot_index: u64,
+    disk_bytes: u64,
+}
+
+/// Bytes of the files in `dir` (the database, its WAL and shared memory file).
+pub fn dir_bytes(dir: &std::path::Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let metadata = entry?.metadata()?;
+        if metadata.is_file() {
+            total += metadata.len();
+        }
+    }
+    Ok(total)
 }
 
 #[derive(Clone, Copy, Debug, Default)]
