@@ -243,6 +243,20 @@ fn check_install_snapshot(term: Term, install: &InstallSnapshot) -> Result<(), R
             ),
         ));
     }
+    // The configuration in force at the snapshot: one a leader can be a voter of. A core run without
+    // addresses (the simulator's) records its seed configuration (index 0) without them.
+    let addressless_seed = install.config_index == LogIndex::ZERO
+        && install.members.iter().all(|member| member.addr.is_empty());
+    if addressless_seed {
+        if !install.members.iter().any(|m| m.role == MemberRole::Voter) {
+            return Err(Rejected::new(
+                Reason::BadConfiguration,
+                "a snapshot's configuration without a voter".to_string(),
+            ));
+        }
+    } else {
+        check_configuration(&install.members, &[])?;
+    }
     if install.config_index > install.last_index || install.after > install.last_index {
         return Err(inconsistent(format!(
             "config_index {} or after {} past the snapshot's last entry {}",

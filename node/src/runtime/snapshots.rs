@@ -214,8 +214,8 @@ impl<S: LogRead> Runtime<S> {
         let Some(term) = self.raft.log_term(applied) else {
             return;
         };
-        // A configuration that committed but is not applied yet: snapshot once it is.
-        let Some(config) = self.raft.configuration_at(applied) else {
+        // A configuration that committed but is not applied yet, or none yet: snapshot once there is.
+        let Some(config) = self.raft.snapshot_configuration(applied) else {
             return;
         };
         batch.snapshot.push(SnapshotTask::Take {

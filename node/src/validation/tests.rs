@@ -390,7 +390,7 @@ fn chunk(
     InstallSnapshot {
         last_index: LogIndex(10),
         last_term: Term(3),
-        members: Vec::new(),
+        members: vec![member(1, "a:1", MemberRole::Voter)],
         config_index: LogIndex(0),
         total_bytes,
         offset,
@@ -527,6 +527,40 @@ fn install_snapshot_chunks_must_describe_an_image() {
                 },
             ),
             Reason::SnapshotInconsistent,
+        ),
+        (
+            "no configuration",
+            install(
+                4,
+                InstallSnapshot {
+                    members: Vec::new(),
+                    ..whole.clone()
+                },
+            ),
+            Reason::BadConfiguration,
+        ),
+        (
+            "a configuration of learners only",
+            install(
+                4,
+                InstallSnapshot {
+                    members: vec![member(1, "a:1", MemberRole::Learner)],
+                    ..whole.clone()
+                },
+            ),
+            Reason::BadConfiguration,
+        ),
+        (
+            "a member without an address in a configuration from the log",
+            install(
+                4,
+                InstallSnapshot {
+                    members: vec![member(1, "", MemberRole::Voter)],
+                    config_index: LogIndex(5),
+                    ..whole.clone()
+                },
+            ),
+            Reason::BadConfiguration,
         ),
         (
             "config_index past the snapshot",

@@ -74,6 +74,13 @@ impl<S: LogRead> Raft<S> {
             .find(|config| config.index <= index)
     }
 
+    /// The configuration a snapshot at `index` records: the one in force there, once this node holds
+    /// it and is in a configuration at all (a node waiting to be added snapshots only once it is).
+    pub fn snapshot_configuration(&self, index: LogIndex) -> Option<&Configuration> {
+        self.configuration_at(index)
+            .filter(|config| !config.members.is_empty())
+    }
+
     /// Whether the configuration in force is committed.
     pub fn membership_committed(&self) -> bool {
         self.membership().index <= self.log.commit

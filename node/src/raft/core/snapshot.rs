@@ -379,14 +379,6 @@ impl<S: LogRead> Raft<S> {
         self.snapshots.receiving = None;
         let commit_before = self.log.commit;
         self.log.install_snapshot(meta.last);
-        // The image replaces the log up to it, configuration entries included: its configuration is
-        // the newest at or below the new commit index.
-        self.restore_membership(Configuration::new(
-            meta.members.clone(),
-            Vec::new(),
-            meta.config_index,
-        ));
-        self.announce_membership();
         self.events.push(EventKind::SnapshotInstalled {
             from,
             index: meta.last.index,
@@ -403,6 +395,17 @@ impl<S: LogRead> Raft<S> {
         });
         self.snapshots.ops.push(SnapshotOp::Install(meta.clone()));
         self.snapshots.latest = meta;
+        // The image replaces the log up to it, configuration entries included: its configuration is
+        // the newest at or below the new commit index.
+        let before = self.membership().clone();
+        self.restore_membership(Configuration::new(
+            self.snapshots.latest.members.clone(),
+            Vec::new(),
+            self.snapshots.latest.config_index,
+        ));
+        if *self.membership() != before {
+            self.announce_membership();
+        }
     }
 
     /// The snapshot's invariants: the log continues it, and it is committed and applied.

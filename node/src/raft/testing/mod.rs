@@ -505,9 +505,13 @@ impl Env {
             index: applied,
             term,
         };
+        let config = core
+            .snapshot_configuration(applied)
+            .cloned()
+            .ok_or("the configuration at the applied index is not held")?;
         let mut disk = node.disk.borrow_mut();
         let meta = disk
-            .take_snapshot(at, &[], LogIndex(0))
+            .take_snapshot(at, &config.members, config.index)
             .map_err(|e| e.to_string())?;
         let first = disk
             .compact(LogIndex(applied.0.saturating_sub(keep)))

@@ -51,8 +51,12 @@ impl Cluster {
                 index: applied,
                 term,
             };
+            // As the runtime: the configuration in force at the snapshot, once the core holds it.
+            let Some(config) = core.snapshot_configuration(applied).cloned() else {
+                continue;
+            };
             let taken = disk
-                .take_snapshot(at, &[], LogIndex::ZERO)
+                .take_snapshot(at, &config.members, config.index)
                 .and_then(|meta| {
                     let first = disk.compact(LogIndex(applied.0.saturating_sub(plan.tail)))?;
                     Ok((meta, first))
