@@ -43,6 +43,11 @@ impl Client {
         }
     }
 
+    /// Whether `node` is one of the nodes this client talks to (not one that left the cluster).
+    fn knows(&self, node: NodeId) -> bool {
+        self.urls.contains_key(&node)
+    }
+
     fn url(&self, node: NodeId, path: &str) -> Result<String, CallError> {
         self.urls
             .get(&node)
@@ -232,20 +237,33 @@ fn snapshot(statuses: &Statuses) -> BTreeMap<NodeId, Status> {
 }
 
 /// The node the reachable majority names as leader, if any.
-fn known_leader(statuses: &Statuses) -> Option<NodeId> {
+/// The leader the statuses name, if it is still one of `client`'s nodes: a status polled just before
+/// a membership change may name a leader that has left.
+fn known_leader(client: &Client, statuses: &Statuses) -> Option<NodeId> {
     let all = snapshot(statuses);
     all.values()
         .filter(|status| status.role == Role::Leader)
         .max_by_key(|status| status.term)
         .map(|status| status.id)
         .or_else(|| all.values().find_map(|status| status.leader_id))
+        .filter(|leader| client.knows(*leader))
+}
+
+/// Where a request any member forwards goes: the leader if known (saving a hop), else a member that
+/// answers its status polls, other than `avoid`.
+fn request_target(client: &Client, statuses: &Statuses, avoid: Option<NodeId>) -> Option<NodeId> {
+    known_leader(client, statuses).or_else(|| {
+        snapshot(statuses)
+            .keys()
+            .copied()
+            .find(|node| client.knows(*node) && Some(*node) != avoid)
+    })
 }
 
 pub async fn submit(client: &Client, text: String, statuses: &Statuses, ui: &UiSender) {
     let started = Instant::now();
     let sent_ms = unix_ms();
-    // Any node accepts a message (followers forward); the leader saves a hop.
-    let target = known_leader(statuses).or_else(|| snapshot(statuses).keys().next().copied());
+    let target = request_target(client, statuses, None);
     let outcome = match target {
         None => Err(CallError::NoNodeAnswers),
         Some(node) => match client.url(node, "/v1/messages") {
@@ -348,7 +366,7 @@ fn report(ui: &UiSender, action: String, failures: Vec<String>) {
 }
 
 pub async fn transfer(client: &Client, to: NodeId, statuses: &Statuses, ui: &UiSender) {
-    let Some(leader) = known_leader(statuses) else {
+    let Some(leader) = known_leader(client, statuses) else {
         ui.notice("transfer leadership: no leader known", true);
         return;
     };

@@ -1,6 +1,6 @@
 //! Admin calls that change what the cluster is made of: snapshots and membership.
 
-use super::{known_leader, snapshot, CallError, Client};
+use super::{request_target, CallError, Client};
 use crate::backend::{Statuses, UiSender};
 use flotilla_shared::api::{AddMemberRequest, MemberRole, MembersResponse, SnapshotResponse};
 use flotilla_shared::NodeId;
@@ -31,17 +31,13 @@ impl Client {
     }
 }
 
-/// The node a membership change goes to: the leader if known (any member forwards it), else any
-/// node that answers.
-fn change_target(statuses: &Statuses, leaving: Option<NodeId>) -> Result<NodeId, CallError> {
-    known_leader(statuses)
-        .or_else(|| {
-            snapshot(statuses)
-                .keys()
-                .copied()
-                .find(|node| Some(*node) != leaving)
-        })
-        .ok_or(CallError::NoNodeAnswers)
+/// The node a membership change goes to (any member forwards it to the leader).
+fn change_target(
+    client: &Client,
+    statuses: &Statuses,
+    leaving: Option<NodeId>,
+) -> Result<NodeId, CallError> {
+    request_target(client, statuses, leaving).ok_or(CallError::NoNodeAnswers)
 }
 
 /// What a failed membership change means for the person who asked.
@@ -71,7 +67,7 @@ pub async fn add_member(
     node: NodeId,
     addr: String,
 ) -> Result<MembersResponse, CallError> {
-    let target = change_target(statuses, Some(node))?;
+    let target = change_target(client, statuses, Some(node))?;
     let url = client.url(target, "/v1/admin/members")?;
     let request = AddMemberRequest {
         id: node,
@@ -89,7 +85,7 @@ pub async fn remove_member(
     statuses: &Statuses,
     node: NodeId,
 ) -> Result<MembersResponse, CallError> {
-    let target = change_target(statuses, None)?;
+    let target = change_target(client, statuses, None)?;
     let url = client.url(target, &format!("/v1/admin/members/{}", node.0))?;
     client
         .admin_json(client.http.delete(url), REMOVE_MEMBER_TIMEOUT)
