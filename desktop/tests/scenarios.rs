@@ -8,7 +8,8 @@ use flotilla::app::FlotillaApp;
 use flotilla::backend::{self, local};
 use flotilla::model::scenario::RunState;
 use flotilla::ui::Tempo;
-use flotilla_shared::event::EventKind;
+use flotilla_shared::event::{DropReason, EventKind};
+use flotilla_shared::NodeId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,8 @@ fn run_scenario(name: &str, first_port: u16) -> Harness<'static, FlotillaApp> {
         fresh: true,
         program: local::NodeProgram {
             program: flotilla_tests::node_binary().expect("the node binary"),
-            leading_args: Vec::new(),
+            // As the window starts its own nodes.
+            leading_args: local::snapshot_args().into(),
         },
         timing: tempo.timing(),
         first_port,
@@ -173,4 +175,176 @@ fn uncommitted_entry_rolled_back_runs_end_to_end_and_the_old_leader_truncates() 
     for status in app.checks.statuses() {
         assert_eq!(status.violation, None, "{}", status.check.title());
     }
+}
+
+/// The events `node` reported, in order.
+fn events_of(app: &FlotillaApp, node: NodeId) -> Vec<EventKind> {
+    app.model
+        .timeline
+        .iter()
+        .filter_map(|(_, record)| record.event())
+        .filter(|event| event.node == node)
+        .map(|event| event.kind.clone())
+        .collect()
+}
+
+fn started_nodes(app: &FlotillaApp) -> (NodeId, Vec<NodeId>) {
+    let run = app.scenario.as_ref().expect("the scenario ran");
+    (
+        run.old_leader().expect("the scenario found a leader"),
+        run.followers().to_vec(),
+    )
+}
+
+#[test]
+fn one_way_cut_runs_end_to_end_and_the_unheard_leader_steps_down() {
+    let harness = run_scenario("leader isolated by a one-way cut", 17_870);
+    let app = harness.state();
+    let (old, followers) = started_nodes(app);
+    let events = events_of(app, old);
+    for follower in &followers {
+        assert!(
+            events.iter().any(|kind| matches!(
+                kind,
+                EventKind::LinkFaultChanged { to, fault: Some(fault) } if to == follower && fault.cut
+            )),
+            "the link {old} → {follower} was cut"
+        );
+        assert!(
+            events.iter().any(|kind| matches!(
+                kind,
+                EventKind::LinkFaultChanged { to, fault: None } if to == follower
+            )),
+            "the link {old} → {follower} was healed"
+        );
+    }
+    assert!(
+        events.iter().any(|kind| matches!(
+            kind,
+            EventKind::MessageDropped {
+                reason: DropReason::LinkCut,
+                ..
+            }
+        )),
+        "the cut dropped the old leader's messages"
+    );
+    let leader = app.model.live.leader().expect("a leader at the end");
+    assert_ne!(leader.id, old, "a new leader leads");
+    let old_view = &app.model.live.nodes[&old];
+    assert_eq!(
+        old_view.leader_id,
+        Some(leader.id),
+        "the old leader follows"
+    );
+    assert!(old_view.link_faults.is_empty(), "every cut healed");
+}
+
+#[test]
+fn slow_disk_runs_end_to_end_and_slows_the_commit_it_takes() {
+    let harness = run_scenario("slow disk on the leader", 17_890);
+    let app = harness.state();
+    let (old, _) = started_nodes(app);
+    let delays: Vec<u64> = events_of(app, old)
+        .into_iter()
+        .filter_map(|kind| match kind {
+            EventKind::DiskFaultChanged { write_delay_ms } => Some(write_delay_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays.len(), 2, "slowed then healed: {delays:?}");
+    assert!(delays[0] > 0 && delays[1] == 0, "{delays:?}");
+    let slow = app
+        .model
+        .live
+        .submits
+        .iter()
+        .find(|submit| submit.text == "written through a slow disk")
+        .expect("the slow submit answered");
+    assert!(slow.outcome.is_ok(), "{:?}", slow.outcome);
+    assert!(
+        slow.latency_ms >= delays[0] as f64,
+        "committed in {} ms through a {} ms disk",
+        slow.latency_ms,
+        delays[0]
+    );
+    assert_eq!(app.model.live.nodes[&old].disk_write_delay_ms, 0);
+}
+
+#[test]
+fn wiped_follower_runs_end_to_end_and_installs_the_leaders_snapshot() {
+    let harness = run_scenario("wiped follower rebuilt from a snapshot", 17_910);
+    let app = harness.state();
+    let (old, followers) = started_nodes(app);
+    let snapshot = events_of(app, old)
+        .into_iter()
+        .find_map(|kind| match kind {
+            EventKind::SnapshotTaken { index, .. } => Some(index),
+            _ => None,
+        })
+        .expect("the leader took a snapshot");
+    let wiped = followers[0];
+    let installed = events_of(app, wiped)
+        .into_iter()
+        .find_map(|kind| match kind {
+            EventKind::SnapshotInstalled { from, index, .. } => Some((from, index)),
+            _ => None,
+        });
+    assert_eq!(
+        installed,
+        Some((old, snapshot)),
+        "node {wiped} installed the leader's snapshot"
+    );
+    // The other follower was never wiped: it kept its log and needed no snapshot.
+    for other in &followers[1..] {
+        assert!(
+            !events_of(app, *other)
+                .iter()
+                .any(|kind| matches!(kind, EventKind::SnapshotInstalled { .. })),
+            "node {other} installed a snapshot it did not need"
+        );
+    }
+    let leader = app.model.live.leader().expect("a leader at the end");
+    let follower = &app.model.live.nodes[&wiped];
+    assert!(follower.commit_index >= leader.commit_index);
+    assert!(
+        follower.commit_index > snapshot.0,
+        "entries after the snapshot"
+    );
+}
+
+#[test]
+fn add_and_remove_runs_end_to_end_and_the_configuration_grows_then_shrinks() {
+    let harness = run_scenario("add and remove a member", 17_930);
+    let app = harness.state();
+    let (old, followers) = started_nodes(app);
+    let added = app
+        .scenario
+        .as_ref()
+        .and_then(|run| run.added())
+        .expect("a node was added");
+    assert!(added != old && !followers.contains(&added));
+    let sizes: Vec<(usize, bool)> = app
+        .model
+        .timeline
+        .iter()
+        .filter_map(
+            |(_, record)| match record.event().map(|event| &event.kind) {
+                Some(EventKind::MembershipChanged {
+                    members, committed, ..
+                }) if *committed => Some((
+                    members.len(),
+                    members.iter().any(|member| member.id == added),
+                )),
+                _ => None,
+            },
+        )
+        .collect();
+    let grew = sizes.iter().position(|size| *size == (4, true));
+    let shrank = sizes.iter().rposition(|size| *size == (3, false));
+    assert!(
+        matches!((grew, shrank), (Some(grew), Some(shrank)) if grew < shrank),
+        "a committed configuration with node {added}, then one without it: {sizes:?}"
+    );
+    assert_eq!(app.model.live.nodes.len(), 3, "three nodes again");
+    assert!(!app.model.live.nodes.contains_key(&added));
 }

@@ -3,6 +3,7 @@
 use super::FlotillaApp;
 use crate::model::scenario::{self, Action, Run};
 use crate::ui::{ClusterIntent, Intent, ScenarioIntent};
+use flotilla_shared::api::LinkFault;
 
 impl FlotillaApp {
     /// The actions the scenario under way takes now, as intents (none while a recording is shown).
@@ -24,6 +25,25 @@ impl FlotillaApp {
                     Action::Isolate(node) => ClusterIntent::Isolate(node),
                     Action::Heal(node) => ClusterIntent::Heal(node),
                     Action::Submit(text) => ClusterIntent::Submit(text),
+                    Action::CutLink { from, to, cut } => ClusterIntent::SetLinkFault {
+                        from,
+                        to,
+                        fault: cut.then_some(LinkFault {
+                            cut: true,
+                            ..LinkFault::default()
+                        }),
+                    },
+                    Action::DiskDelay {
+                        node,
+                        write_delay_ms,
+                    } => ClusterIntent::SetDiskDelay {
+                        node,
+                        write_delay_ms,
+                    },
+                    Action::TakeSnapshot(node) => ClusterIntent::TakeSnapshot(node),
+                    Action::Wipe(node) => ClusterIntent::Wipe(node),
+                    Action::AddNode => ClusterIntent::AddNode,
+                    Action::RemoveNode(node) => ClusterIntent::RemoveNode(node),
                 })
             })
             .collect()

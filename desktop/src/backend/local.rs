@@ -23,14 +23,30 @@ pub struct NodeProgram {
     pub leading_args: Vec<OsString>,
 }
 
+/// The window's own nodes snapshot after this many entries (a node's default is 10,000) and so keep
+/// a tail of 10 behind each snapshot: within a demo's few dozen entries snapshots are taken and a
+/// node that fell behind, or was wiped, is rebuilt from one.
+pub const SNAPSHOT_THRESHOLD: u64 = 20;
+
 impl NodeProgram {
     /// This executable's `node` subcommand: the app carries the node inside itself.
     pub fn current_exe() -> anyhow::Result<Self> {
         Ok(Self {
             program: std::env::current_exe().context("cannot find this program's path")?,
-            leading_args: vec!["node".into()],
+            leading_args: vec!["node".into()]
+                .into_iter()
+                .chain(snapshot_args())
+                .collect(),
         })
     }
+}
+
+/// The flags that give a node the window's snapshot threshold.
+pub fn snapshot_args() -> [OsString; 2] {
+    [
+        "--snapshot-threshold".into(),
+        SNAPSHOT_THRESHOLD.to_string().into(),
+    ]
 }
 
 #[derive(Clone, Debug)]

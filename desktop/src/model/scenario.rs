@@ -2,7 +2,8 @@
 //! with a one-line caption. The runner is pure: given the live cluster state and the time, it says
 //! which actions to take now; the app sends them exactly as a click would.
 
-use super::state::{ClusterState, ProcessState};
+use super::state::{ClusterState, NodeView, ProcessState, SubmitRecord};
+use flotilla_shared::api::MemberRole;
 use flotilla_shared::event::Role;
 use flotilla_shared::{NodeId, Term};
 
@@ -13,6 +14,10 @@ pub enum Who {
     OldLeader,
     /// Every other node.
     Followers,
+    /// The first of the other nodes.
+    OneFollower,
+    /// The node the scenario added.
+    Added,
 }
 
 /// An action, as a click would ask it.
@@ -25,6 +30,18 @@ pub enum Act {
     Isolate(Who),
     Heal(Who),
     Submit(&'static str),
+    /// This many submits, numbered after the text.
+    SubmitMany(&'static str, usize),
+    /// Cut every link out of these nodes to the others, one way: they still hear the others.
+    CutOutgoing(Who),
+    HealOutgoing(Who),
+    /// Every storage write waits one heartbeat before its fsync.
+    SlowDisk(Who),
+    HealDisk(Who),
+    TakeSnapshot(Who),
+    Wipe(Who),
+    AddNode,
+    Remove(Who),
 }
 
 /// A moment to wait for.
@@ -44,6 +61,31 @@ pub enum Until {
     OldLeaderFollows,
     /// Longer than any election timeout.
     ElectionTimeoutsPassed,
+    /// Every link out of the old leader is cut, as the old leader reports it.
+    OldLeaderCutOutgoing,
+    /// A new leader leads and the old leader no longer thinks it leads.
+    OldLeaderSteppedDown,
+    /// The submit with this text was committed.
+    Committed(&'static str),
+    /// This many submits numbered after the text were committed.
+    CommittedMany(&'static str, usize),
+    /// The old leader reports a slow disk.
+    OldLeaderDiskSlow,
+    /// The submit with this text was committed, no faster than the old leader's disk delay.
+    CommittedNoFasterThanDisk(&'static str),
+    /// The old leader's disk is healthy again.
+    OldLeaderDiskHealed,
+    /// The old leader took a snapshot and compacted its log: it no longer holds entry 1.
+    OldLeaderCompacted,
+    /// The wiped follower installed a snapshot at least as recent as the old leader's.
+    FollowerInstalledSnapshot,
+    /// The wiped follower is running and holds and committed everything the leader has, and every
+    /// committed submit.
+    FollowerCaughtUp,
+    /// A node that was not there at the start is a voter in a committed configuration.
+    MemberAdded,
+    /// The added node is gone from the cluster and from a committed configuration.
+    AddedRemoved,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,22 +120,15 @@ pub struct Scenario {
     pub steps: Vec<Step>,
 }
 
-/// Scenarios listed in the menu but not built yet, with what they wait for.
-pub const NOT_YET: [(&str, &str); 4] = [
-    (
-        "leader isolated by a one-way cut",
-        "needs the link fault editor",
-    ),
-    ("slow disk on the leader", "needs the disk fault action"),
-    (
-        "wiped follower rebuilt from a snapshot",
-        "needs the wipe and snapshot actions",
-    ),
-    ("add and remove a member", "needs the membership actions"),
-];
-
 pub fn all() -> Vec<Scenario> {
-    vec![split_vote(), rolled_back()]
+    vec![
+        split_vote(),
+        rolled_back(),
+        one_way_cut(),
+        slow_disk(),
+        rebuilt_from_snapshot(),
+        add_and_remove(),
+    ]
 }
 
 /// Every follower times out at the same moment, so they campaign in the same term and split the vote.
@@ -177,6 +212,178 @@ pub fn rolled_back() -> Scenario {
     }
 }
 
+/// The leader can still hear the others but they cannot hear it: they elect a new leader, whose
+/// higher term reaches the old one and makes it step down.
+pub fn one_way_cut() -> Scenario {
+    use Act::*;
+    Scenario {
+        name: "leader isolated by a one-way cut",
+        steps: vec![
+            wait("Waiting for a leader", Until::LeaderElected),
+            act(
+                "Cut every link out of the leader: it still hears the others, they no longer hear it",
+                CutOutgoing(Who::OldLeader),
+            ),
+            wait(
+                "Waiting for the cut to be in place",
+                Until::OldLeaderCutOutgoing,
+            ),
+            wait(
+                "The others hear no heartbeats and elect a new leader in a later term",
+                Until::NewLeader,
+            ),
+            wait(
+                "The old leader hears the later term and steps down, though no one hears its answers",
+                Until::OldLeaderSteppedDown,
+            ),
+            act(
+                "Submit through the new leader: it commits with the other follower alone",
+                Submit("written while the old leader is unheard"),
+            ),
+            wait(
+                "The entry commits without the old leader",
+                Until::Committed("written while the old leader is unheard"),
+            ),
+            act("Heal the cut", HealOutgoing(Who::OldLeader)),
+            wait(
+                "The old leader follows the new one and catches up",
+                Until::OldLeaderFollows,
+            ),
+        ],
+    }
+}
+
+/// Every write on the leader waits before its fsync: commits slow down while elections do not.
+pub fn slow_disk() -> Scenario {
+    use Act::*;
+    Scenario {
+        name: "slow disk on the leader",
+        steps: vec![
+            wait("Waiting for a leader", Until::LeaderElected),
+            act(
+                "Submit with a healthy disk",
+                Submit("written with a healthy disk"),
+            ),
+            wait(
+                "It commits at the usual speed",
+                Until::Committed("written with a healthy disk"),
+            ),
+            act(
+                "Slow the leader's disk: every write waits one heartbeat before its fsync",
+                SlowDisk(Who::OldLeader),
+            ),
+            wait(
+                "Waiting for the leader to report its slow disk",
+                Until::OldLeaderDiskSlow,
+            ),
+            act(
+                "Submit through the slow disk",
+                Submit("written through a slow disk"),
+            ),
+            wait(
+                "It commits, but no sooner than the leader's disk delay: see the commit latency",
+                Until::CommittedNoFasterThanDisk("written through a slow disk"),
+            ),
+            act("Heal the leader's disk", HealDisk(Who::OldLeader)),
+            wait(
+                "Waiting for the leader to report a healthy disk",
+                Until::OldLeaderDiskHealed,
+            ),
+            act(
+                "Submit again: commits are fast again",
+                Submit("written after the disk healed"),
+            ),
+            wait(
+                "It commits",
+                Until::Committed("written after the disk healed"),
+            ),
+        ],
+    }
+}
+
+/// More than the tail of 10 entries a compaction keeps behind a snapshot of the window's own nodes.
+const SNAPSHOTTED_ENTRIES: usize = 12;
+
+/// A follower whose disk is wiped needs entries the leader compacted away: the leader sends its
+/// snapshot instead, then the entries after it.
+pub fn rebuilt_from_snapshot() -> Scenario {
+    use Act::*;
+    Scenario {
+        name: "wiped follower rebuilt from a snapshot",
+        steps: vec![
+            wait("Waiting for a leader", Until::LeaderElected),
+            act(
+                "Submit a dozen entries, more than a compaction keeps behind a snapshot",
+                SubmitMany("kept in the snapshot", SNAPSHOTTED_ENTRIES),
+            ),
+            wait(
+                "They commit",
+                Until::CommittedMany("kept in the snapshot", SNAPSHOTTED_ENTRIES),
+            ),
+            act(
+                "Snapshot the leader now: its log before the snapshot is compacted away",
+                TakeSnapshot(Who::OldLeader),
+            ),
+            wait(
+                "The leader no longer holds its first entries, only the snapshot",
+                Until::OldLeaderCompacted,
+            ),
+            act(
+                "Wipe a follower's disk: it restarts blank and needs entry 1, which the leader no longer has",
+                Wipe(Who::OneFollower),
+            ),
+            wait(
+                "The leader sends its snapshot and the follower installs it",
+                Until::FollowerInstalledSnapshot,
+            ),
+            act(
+                "Submit after the snapshot",
+                Submit("written after the rebuild"),
+            ),
+            wait(
+                "It commits",
+                Until::Committed("written after the rebuild"),
+            ),
+            wait(
+                "The follower takes the entries after the snapshot and catches up",
+                Until::FollowerCaughtUp,
+            ),
+        ],
+    }
+}
+
+/// A new node joins as a learner, is promoted to voter once caught up, then is removed again.
+pub fn add_and_remove() -> Scenario {
+    use Act::*;
+    Scenario {
+        name: "add and remove a member",
+        steps: vec![
+            wait("Waiting for a leader", Until::LeaderElected),
+            act(
+                "Add a node: it starts blank and joins as a learner, without a vote",
+                AddNode,
+            ),
+            wait(
+                "Once it has caught up it is promoted to voter, and that configuration commits",
+                Until::MemberAdded,
+            ),
+            act(
+                "Submit with the new member: a majority is now 3 of 4",
+                Submit("written with four members"),
+            ),
+            wait("It commits", Until::Committed("written with four members")),
+            act(
+                "Remove the new node: the configuration without it is committed, then it stops",
+                Remove(Who::Added),
+            ),
+            wait(
+                "It is gone from the configuration and the cluster",
+                Until::AddedRemoved,
+            ),
+        ],
+    }
+}
+
 /// What the runner asks the app to do: the same actions a click sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -187,6 +394,20 @@ pub enum Action {
     Isolate(NodeId),
     Heal(NodeId),
     Submit(String),
+    /// Cut (`true`) or heal the one-way link `from` → `to`.
+    CutLink {
+        from: NodeId,
+        to: NodeId,
+        cut: bool,
+    },
+    DiskDelay {
+        node: NodeId,
+        write_delay_ms: u64,
+    },
+    TakeSnapshot(NodeId),
+    Wipe(NodeId),
+    AddNode,
+    RemoveNode(NodeId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +433,10 @@ pub struct Run {
     followers: Vec<NodeId>,
     /// The leader every node follows, and since when: a leader counts once it has lasted.
     steady_since: Option<(NodeId, Term, u64)>,
+    /// The old leader's heartbeat when it was found (the slow disk's delay).
+    heartbeat_ms: u64,
+    /// The node the scenario added, once it is a member.
+    added: Option<NodeId>,
 }
 
 /// How long a leader must last at least before a scenario acts on it.
@@ -231,6 +456,8 @@ impl Run {
             old_leader: None,
             followers: Vec::new(),
             steady_since: None,
+            heartbeat_ms: 0,
+            added: None,
         }
     }
 
@@ -250,6 +477,21 @@ impl Run {
                 )
             }
         }
+    }
+
+    /// The leader found at the start, once found.
+    pub fn old_leader(&self) -> Option<NodeId> {
+        self.old_leader.map(|(id, _)| id)
+    }
+
+    /// The other nodes at the start.
+    pub fn followers(&self) -> &[NodeId] {
+        &self.followers
+    }
+
+    /// The node the scenario added, once it is a member.
+    pub fn added(&self) -> Option<NodeId> {
+        self.added
     }
 
     pub fn is_over(&self) -> bool {
@@ -318,7 +560,27 @@ impl Run {
         match who {
             Who::OldLeader => self.old_leader.iter().map(|(id, _)| *id).collect(),
             Who::Followers => self.followers.clone(),
+            Who::OneFollower => self.followers.iter().take(1).copied().collect(),
+            Who::Added => self.added.iter().copied().collect(),
         }
+    }
+
+    /// Every link out of `who` to the other starting nodes.
+    fn outgoing(&self, who: Who, cut: bool) -> Vec<Action> {
+        let everyone: Vec<NodeId> = self
+            .nodes(Who::OldLeader)
+            .into_iter()
+            .chain(self.followers.iter().copied())
+            .collect();
+        self.nodes(who)
+            .into_iter()
+            .flat_map(|from| {
+                everyone
+                    .iter()
+                    .filter(move |to| **to != from)
+                    .map(move |to| Action::CutLink { from, to: *to, cut })
+            })
+            .collect()
     }
 
     fn resolve(&self, act: &Act) -> Vec<Action> {
@@ -333,6 +595,31 @@ impl Run {
             Act::Isolate(who) => each(*who, Action::Isolate),
             Act::Heal(who) => each(*who, Action::Heal),
             Act::Submit(text) => vec![Action::Submit((*text).into())],
+            Act::SubmitMany(text, count) => (1..=*count)
+                .map(|n| Action::Submit(format!("{text} {n}")))
+                .collect(),
+            Act::CutOutgoing(who) => self.outgoing(*who, true),
+            Act::HealOutgoing(who) => self.outgoing(*who, false),
+            Act::SlowDisk(who) => self
+                .nodes(*who)
+                .into_iter()
+                .map(|node| Action::DiskDelay {
+                    node,
+                    write_delay_ms: self.heartbeat_ms.max(1),
+                })
+                .collect(),
+            Act::HealDisk(who) => self
+                .nodes(*who)
+                .into_iter()
+                .map(|node| Action::DiskDelay {
+                    node,
+                    write_delay_ms: 0,
+                })
+                .collect(),
+            Act::TakeSnapshot(who) => each(*who, Action::TakeSnapshot),
+            Act::Wipe(who) => each(*who, Action::Wipe),
+            Act::AddNode => vec![Action::AddNode],
+            Act::Remove(who) => each(*who, Action::RemoveNode),
         }
     }
 
@@ -370,6 +657,7 @@ impl Run {
                     now_ms.saturating_sub(since) >= (leader.heartbeat_ms * 3).max(STEADY_MS);
                 if steady {
                     self.old_leader = Some((leader.id, leader.term));
+                    self.heartbeat_ms = leader.heartbeat_ms;
                     self.followers = state
                         .nodes
                         .keys()
@@ -425,8 +713,96 @@ impl Run {
                     .max(300);
                 now_ms.saturating_sub(self.step_started_ms) > longest * 3 / 2
             }
+            Until::OldLeaderCutOutgoing => old.is_some_and(|old| {
+                self.followers.iter().all(|to| {
+                    old.link_faults
+                        .iter()
+                        .any(|link| link.to == *to && link.fault.cut)
+                })
+            }),
+            Until::OldLeaderSteppedDown => {
+                new_leader.is_some() && old.is_some_and(|old| old.role != Role::Leader)
+            }
+            Until::Committed(text) => committed(state, text).is_some(),
+            Until::CommittedMany(text, count) => {
+                (1..=count).all(|n| committed(state, &format!("{text} {n}")).is_some())
+            }
+            Until::OldLeaderDiskSlow => old.is_some_and(|old| old.disk_write_delay_ms > 0),
+            Until::CommittedNoFasterThanDisk(text) => {
+                committed(state, text).is_some_and(|submit| {
+                    old.is_some_and(|old| submit.latency_ms >= old.disk_write_delay_ms as f64)
+                })
+            }
+            Until::OldLeaderDiskHealed => old.is_some_and(|old| old.disk_write_delay_ms == 0),
+            Until::OldLeaderCompacted => {
+                old.is_some_and(|old| old.snapshot.index > 0 && old.snapshot.first_log_index > 1)
+            }
+            Until::FollowerInstalledSnapshot => {
+                let follower = self.followers.first().and_then(|id| state.nodes.get(id));
+                match (follower, old) {
+                    (Some(follower), Some(old)) => {
+                        old.snapshot.index > 0 && follower.snapshot.index >= old.snapshot.index
+                    }
+                    _ => false,
+                }
+            }
+            Until::FollowerCaughtUp => {
+                let follower = self.followers.first().and_then(|id| state.nodes.get(id));
+                match (follower, state.leader()) {
+                    (Some(follower), Some(leader)) => {
+                        follower.id != leader.id
+                            && follower.is_up()
+                            && follower.process == ProcessState::Running
+                            && follower.log.last_index() >= leader.log.last_index()
+                            && follower.commit_index >= leader.commit_index
+                            && follower.commit_index >= last_committed_submit(state)
+                    }
+                    _ => false,
+                }
+            }
+            Until::MemberAdded => {
+                let Some(config) = state.configuration().filter(|config| config.committed) else {
+                    return false;
+                };
+                let added = config.members.iter().find(|member| {
+                    member.role == MemberRole::Voter
+                        && !self.followers.contains(&member.id)
+                        && self.old_leader.is_some_and(|(id, _)| id != member.id)
+                        && state.nodes.get(&member.id).is_some_and(NodeView::is_up)
+                });
+                self.added = added.map(|member| member.id);
+                self.added.is_some()
+            }
+            Until::AddedRemoved => {
+                let Some(added) = self.added else {
+                    return false;
+                };
+                !state.nodes.contains_key(&added)
+                    && state.configuration().is_some_and(|config| {
+                        config.committed && config.members.iter().all(|member| member.id != added)
+                    })
+            }
         }
     }
+}
+
+/// The submit with `text`, once committed.
+fn committed<'a>(state: &'a ClusterState, text: &str) -> Option<&'a SubmitRecord> {
+    state
+        .submits
+        .iter()
+        .find(|submit| submit.text == text && submit.outcome.is_ok())
+}
+
+/// The log index of the newest committed submit (0: none).
+fn last_committed_submit(state: &ClusterState) -> u64 {
+    state
+        .submits
+        .iter()
+        .filter_map(|submit| submit.outcome.as_ref().ok())
+        .map(|(index, _)| index.0)
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -20,11 +20,6 @@ pub fn scenarios_ui(ui: &mut egui::Ui, run: Option<&Run>, live: bool) -> Vec<Int
                 ui.close();
             }
         }
-        ui.separator();
-        for (name, missing) in scenario::NOT_YET {
-            ui.add_enabled(false, egui::Button::new(name))
-                .on_disabled_hover_text(format!("not built yet: {missing}"));
-        }
     });
     intents
 }
