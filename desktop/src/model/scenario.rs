@@ -900,6 +900,71 @@ mod tests {
     }
 
     #[test]
+    fn a_one_way_cut_aims_at_every_link_out_of_the_leader_and_waits_for_it() {
+        let mut state = ClusterState::new(&[NodeId(1), NodeId(2), NodeId(3)]);
+        elected(&mut state, 2, 3);
+        let mut run = Run::start(one_way_cut(), 0);
+        run.tick(&state, 10);
+        let cut = |to| Action::CutLink {
+            from: NodeId(2),
+            to: NodeId(to),
+            cut: true,
+        };
+        assert_eq!(run.tick(&state, 10 + STEADY_MS), [cut(1), cut(3)]);
+        assert!(
+            run.tick(&state, 20 + STEADY_MS).is_empty(),
+            "the cut is not reported yet"
+        );
+        assert!(run.caption().contains("3/9"), "{}", run.caption());
+    }
+
+    #[test]
+    fn an_added_node_counts_once_a_committed_configuration_makes_it_a_voter_and_is_the_one_removed()
+    {
+        use flotilla_shared::api::Member;
+        let mut state = ClusterState::new(&[NodeId(1), NodeId(2), NodeId(3)]);
+        elected(&mut state, 1, 2);
+        let mut run = Run::start(add_and_remove(), 0);
+        run.tick(&state, 10);
+        assert_eq!(run.tick(&state, 10 + STEADY_MS), [Action::AddNode]);
+        let mut added = state.nodes[&NodeId(3)].clone();
+        added.id = NodeId(4);
+        added.reachable = true;
+        state.nodes.insert(NodeId(4), added);
+        let configure = |state: &mut ClusterState, role| {
+            let leader = state.nodes.get_mut(&NodeId(1)).expect("node 1");
+            leader.config.members = (1..=4)
+                .map(|id| Member {
+                    id: NodeId(id),
+                    addr: format!("127.0.0.1:{}", 6_500 + id),
+                    role: if id == 4 { role } else { MemberRole::Voter },
+                })
+                .collect();
+            leader.config.config_index = 5;
+            leader.config.committed = true;
+        };
+        configure(&mut state, MemberRole::Learner);
+        assert!(
+            run.tick(&state, 1_000).is_empty(),
+            "a learner is no member yet"
+        );
+        configure(&mut state, MemberRole::Voter);
+        assert_eq!(
+            run.tick(&state, 1_100),
+            [Action::Submit("written with four members".into())]
+        );
+        assert_eq!(run.added(), Some(NodeId(4)));
+        state.submits.push_back(SubmitRecord {
+            at_ms: 1_200,
+            text: "written with four members".into(),
+            outcome: Ok((flotilla_shared::LogIndex(6), Term(2))),
+            latency_ms: 5.0,
+        });
+        assert_eq!(run.tick(&state, 1_300), [Action::RemoveNode(NodeId(4))]);
+        assert!(!run.is_over(), "node 4 is still there");
+    }
+
+    #[test]
     fn a_wait_that_never_comes_stops_the_run_and_says_which_step() {
         let state = ClusterState::new(&[NodeId(1), NodeId(2), NodeId(3)]);
         let mut run = Run::start(split_vote(), 0);
