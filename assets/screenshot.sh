@@ -99,11 +99,23 @@ snapshot-transfer)
     submits 1 40 0.25
     sleep 2
     LEADER=$(leader "$PORT" 5)
-    WIPED=$((LEADER % 5 + 1))
+    # A follower below the leader on the ring: the transfer's label, drawn at the receiver's rim,
+    # then sits above that rim, clear of its disc.
+    case $LEADER in
+    1 | 2) WIPED=3 ;; 5) WIPED=4 ;; 3) WIPED=4 ;; 4) WIPED=3 ;;
+    esac
+    WIPED=${WIPED_NODE:-$WIPED}
     select_node "$WIPED"
     node_action wipe
-    # The transfer is one chunk; it stays drawn for 1.5 s after its last one.
-    sleep "${SHOT_DELAY:-1.0}"
+    # Until the blank node answers with the leader's snapshot installed (it restarts first).
+    tries=0
+    until curl -s --max-time 1 "http://127.0.0.1:$((PORT + WIPED - 1))/v1/status" |
+        grep -q '"snapshot_index":[1-9]' || [ "$tries" -ge 60 ]; do
+        sleep 0.25
+        tries=$((tries + 1))
+    done
+    # The transfer is one chunk; it stays drawn for 1.5 s after its last one, the view 150 ms behind.
+    sleep "${SHOT_DELAY:-0.5}"
     SAID="node $WIPED wiped, leader $LEADER sends its snapshot"
     ;;
 one-way-cut)
