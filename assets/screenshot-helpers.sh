@@ -46,33 +46,50 @@ select_node() {
     sleep 0.5
 }
 
-# Clicks the selected node's action: kill (first row) or wipe (third row).
+# The middle y of each row of buttons in a column of the side panel, from Y down to the next
+# section's separator line (#3C3C3C); a button is filled #323232 (or #262626 when disabled).
+button_rows() {
+    import -window root -crop 1x500+"$1"+"$2" -depth 8 txt:- | awk -v top="$2" '
+        { split($1, at, /[,:]/); y = at[2] + top; c = $3 }
+        c == "#3C3C3C" && y > top + 2 { exit }
+        (c == "#323232" || c == "#262626") && prev != "#323232" && prev != "#262626" { print y + 9 }
+        { prev = c }'
+}
+
+# Clicks the selected node's action: kill (first row), isolate (the end of the first row when the
+# panel is wide enough for it, else the start of the second) or wipe (third row). The rows move down when the node's panel says more
+# (an "isolated from" line), so they are measured.
 node_action() {
     left=$(panel_left)
+    rows=$(button_rows $((left + 12)) 95)
+    row() { echo "$rows" | sed -n "${1}p"; }
     case $1 in
-    kill) xdotool mousemove $((left + 46)) 141 click 1 ;;
-    wipe) xdotool mousemove $((left + 100)) 187 click 1 ;;
+    kill) xdotool mousemove $((left + 46)) "$(row 1)" click 1 ;;
+    isolate)
+        # A button 470 px in, level with the first row (give or take its anti-aliased edge).
+        end=$(button_rows $((left + 470)) 95 2>/dev/null | head -n1)
+        if [ -n "$end" ] && [ $((end - $(row 1))) -le 3 ] && [ $(($(row 1) - end)) -le 3 ]; then
+            xdotool mousemove $((left + 470)) "$(row 1)" click 1
+        else
+            xdotool mousemove $((left + 56)) "$(row 2)" click 1
+        fi
+        ;;
+    wipe) xdotool mousemove $((left + 100)) "$(row 3)" click 1 ;;
     esac
     xdotool mousemove 700 20 # away from the buttons, so no hover text covers the picture
 }
 
-# Clicks a button of the "Faults" section (one-way, flaky, slow-disk, heal). Its height depends on
-# what the node section above it shows, so it is found: the first button below the section's
-# separator line in a column just inside the panel.
+# Clicks a preset of the "Faults" section's first row (one-way, flaky). Its height depends on what
+# the node section above it shows, so it is measured.
 fault_button() {
     left=$(panel_left)
-    top=$(import -window root -crop 1x400+$((left + 12))+100 -depth 8 txt:- | awk '
-        { split($1, at, /[,:]/); y = at[2] + 100; c = $3 }
-        c == "#3C3C3C" && !seen { seen = 1 }
-        seen && (c == "#323232" || c == "#262626") && prev != "#323232" && prev != "#262626" {
-            print y; exit
-        }
-        { prev = c }')
+    # The "Faults" section starts below the node section's separator line.
+    line=$(import -window root -crop 1x400+$((left + 12))+100 -depth 8 txt:- |
+        awk '$3 == "#3C3C3C" { split($1, at, /[,:]/); print at[2] + 100; exit }')
+    top=$(button_rows $((left + 12)) "$line" | head -n1)
     case $1 in
-    one-way) xdotool mousemove $((left + 59)) $((top + 9)) click 1 ;;
-    flaky) xdotool mousemove $((left + 251)) $((top + 9)) click 1 ;;
-    slow-disk) xdotool mousemove $((left + 382)) $((top + 9)) click 1 ;;
-    heal) xdotool mousemove $((left + 80)) $((top + 32)) click 1 ;;
+    one-way) xdotool mousemove $((left + 59)) "$top" click 1 ;;
+    flaky) xdotool mousemove $((left + 251)) "$top" click 1 ;;
     esac
     xdotool mousemove 700 20
 }

@@ -2,8 +2,8 @@
 # Takes the README's screenshots: the app under Xvfb (Debian `xvfb`, `xdotool`, ImageMagick's `import`),
 # 5 local nodes at the default tempo, driven by clicks as a user would.
 #   cargo build --release -p flotilla && sh assets/screenshot.sh [target/release/flotilla]
-# SHOT picks the picture (default `replication`, written to assets/screenshot.png; any other is
-# written to assets/SHOT.png, 1400x900):
+# SHOT picks the picture (1400x900; default `replication`, written to assets/screenshot.png; any other
+# is written to assets/SHOT.png):
 #   replication         submits, isolates a follower, kills the leader, shoots while the new one replicates
 #   snapshot-transfer   small snapshots (SNAPSHOT_THRESHOLD=30), 40 submits, a follower's disk wiped:
 #                       the leader's snapshot on its way and the follower's log starting with it
@@ -21,11 +21,10 @@ APP=${1:-target/release/flotilla}
 SHOT=${SHOT:-replication}
 if [ "$SHOT" = replication ]; then
     OUT=${OUT:-assets/screenshot.png}
-    SIZE=1280x800
 else
     OUT=${OUT:-assets/$SHOT.png}
-    SIZE=1400x900
 fi
+SIZE=1400x900
 PORT=${PORT:-18600}
 DISPLAY_NUMBER=${DISPLAY_NUMBER:-:77}
 WORK=$(mktemp -d)
@@ -71,24 +70,14 @@ submits() {
 
 case $SHOT in
 replication)
-    # Where the ring draws node N in a 1280x800 window (5 nodes), the space-time diagram beside it.
-    node_xy_1280() {
-        case $1 in
-        1) echo 255 120 ;; 2) echo 360 197 ;; 3) echo 320 320 ;; 4) echo 190 322 ;; 5) echo 150 197 ;;
-        esac
-    }
     submits 1 12
     OLD=$(leader "$PORT" 5)
     CUT=$((OLD % 5 + 1))
-    # shellcheck disable=SC2046
-    xdotool mousemove $(node_xy_1280 "$CUT") click 1
-    sleep 0.5
-    xdotool mousemove 1060 164 click 1 # "Isolate node N"
+    select_node "$CUT"
+    node_action isolate
     sleep 1
-    # shellcheck disable=SC2046
-    xdotool mousemove $(node_xy_1280 "$OLD") click 1
-    sleep 0.5
-    xdotool mousemove 940 159 click 1 # "Kill node N", below the leader's "isolated from" line
+    select_node "$OLD"
+    node_action kill
     sleep 5
     submits 13 18 0.9
     submit "order 19"
