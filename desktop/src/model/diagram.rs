@@ -431,7 +431,7 @@ fn place_event(
         EventKind::LinkFaultChanged { to, fault } => mark(
             MarkKind::Fault,
             match fault {
-                Some(fault) => format!("link to {to}: {fault:?}"),
+                Some(fault) => format!("link to {to}: {}", super::fault_words(Some(fault))),
                 None => format!("link to {to} healed"),
             },
         ),
@@ -816,6 +816,45 @@ mod tests {
         assert_eq!(
             marks,
             [(1, 1, "leader t4"), (3, 3, "commit 9"), (2, 4, "killed")]
+        );
+    }
+
+    #[test]
+    fn a_link_fault_mark_says_the_fault_in_words() {
+        let fault = |cut, delay_ms| EventKind::LinkFaultChanged {
+            to: NodeId(2),
+            fault: Some(flotilla_shared::api::LinkFault {
+                cut,
+                delay_ms,
+                jitter_ms: 0,
+                loss: 0.0,
+            }),
+        };
+        let records = vec![
+            ev(1, 1, 100, fault(true, 0)),
+            ev(1, 2, 200, fault(false, 800)),
+            ev(
+                1,
+                3,
+                300,
+                EventKind::LinkFaultChanged {
+                    to: NodeId(2),
+                    fault: None,
+                },
+            ),
+        ];
+        let labels: Vec<_> = run(&records, ALL, false)
+            .marks
+            .into_iter()
+            .map(|m| m.label)
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "link to 2: cut",
+                "link to 2: slow 800±0 ms",
+                "link to 2 healed"
+            ]
         );
     }
 

@@ -86,7 +86,10 @@ impl ClusterState {
                 Some(format!("leader {node} stopped answering"))
             }
             Record::Event(event) if event.node == leader.id => match &event.kind {
-                EventKind::PartitionChanged { isolated_from } if !isolated_from.is_empty() => {
+                // Isolating a follower also lists it on the leader; only losing its majority deposes it.
+                EventKind::PartitionChanged { isolated_from }
+                    if isolated_from.len() >= cuts_that_depose(self.nodes.len()) =>
+                {
                     Some(format!("leader {} cut off by a partition", leader.id))
                 }
                 EventKind::LinkFaultChanged { to, fault } => {

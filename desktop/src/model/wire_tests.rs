@@ -446,6 +446,35 @@ fn the_failover_stopwatch_times_a_new_leader_and_its_first_commit() {
 }
 
 #[test]
+fn isolating_a_follower_does_not_start_the_stopwatch_and_a_later_kill_is_timed_from_the_kill() {
+    let mut model = ClusterModel::new(&[NodeId(1), NodeId(2), NodeId(3)]);
+    for event in leader_of_three() {
+        model.apply_event(event);
+    }
+    // Node 3 isolated: every other node, the leader too, lists it as cut off.
+    model.apply_event(ev(
+        1,
+        10,
+        2_000,
+        EventKind::PartitionChanged {
+            isolated_from: vec![NodeId(3)],
+        },
+    ));
+    assert_eq!(
+        model.live.failovers.running, None,
+        "the leader still reaches node 2, a majority with itself"
+    );
+    model.record(Record::Process {
+        at_ms: 3_000,
+        node: NodeId(1),
+        state: ProcessState::Dead,
+    });
+    let running = model.live.failovers.running.clone().expect("started");
+    assert_eq!(running.cause, "leader 1 killed");
+    assert_eq!(running.started_ms, 3_000);
+}
+
+#[test]
 fn cutting_the_leaders_links_starts_the_stopwatch_only_once_it_cannot_reach_a_majority() {
     let cut = |to: u64| EventKind::LinkFaultChanged {
         to: NodeId(to),
