@@ -30,6 +30,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod window;
+use window::{frame, wait_for, App};
+
 /// The tag `docker-compose.yml` gives the image it builds.
 const IMAGE: &str = "flotilla-node:latest";
 /// Its own project name, so its volumes never mix with a user's cluster.
@@ -181,8 +184,6 @@ fn slow_docker(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-type App = Harness<'static, FlotillaApp>;
-
 fn window(handle: backend::BackendHandle, tempo: Tempo) -> App {
     Harness::builder()
         .with_size(egui::vec2(1280.0, 800.0))
@@ -190,29 +191,6 @@ fn window(handle: backend::BackendHandle, tempo: Tempo) -> App {
             |ui, app: &mut FlotillaApp| app.frame_ui(ui),
             FlotillaApp::new(handle, tempo),
         )
-}
-
-/// One frame, as the window draws it: the backend's updates into the model, then the panels.
-fn frame(app: &mut App) {
-    app.state_mut().drain_updates(Duration::from_millis(50));
-    app.run_steps(1);
-}
-
-/// Draws frames until `done` holds.
-fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        frame(app);
-        if let Some(value) = done(app) {
-            return value;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}; notice: {:?}",
-            app.state().bar.notice
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The leader every node of the window's model agrees on, once all are up.

@@ -13,33 +13,10 @@ use flotilla_shared::api::Status;
 use flotilla_shared::event::{DropReason, EventKind};
 use flotilla_shared::NodeId;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-type App = Harness<'static, FlotillaApp>;
-
-/// One frame, as the window draws it: the backend's updates into the model, then the panels.
-fn frame(app: &mut App) {
-    app.state_mut().drain_updates(Duration::from_millis(50));
-    app.run_steps(1);
-}
-
-fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        frame(app);
-        if let Some(value) = done(app) {
-            return value;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}; notice: {:?}",
-            app.state().bar.notice
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+mod window;
+use window::{wait_for, App};
 
 /// As a user does: the pointer moves onto the widget (leaving the tooltip of the last one), then
 /// clicks.
