@@ -54,6 +54,10 @@ pub fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> 
 }
 
 pub fn click(app: &mut App, label: &str) {
+    // A widget that follows a click (a selected node's buttons) appears a frame or two later.
+    wait_for(app, &format!("'{label}' on screen"), |app| {
+        app.query_by_label(label).is_some().then_some(())
+    });
     let button = app.get_by_label(label);
     // A click on a disabled button does nothing: say so rather than wait for its effect.
     assert!(
