@@ -138,11 +138,10 @@ pub fn parse_peers(list: &str, own: NodeId) -> Result<BTreeMap<NodeId, String>, 
             .map_err(|_| format!("peer {item:?}: id must be a number"))
             .and_then(NodeId::new)?;
         let addr = addr.trim();
-        let port_ok = addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
-            return Err(format!("peer {item:?}: address must be HOST:PORT"));
+        if !crate::validation::is_host_port(addr) {
+            return Err(format!(
+                "peer {item:?}: address must be HOST:PORT, without a scheme such as http://"
+            ));
         }
         if id == own {
             continue;
@@ -358,6 +357,10 @@ mod tests {
         assert!(parse_peers("2=127.0.0.1", NodeId(1))
             .unwrap_err()
             .contains("HOST:PORT"));
+        // A URL is not an address: its host would be dialled as `http`.
+        assert!(parse_peers("2=http://127.0.0.1:7002", NodeId(1))
+            .unwrap_err()
+            .contains("without a scheme"));
         assert!(parse_peers("2=a:1,2=b:2", NodeId(1))
             .unwrap_err()
             .contains("twice"));

@@ -419,6 +419,14 @@ fn check_append(term: Term, append: &AppendEntries) -> Result<(), Rejected> {
     Ok(())
 }
 
+/// `HOST:PORT`, as peers are dialled: a host without a scheme or path (`http://a:1` would be dialled
+/// as the host `http`), and a port.
+pub fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok()
+    })
+}
+
 /// One member as a configuration or an admin request names it: an id in range and a `HOST:PORT`
 /// address (it is dialled and shown).
 pub fn check_member(member: &Member) -> Result<(), Rejected> {
@@ -427,10 +435,10 @@ pub fn check_member(member: &Member) -> Result<(), Rejected> {
         return bad(why);
     }
     let addr = &member.addr;
-    let port_ok = addr
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if addr.len() > MAX_ADDR_LEN || !addr.bytes().all(|b| b.is_ascii_graphic()) || !port_ok {
+    if addr.len() > MAX_ADDR_LEN
+        || !addr.bytes().all(|b| b.is_ascii_graphic())
+        || !is_host_port(addr)
+    {
         return bad(format!(
             "member {}: address must be HOST:PORT, at most {MAX_ADDR_LEN} printable bytes, got {:?}",
             member.id,

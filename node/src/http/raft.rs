@@ -5,6 +5,7 @@
 use super::error::json;
 use super::{Api, ApiError, Call, RAFT_REPLY_WAIT};
 use crate::faults::Fate;
+use crate::raft::membership::Stranger;
 use crate::raft::NodeId;
 use crate::runtime::Request;
 use crate::transport::{dropped, OrderGate, STREAM_HEADER};
@@ -40,15 +41,13 @@ pub(super) async fn raft_rpc(api: &Api, call: &Call, name: &str, body: &[u8]) ->
     // (no other leader known in its term, or a higher term) and vote requests pass here; the core checks
     // them again, against its configurations.
     let may_lead = || {
-        matches!(envelope.message, Message::AppendEntries(_)) && {
-            let status = api.status.borrow();
-            status.members.is_empty()
-                || envelope.term > status.term
-                || (envelope.term == status.term
-                    && status
-                        .leader_id
-                        .is_none_or(|leader| leader == envelope.from))
+        let status = api.status.borrow();
+        Stranger {
+            joining: status.members.is_empty(),
+            term: status.term,
+            leader: status.leader_id,
         }
+        .may_send_log(&envelope)
     };
     let campaign = matches!(envelope.message, Message::RequestVote(_));
     if let Err(rejected) = validation::check_envelope(&envelope, api.id, |id| {

@@ -5,7 +5,7 @@
 //! configuration with it. Before any such entry the configuration is a seed: the `--peers` list of a
 //! fresh data dir (all voters, index 0), or nothing at all for a node started to join.
 
-use super::{Entry, LogIndex, NodeId, Payload, Term};
+use super::{Entry, Envelope, LogIndex, Message, NodeId, Payload, Term};
 use flotilla_shared::api::{Member, MemberRole};
 
 /// One configuration and where it came from.
@@ -137,6 +137,30 @@ impl Configuration {
         next.promoting.retain(|p| *p != id);
         next.index = LogIndex::ZERO;
         next
+    }
+}
+
+/// What a node knows when a message comes from a node none of its configurations lists.
+pub struct Stranger {
+    /// The node holds no configuration at all: it waits to be added.
+    pub joining: bool,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+}
+
+impl Stranger {
+    /// Whether this node takes `envelope` (from a node it does not list) as a leader's log, by appends
+    /// or by snapshot: a joining node takes it from whoever may lead; others only from a node that may
+    /// lead, in a higher term or in this term while no other leader is known (a node added and elected
+    /// while this one missed the entries adding it could reach it no other way; a stranger claiming a
+    /// term that has a leader is refused).
+    pub fn may_send_log(&self, envelope: &Envelope) -> bool {
+        matches!(
+            envelope.message,
+            Message::AppendEntries(_) | Message::InstallSnapshot(_)
+        ) && (self.joining
+            || envelope.term > self.term
+            || (envelope.term == self.term && self.leader.is_none_or(|l| l == envelope.from)))
     }
 }
 

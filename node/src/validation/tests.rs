@@ -563,6 +563,18 @@ fn install_snapshot_chunks_must_describe_an_image() {
             Reason::BadConfiguration,
         ),
         (
+            "a member's address given as a URL",
+            install(
+                4,
+                InstallSnapshot {
+                    members: vec![member(1, "http://a:1", MemberRole::Voter)],
+                    config_index: LogIndex(5),
+                    ..whole.clone()
+                },
+            ),
+            Reason::BadConfiguration,
+        ),
+        (
             "config_index past the snapshot",
             install(
                 4,

@@ -17,7 +17,7 @@
 //! removed itself leads until the change commits (counting only the new voters), then steps down.
 
 use super::*;
-use crate::raft::membership::{Configuration, MembershipChange, MembershipError};
+use crate::raft::membership::{Configuration, MembershipChange, MembershipError, Stranger};
 use crate::raft::progress::Progress;
 use flotilla_shared::api::MemberRole;
 
@@ -377,12 +377,10 @@ impl<S: LogRead> Raft<S> {
     }
 
     /// Whom this node takes a message from: members of its configuration (and, on a leader, members
-    /// whose removal is not committed yet); appends from a member of any configuration it holds
-    /// (thesis §4.1: the leader may be one its newest, uncommitted configuration left out, and only its
-    /// appends can truncate that entry), from anyone while it has no configuration at all (joining),
-    /// and from a node it does not know only when that node may lead: in a higher term, or in this term
-    /// while no other leader is known (a node added and elected while this one missed the entries adding it
-    /// could reach it no other way; a stranger claiming a term that has a leader is refused);
+    /// whose removal is not committed yet); appends and snapshots from a member of any configuration it
+    /// holds (thesis §4.1: the leader may be one its newest, uncommitted configuration left out, and
+    /// only its appends can truncate that entry), and from a node it does not know when
+    /// [`Stranger::may_send_log`] says so (the HTTP boundary asks the same);
     /// TimeoutNow from a member of any configuration it holds; vote requests from anyone (thesis §4.1: a candidate may be a voter of a configuration this node
     /// has not received yet, and the election may need this node's vote). A removed node cannot disrupt
     /// all the same: members that hear from a leader ignore its campaigns (the lease of thesis §4.2.3),
@@ -394,10 +392,13 @@ impl<S: LogRead> Raft<S> {
         match &envelope.message {
             // A leader's log, by appends or by snapshot: a joining node takes it from whoever may lead.
             Message::AppendEntries(_) | Message::InstallSnapshot(_) => {
-                self.membership().is_empty()
-                    || history.iter().any(|c| c.contains(from))
-                    || envelope.term > self.term
-                    || (envelope.term == self.term && self.leader().is_none_or(|l| l == from))
+                history.iter().any(|c| c.contains(from))
+                    || Stranger {
+                        joining: self.membership().is_empty(),
+                        term: self.term,
+                        leader: self.leader(),
+                    }
+                    .may_send_log(envelope)
             }
             Message::RequestVote(_) => true,
             // Only this term's leader may send one (checked apart): a leader that removed itself hands
