@@ -17,8 +17,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use egui_kittest::kittest::Queryable as _;
-use egui_kittest::Harness;
-use flotilla::app::{FlotillaApp, WATCH_DOCKER};
+use flotilla::app::WATCH_DOCKER;
 use flotilla::backend::docker::{self, Compose, DockerCli, DockerOptions, WAITING_HEADING};
 use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint};
 use flotilla::ui::Tempo;
@@ -30,8 +29,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod containers;
 mod window;
-use window::{frame, wait_for, App};
+use containers::{repository, ComposeProject};
+use window::{click, frame, submit, wait_for, window, App};
 
 /// The tag `docker-compose.yml` gives the image it builds.
 const IMAGE: &str = "flotilla-node:latest";
@@ -43,33 +44,8 @@ const COMPOSE_ELECTION_MS: [u64; 2] = [150, 300];
 /// How long the slow `docker` below takes to start a container.
 const SLOW_START: Duration = Duration::from_secs(3);
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-/// Skips loudly without an engine, except under CI, where that is a failure.
-fn engine() -> Option<DockerCli> {
-    let cli = DockerCli::from_env();
-    match cli.ping() {
-        Ok(()) => Some(cli),
-        Err(error) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!("CI=true but no Docker engine is reachable: {error}")
-        }
-        Err(error) => {
-            eprintln!(
-                "\n==========================================================================\n\
-                 docker_compose SKIPPED: no Docker daemon reachable ({error}).\n\
-                 As root: . .ci/docker.sh && start_dockerd && prepare_base_images\n\
-                 ==========================================================================\n"
-            );
-            None
-        }
-    }
-}
+/// How long `compose up` may take to start the containers.
+const UP_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// `docker build --network host -f docker/Dockerfile -t flotilla-node:latest .`, as the compose file
 /// would build it (the engine CI starts has no default bridge for build containers).
@@ -130,42 +106,6 @@ fn build_image(cli: &DockerCli) -> Result<()> {
     Ok(())
 }
 
-/// Takes the project down with its volumes when the test ends, however it ends.
-struct Project {
-    compose: Compose,
-    files: Vec<PathBuf>,
-}
-
-impl Project {
-    fn new(compose: &Compose, files: &[&str]) -> Self {
-        Self {
-            compose: compose.clone(),
-            files: files.iter().map(|file| repository().join(file)).collect(),
-        }
-    }
-
-    fn up(&self) -> Result<()> {
-        self.compose
-            .up(&self.files, PROJECT, &[], Duration::from_secs(180))
-            .context("compose up")
-    }
-
-    fn down(&self) {
-        if let Err(error) =
-            self.compose
-                .down_with_volumes(&self.files, PROJECT, &[], Duration::from_secs(120))
-        {
-            eprintln!("docker_compose: down -v failed: {error}");
-        }
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
 /// A `docker` that takes [`SLOW_START`] to start a container, like a daemon on a slow disk.
 fn slow_docker(dir: &Path) -> Result<PathBuf> {
     let docker = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
@@ -184,15 +124,6 @@ fn slow_docker(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn window(handle: backend::BackendHandle, tempo: Tempo) -> App {
-    Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(
-            |ui, app: &mut FlotillaApp| app.frame_ui(ui),
-            FlotillaApp::new(handle, tempo),
-        )
-}
-
 /// The leader every node of the window's model agrees on, once all are up.
 fn agreed_leader(app: &App) -> Option<NodeId> {
     let live = &app.state().model.live;
@@ -202,20 +133,6 @@ fn agreed_leader(app: &App) -> Option<NodeId> {
         .values()
         .all(|node| node.is_up() && node.term == leader.term && node.leader_id == Some(leader.id));
     all_agree.then_some(leader.id)
-}
-
-fn click(app: &mut App, label: &str) {
-    app.get_by_label(label).click();
-    app.run_steps(2);
-}
-
-fn submit(app: &mut App, text: &str) {
-    app.get_by_role(egui::accesskit::Role::TextInput).focus();
-    app.run_steps(1);
-    app.get_by_role(egui::accesskit::Role::TextInput)
-        .type_text(text);
-    app.run_steps(1);
-    click(app, "Submit");
 }
 
 /// Plain HTTP to the nodes, for what the test checks (never for what it does).
@@ -279,7 +196,10 @@ fn port(id: NodeId) -> u16 {
 
 #[test]
 fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Result<()> {
-    let Some(cli) = engine() else {
+    let Some(cli) = containers::engine(
+        "docker_compose",
+        "As root: . .ci/docker.sh && start_dockerd && prepare_base_images",
+    ) else {
         return Ok(());
     };
     // A user's own cluster holds the container names and ports; the test never touches it.
@@ -315,9 +235,9 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
         app.query_by_label(WAITING_HEADING).map(drop)
     });
     assert!(app.state().model.live.nodes.is_empty());
-    let project = Project::new(&compose, &["docker-compose.yml"]);
+    let project = ComposeProject::new(&compose, PROJECT, &["docker-compose.yml"], Vec::new());
     let up_started = Instant::now();
-    project.up()?;
+    project.up(UP_TIMEOUT)?;
     let leader = wait_for(&mut app, "the window to attach and see a leader", |app| {
         (app.state().model.live.nodes.len() == 3)
             .then(|| agreed_leader(app))
@@ -489,8 +409,13 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
 
     // 6. down -v; the 5-node override comes up once.
     drop(project);
-    let five = Project::new(&compose, &["docker-compose.yml", "docker/compose.5.yml"]);
-    five.up()?;
+    let five = ComposeProject::new(
+        &compose,
+        PROJECT,
+        &["docker-compose.yml", "docker/compose.5.yml"],
+        Vec::new(),
+    );
+    five.up(UP_TIMEOUT)?;
     let five_leader = http.wait("a leader all five nodes agree on", async || {
         let mut statuses = BTreeMap::new();
         for id in (1..=5).map(NodeId) {

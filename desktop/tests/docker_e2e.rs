@@ -9,54 +9,21 @@
 //! `FLOTILLA_NODE_BIN` picks the node binary; otherwise `cargo build -p flotilla-node` brings the
 //! one in this test's target directory up to date.
 
-use anyhow::{anyhow, bail, Context as _, Result};
-use flotilla::backend::docker::{Compose, ContainerState, DockerCli, DockerControl};
+mod containers;
+
+use anyhow::{anyhow, Result};
+use containers::TEST_CLUSTER as CLUSTER;
+use flotilla::backend::docker::{ContainerState, DockerCli, DockerControl};
 use flotilla::backend::{ClusterControl, NodeEndpoint};
 use flotilla_shared::NodeId;
-use flotilla_tests::{free_ports, wait_until, Api, NodeClient};
+use flotilla_tests::{wait_until, Api, NodeClient};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-const CLUSTER: &str = "flotilla-test";
 const PROJECT: &str = "flotilla-test";
 const IMAGE: &str = "flotilla-node:e2e";
 const ADMIN_TOKEN: &str = "e2e-admin-token";
 const DEADLINE: Duration = Duration::from_secs(40);
-
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-/// Removes the test cluster (containers and volumes) when the test ends, however it ends.
-struct ComposeProject {
-    compose: Compose,
-    files: Vec<PathBuf>,
-    envs: Vec<(String, String)>,
-}
-
-impl ComposeProject {
-    fn down(&self) {
-        if let Err(error) = self.compose.down_with_volumes(
-            &self.files,
-            PROJECT,
-            &self.envs,
-            Duration::from_secs(60),
-        ) {
-            eprintln!("docker_e2e: cleaning up the test cluster failed: {error}");
-        }
-    }
-}
-
-impl Drop for ComposeProject {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
 
 /// Plain HTTP to the nodes, for what the test checks and the partitions it sets up.
 fn client<'a>(api: &'a Api, node: &NodeEndpoint) -> NodeClient<'a> {
@@ -83,20 +50,9 @@ async fn agreed_leader(api: &Api, nodes: &[NodeEndpoint]) -> Result<NodeId> {
 
 #[test]
 fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> {
-    let cli = DockerCli::from_env();
-    if let Err(error) = cli.ping() {
-        assert!(
-            std::env::var("CI").map_or(true, |ci| ci != "true"),
-            "CI=true but no Docker engine is reachable: {error}"
-        );
-        eprintln!(
-            "\n==========================================================================\n\
-             docker_e2e SKIPPED: no Docker daemon reachable ({error}).\n\
-             .ci/docker.sh starts one (as root): . .ci/docker.sh && start_dockerd\n\
-             ==========================================================================\n"
-        );
+    let Some(cli) = containers::engine("docker_e2e", containers::START_ENGINE) else {
         return Ok(());
-    }
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -106,48 +62,9 @@ fn docker_cluster_survives_a_killed_leader_and_keeps_its_volume() -> Result<()> 
 /// The test itself, on a runtime for its HTTP checks; the `docker` calls block, as the backend's
 /// actions thread does.
 async fn survives_a_killed_leader(cli: DockerCli) -> Result<()> {
-    let compose = Compose::detect(&cli).context("the Docker test needs docker compose")?;
-    let binary = flotilla_tests::node_binary()?;
-    let script = repository().join("docker/build-scratch-image.sh");
-    let built = Command::new("bash")
-        .arg(&script)
-        .arg(&binary)
-        .arg(IMAGE)
-        .status()
-        .context("running build-scratch-image.sh")?;
-    if !built.success() {
-        bail!("building the test image failed");
-    }
-
-    let ports = free_ports(3)?;
-    let mut envs = vec![
-        ("FLOTILLA_TEST_IMAGE".to_owned(), IMAGE.to_owned()),
-        ("ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
-    ];
-    for (index, port) in ports.iter().enumerate() {
-        envs.push((format!("FLOTILLA_TEST_PORT{}", index + 1), port.to_string()));
-    }
-    let project = ComposeProject {
-        compose,
-        files: vec![repository().join("docker/compose.test.yml")],
-        envs,
-    };
-    // Leftovers of an earlier run that was cut short (under any project name) would hold the
-    // container names.
-    project.down();
-    for leftover in cli.list(CLUSTER)? {
-        cli.run(&["rm", "-f", "-v", &leftover.id], Duration::from_secs(30))?;
-    }
+    let (project, ports) = containers::test_cluster(&cli, PROJECT, IMAGE, ADMIN_TOKEN)?;
     let up_started = Instant::now();
-    project
-        .compose
-        .up(
-            &project.files,
-            PROJECT,
-            &project.envs,
-            Duration::from_secs(120),
-        )
-        .context("compose up")?;
+    project.up(Duration::from_secs(120))?;
 
     // The backend finds the containers by label and reads URLs and the token from their settings.
     let mut control = DockerControl::discover(cli.clone(), CLUSTER, None)?;

@@ -13,66 +13,26 @@
 //! Needs a reachable Docker daemon (`.ci/docker.sh` starts one); without one the test fails under
 //! `CI=true` and elsewhere says so loudly and passes without checking anything.
 
+mod containers;
 mod window;
 
-use anyhow::{bail, Context as _, Result};
-use flotilla::backend::docker::{Compose, DockerCli, DockerControl};
+use anyhow::{Context as _, Result};
+use containers::{ComposeProject, TEST_CLUSTER as CLUSTER};
+use flotilla::backend::docker::{DockerCli, DockerControl};
 use flotilla::backend::{self, ClusterControl as _};
 use flotilla::ui::{Tempo, ADD_NODE};
 use flotilla_shared::api::MemberRole;
 use flotilla_shared::event::EventKind;
 use flotilla_shared::NodeId;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use window::*;
 
-const CLUSTER: &str = "flotilla-test";
 const PROJECT: &str = "flotilla-reshape";
 const IMAGE: &str = "flotilla-node:reshape";
 const ADMIN_TOKEN: &str = "reshape-admin-token";
 /// The tests take turns: they use the same container names.
 static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-/// Removes the test cluster (containers and volumes) when the test ends, however it ends.
-struct ComposeProject {
-    compose: Compose,
-    files: Vec<PathBuf>,
-    envs: Vec<(String, String)>,
-}
-
-impl ComposeProject {
-    fn down(&self) {
-        let timeout = Duration::from_secs(60);
-        if let Err(error) =
-            self.compose
-                .down_with_volumes(&self.files, PROJECT, &self.envs, timeout)
-        {
-            eprintln!("docker_reshape: cleaning up the test cluster failed: {error}");
-        }
-        // Nodes added from the window have volumes the compose file does not know.
-        let cli = DockerCli::from_env();
-        let filter = format!("name={PROJECT}_");
-        let listed = cli.run(&["volume", "ls", "-q", "--filter", &filter], timeout);
-        for volume in listed.unwrap_or_default().lines() {
-            let _ = cli.run(&["volume", "rm", "-f", volume.trim()], timeout);
-        }
-    }
-}
-
-impl Drop for ComposeProject {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
 
 fn inspect(cli: &DockerCli, what: &[&str]) -> Result<String> {
     Ok(cli.run(what, Duration::from_secs(10))?.trim().to_owned())
@@ -88,70 +48,16 @@ struct Watched {
 }
 
 fn watched_cluster() -> Result<Option<Watched>> {
-    let cli = DockerCli::from_env();
-    if let Err(error) = cli.ping() {
-        assert!(
-            std::env::var("CI").map_or(true, |ci| ci != "true"),
-            "CI=true but no Docker engine is reachable: {error}"
-        );
-        eprintln!(
-            "\n==========================================================================\n\
-             docker_reshape SKIPPED: no Docker daemon reachable ({error}).\n\
-             .ci/docker.sh starts one (as root): . .ci/docker.sh && start_dockerd\n\
-             ==========================================================================\n"
-        );
+    let Some(cli) = containers::engine("docker_reshape", containers::START_ENGINE) else {
         return Ok(None);
-    }
-    let compose = Compose::detect(&cli).context("the Docker test needs docker compose")?;
-    let binary = flotilla_tests::node_binary()?;
-    let built = Command::new("bash")
-        .arg(repository().join("docker/build-scratch-image.sh"))
-        .arg(&binary)
-        .arg(IMAGE)
-        .status()
-        .context("running build-scratch-image.sh")?;
-    if !built.success() {
-        bail!("building the test image failed");
-    }
-    let ports: Vec<u16> = {
-        let listeners = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<Vec<_>, _>>()?;
-        listeners
-            .iter()
-            .map(|listener| Ok(listener.local_addr()?.port()))
-            .collect::<Result<_>>()?
     };
-    let mut envs = vec![
-        ("FLOTILLA_TEST_IMAGE".to_owned(), IMAGE.to_owned()),
-        ("ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
-    ];
-    for (index, port) in ports.iter().enumerate() {
-        envs.push((format!("FLOTILLA_TEST_PORT{}", index + 1), port.to_string()));
-    }
-    let project = ComposeProject {
-        compose,
-        files: vec![repository().join("docker/compose.test.yml")],
-        envs: envs.clone(),
-    };
-    // Leftovers of an earlier run (under any project name) would hold the container names.
-    project.down();
-    for leftover in cli.list(CLUSTER)? {
-        cli.run(&["rm", "-f", "-v", &leftover.id], Duration::from_secs(30))?;
-    }
-    project
-        .compose
-        .up(
-            &project.files,
-            PROJECT,
-            &project.envs,
-            Duration::from_secs(120),
-        )
-        .context("compose up")?;
+    let (project, _ports) = containers::test_cluster(&cli, PROJECT, IMAGE, ADMIN_TOKEN)?;
+    project.up(Duration::from_secs(120))?;
 
     // The window runs where the cluster was started: the compose file's variables are in its
     // environment, as they were in the shell that ran `up`.
-    let control_cli = envs
+    let control_cli = project
+        .envs
         .iter()
         .fold(cli.clone(), |cli, (key, value)| cli.with_env(key, value));
     let control = DockerControl::discover(control_cli, CLUSTER, None)?;

@@ -2,16 +2,12 @@
 //! stand-in for every target's file). Cargo must accept that skeleton whatever targets the manifests
 //! declare, or `docker compose up --build` breaks; this checks it without a Docker engine.
 
+mod containers;
+
+use containers::repository;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
 
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
