@@ -2,24 +2,16 @@
 //! add or remove sends exactly that command; the limits are enforced by disabled buttons; the view
 //! takes members, learners and snapshots from the nodes' events.
 
+mod window;
+
 use egui_kittest::kittest::{NodeT as _, Queryable as _};
-use egui_kittest::Harness;
-use flotilla::app::{Clock, FlotillaApp};
 use flotilla::backend::Command;
 use flotilla::ui::ADD_NODE;
 use flotilla_shared::api::{Member, MemberRole};
 use flotilla_shared::event::{Event, EventKind, Role};
 use flotilla_shared::{LogIndex, NodeId, Term};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-
-fn ev(node: u64, seq: u64, at_ms: u64, kind: EventKind) -> Event {
-    Event {
-        node: NodeId(node),
-        seq,
-        at_ms,
-        kind,
-    }
-}
+use tokio::sync::mpsc::UnboundedReceiver;
+use window::{detached, event, open, press, App, SIZE};
 
 /// `count` nodes in which node 1 leads term 1.
 fn elected(count: u64) -> Vec<Event> {
@@ -30,7 +22,7 @@ fn elected(count: u64) -> Vec<Event> {
             } else {
                 Role::Follower
             };
-            ev(
+            event(
                 node,
                 1,
                 1_000,
@@ -52,46 +44,33 @@ fn member(id: u64, role: MemberRole) -> Member {
     }
 }
 
-fn harness(
-    count: u64,
-    events: Vec<Event>,
-) -> (Harness<'static, FlotillaApp>, UnboundedReceiver<Command>) {
-    let (sender, receiver) = unbounded_channel();
-    let nodes: Vec<NodeId> = (1..=count).map(NodeId).collect();
-    let mut app = FlotillaApp::detached(&nodes, sender, true);
-    app.clock = Clock::Fixed(1_500);
+/// `count` nodes that have reported `events`.
+fn harness(count: u64, events: Vec<Event>) -> (App, UnboundedReceiver<Command>) {
+    let (mut app, commands) = detached(count, true);
     for event in events {
         app.model.apply_event(event);
     }
-    let harness = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(|ui, app: &mut FlotillaApp| app.frame_ui(ui), app);
-    (harness, receiver)
-}
-
-fn click(harness: &mut Harness<'static, FlotillaApp>, label: &str) {
-    harness.get_by_label(label).click();
-    harness.run_steps(2);
+    (open(app, SIZE), commands)
 }
 
 #[test]
 fn wipe_snapshot_add_and_remove_clicks_send_their_commands() {
     let (mut harness, mut commands) = harness(3, elected(3));
     harness.run_steps(2);
-    click(&mut harness, "node 2");
-    click(&mut harness, "Wipe disk and restart node 2");
+    press(&mut harness, "node 2");
+    press(&mut harness, "Wipe disk and restart node 2");
     assert_eq!(commands.try_recv().ok(), Some(Command::Wipe(NodeId(2))));
-    click(&mut harness, "Take snapshot on node 2");
+    press(&mut harness, "Take snapshot on node 2");
     assert_eq!(
         commands.try_recv().ok(),
         Some(Command::TakeSnapshot(NodeId(2)))
     );
-    click(&mut harness, "Remove node 2");
+    press(&mut harness, "Remove node 2");
     assert_eq!(
         commands.try_recv().ok(),
         Some(Command::RemoveNode(NodeId(2)))
     );
-    click(&mut harness, ADD_NODE);
+    press(&mut harness, ADD_NODE);
     assert_eq!(commands.try_recv().ok(), Some(Command::AddNode));
     assert!(commands.try_recv().is_err(), "one command per click");
 }
@@ -104,22 +83,18 @@ fn seven_nodes_fill_the_ring_and_attached_clusters_cannot_wipe() {
         .get_by_label(ADD_NODE)
         .accesskit_node()
         .is_disabled());
-    click(&mut harness, ADD_NODE);
+    press(&mut harness, ADD_NODE);
     assert!(
         commands.try_recv().is_err(),
         "a disabled button sends nothing"
     );
 
-    let (sender, _receiver) = unbounded_channel();
-    let mut app = FlotillaApp::detached(&[NodeId(1), NodeId(2), NodeId(3)], sender, false);
-    app.clock = Clock::Fixed(1_500);
+    let (mut app, _commands) = detached(3, false);
     app.selected = Some(NodeId(2));
     for event in elected(3) {
         app.model.apply_event(event);
     }
-    let mut attached = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(|ui, app: &mut FlotillaApp| app.frame_ui(ui), app);
+    let mut attached = open(app, SIZE);
     attached.run_steps(2);
     assert!(attached
         .get_by_label("Wipe disk and restart node 2")
@@ -146,7 +121,7 @@ fn a_learner_a_snapshot_and_a_departed_node_are_shown_as_the_nodes_report_them()
         member(3, MemberRole::Voter),
         member(4, MemberRole::Learner),
     ];
-    events.push(ev(
+    events.push(event(
         1,
         2,
         1_010,
@@ -156,7 +131,7 @@ fn a_learner_a_snapshot_and_a_departed_node_are_shown_as_the_nodes_report_them()
             committed: false,
         },
     ));
-    events.push(ev(
+    events.push(event(
         1,
         3,
         1_020,
@@ -166,7 +141,7 @@ fn a_learner_a_snapshot_and_a_departed_node_are_shown_as_the_nodes_report_them()
             bytes: 2_048,
         },
     ));
-    events.push(ev(
+    events.push(event(
         1,
         4,
         1_021,
@@ -174,7 +149,7 @@ fn a_learner_a_snapshot_and_a_departed_node_are_shown_as_the_nodes_report_them()
             first_log_index: LogIndex(6),
         },
     ));
-    events.push(ev(
+    events.push(event(
         1,
         5,
         1_030,
@@ -201,12 +176,12 @@ fn a_learner_a_snapshot_and_a_departed_node_are_shown_as_the_nodes_report_them()
         assert_eq!((transfer.from, transfer.to), (NodeId(1), NodeId(4)));
         assert!((transfer.progress() - 0.5).abs() < 1e-6);
     }
-    click(&mut harness, "node 4");
+    press(&mut harness, "node 4");
     harness.get_by_label("learner (does not vote)");
 
     // Node 3 is removed, then its process stops: it leaves the picture.
     let model = &mut harness.state_mut().model;
-    model.apply_event(ev(
+    model.apply_event(event(
         1,
         6,
         1_100,
@@ -240,7 +215,7 @@ fn a_learner_a_snapshot_and_a_departed_node_are_shown_as_the_nodes_report_them()
         state: flotilla::model::ProcessState::Dead,
     });
     assert!(model.live.nodes.contains_key(&NodeId(2)), "still a member");
-    model.apply_event(ev(
+    model.apply_event(event(
         1,
         7,
         1_400,

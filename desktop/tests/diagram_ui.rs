@@ -1,22 +1,19 @@
 //! The diagram, the checks and the recordings through the window's own controls (kittest, no GPU).
 
+mod window;
+
 use egui_kittest::kittest::Queryable as _;
-use egui_kittest::Harness;
 use flotilla::app::{Clock, FlotillaApp};
 use flotilla::backend::Command;
 use flotilla::model::{Record, SubmitRecord, ViewMode};
-use flotilla_shared::event::{Event, EventKind, Role};
+use flotilla_shared::event::{EventKind, Role};
 use flotilla_shared::{LogIndex, NodeId, Term};
 use std::time::Duration;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::UnboundedReceiver;
+use window::{detached, event, open, App};
 
 fn ev(node: u64, seq: u64, at_ms: u64, kind: EventKind) -> Record {
-    Record::Event(Event {
-        node: NodeId(node),
-        seq,
-        at_ms,
-        kind,
-    })
+    Record::Event(event(node, seq, at_ms, kind))
 }
 
 fn leader(node: u64, seq: u64, at_ms: u64, term: u64) -> Record {
@@ -69,18 +66,13 @@ fn healthy() -> Vec<Record> {
     records
 }
 
-fn harness(records: Vec<Record>) -> (Harness<'static, FlotillaApp>, UnboundedReceiver<Command>) {
-    let (sender, receiver) = unbounded_channel();
-    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
-    let mut app = FlotillaApp::detached(&nodes, sender, true);
-    app.clock = Clock::Fixed(1_500);
+/// Three nodes that have recorded `records`, in a window with room for the diagram.
+fn harness(records: Vec<Record>) -> (App, UnboundedReceiver<Command>) {
+    let (mut app, commands) = detached(3, true);
     for record in records {
         app.model.record(record);
     }
-    let harness = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_ui_state(|ui, app: &mut FlotillaApp| app.frame_ui(ui), app);
-    (harness, receiver)
+    (open(app, egui::vec2(1400.0, 900.0)), commands)
 }
 
 #[test]
@@ -140,7 +132,7 @@ fn a_healthy_stream_keeps_every_check_green() {
 }
 
 /// Runs frames until `done` or a few seconds passed (file jobs run on their own thread).
-fn run_until(harness: &mut Harness<'static, FlotillaApp>, done: impl Fn(&FlotillaApp) -> bool) {
+fn run_until(harness: &mut App, done: impl Fn(&FlotillaApp) -> bool) {
     for _ in 0..200 {
         harness.run_steps(1);
         if done(harness.state()) {

@@ -2,15 +2,16 @@
 //! backend, with a `docker` program that does not exist) and the offer to watch the compose cluster.
 //! With an engine, `docker_compose.rs` drives both against real containers.
 
+mod window;
+
 use egui_kittest::kittest::Queryable as _;
-use egui_kittest::Harness;
-use flotilla::app::{FlotillaApp, WATCH_DOCKER};
+use flotilla::app::WATCH_DOCKER;
 use flotilla::backend::docker::{self, DockerCli, DockerOptions, WAITING_HEADING};
 use flotilla::backend::{self, Command};
 use flotilla::ui::Tempo;
-use flotilla_shared::NodeId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use window::{detached, open, window, SIZE};
 
 #[test]
 fn without_docker_the_window_waits_for_compose_up_and_says_why() {
@@ -24,12 +25,7 @@ fn without_docker_the_window_waits_for_compose_up_and_says_why() {
     let handle = backend::start(docker::connect(&options), tempo.timing(), Arc::new(|| {}))
         .expect("backend starts");
     assert!(handle.nodes.is_empty());
-    let mut app = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(
-            |ui, app: &mut FlotillaApp| app.frame_ui(ui),
-            FlotillaApp::new(handle, tempo),
-        );
+    let mut app = window(handle, tempo);
     let started = Instant::now();
     while app.query_by_label(WAITING_HEADING).is_none() {
         assert!(
@@ -49,12 +45,9 @@ fn without_docker_the_window_waits_for_compose_up_and_says_why() {
 
 #[test]
 fn the_offer_watches_the_compose_cluster_on_a_click_or_goes_away() {
-    let (sender, mut commands) = tokio::sync::mpsc::unbounded_channel();
-    let mut window = FlotillaApp::detached(&[NodeId(1), NodeId(2), NodeId(3)], sender, true);
-    window.offer = Some("The Docker compose cluster is running (3 containers: ...).".into());
-    let mut app = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(|ui, app: &mut FlotillaApp| app.frame_ui(ui), window);
+    let (mut offering, mut commands) = detached(3, true);
+    offering.offer = Some("The Docker compose cluster is running (3 containers: ...).".into());
+    let mut app = open(offering, SIZE);
     app.run_steps(2);
     app.get_by_label("The Docker compose cluster is running (3 containers: ...).");
     app.get_by_label(WATCH_DOCKER).click();

@@ -4,8 +4,6 @@
 //! one-way cut and none lands on the follower; healing clears it all.
 
 use egui_kittest::kittest::Queryable as _;
-use egui_kittest::Harness;
-use flotilla::app::FlotillaApp;
 use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint};
 use flotilla::model::Arrival;
 use flotilla::ui::Tempo;
@@ -16,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod window;
-use window::{wait_for, App};
+use window::{wait_for, window, App};
 
 /// As a user does: the pointer moves onto the widget (leaving the tooltip of the last one), then
 /// clicks.
@@ -84,12 +82,7 @@ fn a_preset_click_puts_the_fault_on_the_real_nodes_and_heal_all_removes_it() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut app = Harness::builder()
-        .with_size(egui::vec2(1280.0, 900.0))
-        .build_ui_state(
-            |ui, app: &mut FlotillaApp| app.frame_ui(ui),
-            FlotillaApp::new(handle, tempo),
-        );
+    let mut app = window(handle, tempo);
 
     // The window draws a leader every node agrees on.
     let leader = wait_for(&mut app, "a leader in the window", |app| {

@@ -1,29 +1,25 @@
 //! The fault path a click takes: a link on the ring -> its editor -> an intent -> the backend command;
 //! and the presets, sized to the cluster as the window sees it.
 
+mod window;
+
 use egui_kittest::kittest::Queryable as _;
-use egui_kittest::Harness;
-use flotilla::app::{Clock, FlotillaApp};
+use flotilla::app::Clock;
 use flotilla::backend::Command;
 use flotilla_shared::api::LinkFault;
-use flotilla_shared::event::{Event, EventKind, Role};
+use flotilla_shared::event::{EventKind, Role};
 use flotilla_shared::{NodeId, Term};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::UnboundedReceiver;
+use window::{detached, App};
 
 /// Node 1 leads term 1 at a heartbeat of 500 ms; `more` follows.
-fn app_with(more: Vec<EventKind>) -> (Harness<'static, FlotillaApp>, UnboundedReceiver<Command>) {
-    let (sender, receiver) = unbounded_channel();
-    let mut app = FlotillaApp::detached(&[NodeId(1), NodeId(2), NodeId(3)], sender, true);
+fn app_with(more: Vec<EventKind>) -> (App, UnboundedReceiver<Command>) {
+    let (mut app, receiver) = detached(3, true);
     app.clock = Clock::Fixed(2_000);
     let mut seq = 0;
     let mut event = |node: u64, kind: EventKind| {
         seq += 1;
-        Event {
-            node: NodeId(node),
-            seq,
-            at_ms: 1_000 + seq,
-            kind,
-        }
+        window::event(node, seq, 1_000 + seq, kind)
     };
     let mut events = Vec::new();
     for node in 1..=3 {
@@ -53,10 +49,7 @@ fn app_with(more: Vec<EventKind>) -> (Harness<'static, FlotillaApp>, UnboundedRe
     for event in events {
         app.model.apply_event(event);
     }
-    let harness = Harness::builder()
-        .with_size(egui::vec2(1280.0, 900.0))
-        .build_ui_state(|ui, app: &mut FlotillaApp| app.frame_ui(ui), app);
-    (harness, receiver)
+    (window::open(app, egui::vec2(1280.0, 900.0)), receiver)
 }
 
 fn commands(receiver: &mut UnboundedReceiver<Command>) -> Vec<Command> {
@@ -210,12 +203,11 @@ fn the_stopwatch_runs_after_the_leader_is_killed_and_the_table_keeps_the_result(
         },
     ];
     for (seq, kind) in new_leader.into_iter().enumerate() {
-        harness.state_mut().model.apply_event(Event {
-            node: NodeId(2),
-            seq: 100 + seq as u64,
-            at_ms: 1_700 + seq as u64 * 50,
-            kind,
-        });
+        let (seq, at_ms) = (100 + seq as u64, 1_700 + seq as u64 * 50);
+        harness
+            .state_mut()
+            .model
+            .apply_event(window::event(2, seq, at_ms, kind));
     }
     harness.run_steps(2);
     harness.get_by_label("node 2 (term 2)");

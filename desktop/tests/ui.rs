@@ -1,27 +1,19 @@
 //! UI tests without a GPU: the real panels, driven through accessibility labels.
 
+mod window;
+
 use egui_kittest::kittest::{NodeT as _, Queryable as _};
-use egui_kittest::Harness;
-use flotilla::app::{Clock, FlotillaApp};
 use flotilla::backend::Command;
 use flotilla_shared::event::{Event, EventKind, Role};
 use flotilla_shared::{LogIndex, NodeId, Term};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-
-fn ev(node: u64, seq: u64, at_ms: u64, kind: EventKind) -> Event {
-    Event {
-        node: NodeId(node),
-        seq,
-        at_ms,
-        kind,
-    }
-}
+use tokio::sync::mpsc::UnboundedReceiver;
+use window::{detached, event, open, App, SIZE};
 
 /// A stream in which node `leader` wins `term`, and every node reports in.
 fn elected(leader: u64, term: u64) -> Vec<Event> {
     let mut events = Vec::new();
     for node in 1..=3 {
-        events.push(ev(
+        events.push(event(
             node,
             1,
             1_000,
@@ -32,7 +24,7 @@ fn elected(leader: u64, term: u64) -> Vec<Event> {
         } else {
             Role::Follower
         };
-        events.push(ev(
+        events.push(event(
             node,
             2,
             1_001,
@@ -43,7 +35,7 @@ fn elected(leader: u64, term: u64) -> Vec<Event> {
             },
         ));
     }
-    events.push(ev(
+    events.push(event(
         leader,
         3,
         1_002,
@@ -56,18 +48,13 @@ fn elected(leader: u64, term: u64) -> Vec<Event> {
     events
 }
 
-fn harness(events: Vec<Event>) -> (Harness<'static, FlotillaApp>, UnboundedReceiver<Command>) {
-    let (sender, receiver) = unbounded_channel();
-    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
-    let mut app = FlotillaApp::detached(&nodes, sender, true);
-    app.clock = Clock::Fixed(1_500);
+/// Three nodes that have reported `events`.
+fn harness(events: Vec<Event>) -> (App, UnboundedReceiver<Command>) {
+    let (mut app, commands) = detached(3, true);
     for event in events {
         app.model.apply_event(event);
     }
-    let harness = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(|ui, app: &mut FlotillaApp| app.frame_ui(ui), app);
-    (harness, receiver)
+    (open(app, SIZE), commands)
 }
 
 #[test]
@@ -80,7 +67,7 @@ fn scripted_stream_shows_the_leader_and_term() {
 
 #[test]
 fn no_leader_is_said_plainly() {
-    let (mut harness, _commands) = harness(vec![ev(
+    let (mut harness, _commands) = harness(vec![event(
         1,
         1,
         1_000,
@@ -132,13 +119,9 @@ fn impossible_actions_are_disabled() {
 
 #[test]
 fn attached_clusters_cannot_kill() {
-    let (sender, _receiver) = unbounded_channel();
-    let mut app = FlotillaApp::detached(&[NodeId(1), NodeId(2), NodeId(3)], sender, false);
-    app.clock = Clock::Fixed(1_500);
+    let (mut app, _commands) = detached(3, false);
     app.selected = Some(NodeId(3));
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(|ui, app: &mut FlotillaApp| app.frame_ui(ui), app);
+    let mut harness = open(app, SIZE);
     harness.run_steps(2);
     assert!(harness
         .get_by_label("Kill node 3")

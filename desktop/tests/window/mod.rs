@@ -1,25 +1,58 @@
-//! The window driven by clicks (kittest) on a real backend, shared by the tests that reshape real
-//! clusters: frames, waiting, clicking, submitting, and reading a node's messages.
+//! The window driven by clicks (kittest, no GPU), on a real backend or on scripted events with none:
+//! opening it, frames, waiting, clicking, submitting, and reading a node's messages.
 
 #![allow(dead_code)] // each test file uses its own share of these
 
 use egui_kittest::kittest::{NodeT as _, Queryable as _};
 use egui_kittest::Harness;
-use flotilla::app::FlotillaApp;
-use flotilla::backend;
+use flotilla::app::{Clock, FlotillaApp};
+use flotilla::backend::{self, Command};
 use flotilla::ui::Tempo;
 use flotilla_shared::api::MessagesPage;
+use flotilla_shared::event::{Event, EventKind};
 use flotilla_shared::NodeId;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+/// The window's size unless a test needs more room.
+pub const SIZE: egui::Vec2 = egui::vec2(1280.0, 800.0);
+
+/// `app` in a window of `size`, drawn as the desktop draws it.
+pub fn open(app: FlotillaApp, size: egui::Vec2) -> App {
+    Harness::builder()
+        .with_size(size)
+        .build_ui_state(|ui, app: &mut FlotillaApp| app.frame_ui(ui), app)
+}
 
 /// A window on `handle`'s cluster.
 pub fn window(handle: backend::BackendHandle, tempo: Tempo) -> App {
-    Harness::builder()
-        .with_size(egui::vec2(1280.0, 900.0))
-        .build_ui_state(
-            |ui, app: &mut FlotillaApp| app.frame_ui(ui),
-            FlotillaApp::new(handle, tempo),
-        )
+    open(FlotillaApp::new(handle, tempo), egui::vec2(1280.0, 900.0))
+}
+
+/// An app on nodes 1 to `count` with no backend: its commands arrive on the receiver, its clock
+/// stands at 1.5 s, and it offers process actions (kill, wipe) only if `controls_processes`.
+pub fn detached(count: u64, controls_processes: bool) -> (FlotillaApp, UnboundedReceiver<Command>) {
+    let (sender, receiver) = unbounded_channel();
+    let nodes: Vec<NodeId> = (1..=count).map(NodeId).collect();
+    let mut app = FlotillaApp::detached(&nodes, sender, controls_processes);
+    app.clock = Clock::Fixed(1_500);
+    (app, receiver)
+}
+
+/// Node `node`'s event number `seq`, as a scripted stream reports it.
+pub fn event(node: u64, seq: u64, at_ms: u64, kind: EventKind) -> Event {
+    Event {
+        node: NodeId(node),
+        seq,
+        at_ms,
+        kind,
+    }
+}
+
+/// Clicks `label` in a window with no backend, where its effect shows in the next frames.
+pub fn press(app: &mut App, label: &str) {
+    app.get_by_label(label).click();
+    app.run_steps(2);
 }
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
