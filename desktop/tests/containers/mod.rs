@@ -18,7 +18,8 @@ pub fn repository() -> PathBuf {
 }
 
 /// How to start the engine the test cluster needs.
-pub const START_ENGINE: &str = ".ci/docker.sh starts one (as root): . .ci/docker.sh && start_dockerd";
+pub const START_ENGINE: &str =
+    ".ci/docker.sh starts one (as root): . .ci/docker.sh && start_dockerd";
 
 /// The engine, or `None` after saying loudly that `test` is skipped and how to start one (`setup`);
 /// under `CI=true` a missing engine is a failure instead.
