@@ -113,7 +113,7 @@ fn wipe_and_watch_it_rebuilt(which: Wiped, first_port: u16) {
     assert!(!marker.exists(), "the data dir was not wiped");
 
     wait_for(&mut app, "the wiped node listing every message", |_| {
-        (texts(&wiped.base_url)? == sent).then_some(())
+        (texts(wiped.id, &wiped.base_url)? == sent).then_some(())
     });
     let notice = app.state().bar.notice.clone();
     assert!(
@@ -210,7 +210,7 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() {
         wait_for(
             &mut app,
             "every message exactly once on every member",
-            |_| (texts(url)? == sent).then_some(()),
+            |_| (texts(*id, url)? == sent).then_some(()),
         );
         eprintln!("node {id} lists all {} messages once", sent.len());
     }

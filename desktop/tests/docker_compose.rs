@@ -21,8 +21,10 @@ use flotilla::app::WATCH_DOCKER;
 use flotilla::backend::docker::{self, Compose, DockerCli, DockerOptions, WAITING_HEADING};
 use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint};
 use flotilla::ui::Tempo;
-use flotilla_shared::api::{MessagesPage, Status};
+use flotilla_shared::api::Status;
 use flotilla_shared::NodeId;
+use flotilla_tests::{Api, NodeClient};
+use reqwest::Method;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -138,7 +140,7 @@ fn agreed_leader(app: &App) -> Option<NodeId> {
 /// Plain HTTP to the nodes, for what the test checks (never for what it does).
 struct Http {
     runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
+    api: Api,
 }
 
 impl Http {
@@ -147,39 +149,31 @@ impl Http {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .build()?,
+            api: Api::new(None)?,
         })
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, url: String) -> Result<T> {
-        Ok(self
-            .client
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+    /// Node `id` at the port `docker-compose.yml` publishes for it.
+    fn node(&self, id: NodeId) -> NodeClient<'_> {
+        self.api.node(id, format!("http://127.0.0.1:{}", port(id)))
     }
 
-    async fn status(&self, port: u16) -> Result<Status> {
-        self.get(format!("http://127.0.0.1:{port}/v1/status")).await
-    }
-
-    async fn texts(&self, port: u16) -> Result<Vec<String>> {
-        let page: MessagesPage = self
-            .get(format!(
-                "http://127.0.0.1:{port}/v1/messages?from=1&limit=1000&stale=true"
-            ))
-            .await?;
-        Ok(page.entries.into_iter().map(|entry| entry.text).collect())
+    async fn texts(&self, id: NodeId) -> Result<Vec<String>> {
+        let entries = self.node(id).all_messages(true).await?;
+        Ok(entries.into_iter().map(|entry| entry.text).collect())
     }
 
     /// Node `id`'s status now, from outside any runtime.
     fn status_now(&self, id: NodeId) -> Result<Status> {
-        self.runtime.block_on(self.status(port(id)))
+        self.runtime.block_on(self.node(id).status())
+    }
+
+    /// Whether anything answers HTTP at `base_url`, whatever it answers.
+    fn answers(&self, base_url: &str) -> bool {
+        let url = format!("{base_url}/v1/status");
+        self.runtime
+            .block_on(self.api.request(Method::GET, &url, None, &[], None))
+            .is_ok()
     }
 
     /// Polls `probe` until it yields `Some`, for at most [`DEADLINE`].
@@ -255,7 +249,7 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
     let slowed = tempo.timing();
     for id in 1..=3 {
         http.wait("the app's tempo on every container", async || {
-            let status = http.status(port(NodeId(id))).await.ok()?;
+            let status = http.node(NodeId(id)).status().await.ok()?;
             (status.heartbeat_ms == slowed.heartbeat_ms
                 && status.election_timeout_ms == slowed.election_timeout_ms)
                 .then_some(())
@@ -342,10 +336,10 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
         .chain(["after the kill".to_owned()])
         .collect();
     http.wait("the restarted node to catch up", async || {
-        (http.texts(port(leader)).await.ok()? == every_message).then_some(())
+        (http.texts(leader).await.ok()? == every_message).then_some(())
     })?;
     http.wait("the restarted node at the app's tempo", async || {
-        (http.status(port(leader)).await.ok()?.heartbeat_ms == slowed.heartbeat_ms).then_some(())
+        (http.node(leader).status().await.ok()?.heartbeat_ms == slowed.heartbeat_ms).then_some(())
     })?;
     let catch_up_s = restart_started.elapsed().as_secs_f64();
 
@@ -399,11 +393,11 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
         "offer withdrawn"
     );
     for node in &local_nodes {
-        let url = format!("{}/v1/status", node.base_url);
-        let answer = http
-            .runtime
-            .block_on(async { http.client.get(url).send().await });
-        assert!(answer.is_err(), "local node {} still runs", node.id);
+        assert!(
+            !http.answers(&node.base_url),
+            "local node {} still runs",
+            node.id
+        );
     }
     drop(app);
 
@@ -419,7 +413,7 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
     let five_leader = http.wait("a leader all five nodes agree on", async || {
         let mut statuses = BTreeMap::new();
         for id in (1..=5).map(NodeId) {
-            statuses.insert(id, http.status(port(id)).await.ok()?);
+            statuses.insert(id, http.node(id).status().await.ok()?);
         }
         flotilla_tests::agreed_leader(&statuses)
     })?;

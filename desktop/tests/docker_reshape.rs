@@ -169,7 +169,7 @@ fn wipe_and_watch_it_rebuilt(which: Wiped) -> Result<()> {
         },
     );
     wait_for(&mut app, "the wiped node listing every message", |_| {
-        (texts(&wiped.base_url)? == sent).then_some(())
+        (texts(wiped.id, &wiped.base_url)? == sent).then_some(())
     });
     drop(app);
     Ok(())
@@ -254,7 +254,7 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() -> Result<()> {
         .context("a configuration")?
         .members;
     assert_eq!(members.len(), 3, "three members remain: {members:?}");
-    let urls: Vec<String> = {
+    let urls: Vec<(NodeId, String)> = {
         let endpoints = app
             .state()
             .model
@@ -266,14 +266,14 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() -> Result<()> {
         assert_eq!(endpoints.len(), 3);
         members
             .iter()
-            .map(|member| format!("http://{}", member.addr))
+            .map(|member| (member.id, format!("http://{}", member.addr)))
             .collect()
     };
-    for url in urls {
+    for (id, url) in urls {
         wait_for(
             &mut app,
             "every message exactly once on every member",
-            |_| (texts(&url)? == sent).then_some(()),
+            |_| (texts(id, &url)? == sent).then_some(()),
         );
     }
     drop(app);

@@ -10,8 +10,8 @@ use flotilla::ui::Tempo;
 use flotilla_shared::api::Status;
 use flotilla_shared::event::{DropReason, EventKind};
 use flotilla_shared::NodeId;
+use flotilla_tests::Api;
 use std::sync::Arc;
-use std::time::Duration;
 
 mod window;
 use window::{wait_for, window, App};
@@ -32,17 +32,10 @@ fn status(runtime: &tokio::runtime::Runtime, endpoints: &[NodeEndpoint], id: Nod
         .find(|endpoint| endpoint.id == id)
         .expect("endpoint")
         .base_url;
-    runtime.block_on(async {
-        reqwest::Client::new()
-            .get(format!("{base}/v1/status"))
-            .timeout(Duration::from_secs(3))
-            .send()
-            .await
-            .expect("status answers")
-            .json::<Status>()
-            .await
-            .expect("status reads")
-    })
+    let api = Api::new(None).expect("an HTTP client");
+    runtime
+        .block_on(api.node(id, base.as_str()).status())
+        .expect("status answers")
 }
 
 fn wait_for_status(

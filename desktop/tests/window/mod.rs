@@ -8,7 +8,6 @@ use egui_kittest::Harness;
 use flotilla::app::{Clock, FlotillaApp};
 use flotilla::backend::{self, Command};
 use flotilla::ui::Tempo;
-use flotilla_shared::api::MessagesPage;
 use flotilla_shared::event::{Event, EventKind};
 use flotilla_shared::NodeId;
 use std::time::{Duration, Instant};
@@ -133,25 +132,17 @@ pub fn submit(app: &mut App, text: &str) {
     );
 }
 
-/// Every message text `base_url` serves from its own applied state.
-pub fn texts(base_url: &str) -> Option<Vec<String>> {
-    let url = format!("{base_url}/v1/messages?from=1&limit=1000&stale=true");
+/// Every message text node `id` at `base_url` serves from its own applied state.
+pub fn texts(id: NodeId, base_url: &str) -> Option<Vec<String>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
-    let page: MessagesPage = runtime.block_on(async {
-        reqwest::Client::new()
-            .get(url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()
-    })?;
-    Some(page.entries.into_iter().map(|entry| entry.text).collect())
+    let api = flotilla_tests::Api::new(None).ok()?;
+    let entries = runtime
+        .block_on(api.node(id, base_url).all_messages(true))
+        .ok()?;
+    Some(entries.into_iter().map(|entry| entry.text).collect())
 }
 
 /// Selects `node` by clicking its name in the side panel.
