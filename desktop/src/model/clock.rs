@@ -5,7 +5,7 @@
 //! recent message each way bounds both: `clock_b - clock_a ≈ (min_ab - min_ba) / 2`, as NTP does.
 //! Offsets are taken relative to the lowest node id reachable through pairs that talk both ways.
 
-use super::state::{message_of, Reported};
+use super::message::{message_of, Reported};
 use flotilla_shared::event::{Event, EventKind};
 use flotilla_shared::NodeId;
 use std::collections::{BTreeMap, HashMap, VecDeque};

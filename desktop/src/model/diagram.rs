@@ -12,7 +12,8 @@
 //! Work is bounded by the window: only records within it (plus a margin to find the other end of
 //! its messages) are read, and at most [`MAX_ARROWS`] arrows and [`MAX_MARKS`] marks are kept.
 
-use super::state::{message_of, FlightKind, Message, ProcessState, Reported};
+use super::message::{message_of, FlightKind, Message, Reported};
+use super::state::ProcessState;
 use super::timeline::{Record, Timeline};
 use flotilla_shared::event::{Event, EventKind, Role};
 use flotilla_shared::NodeId;

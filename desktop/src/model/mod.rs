@@ -12,6 +12,7 @@ mod failover;
 mod faults;
 mod flight;
 mod membership;
+mod message;
 mod pairs;
 mod presenter;
 pub mod scenario;
@@ -27,10 +28,8 @@ pub use membership::{CatchUp, ConfigView, MAX_NODES};
 pub use pairs::{MessagePair, MessagePairs, PairEnd};
 pub use presenter::{Presenter, DELAY_MS, MAX_LAG_MS};
 pub use snapshots::{bytes_words, SnapshotTransfer, SnapshotView};
-pub use state::{
-    flight_ms, message_of, ClusterState, Flight, FlightKind, Message, NodeView, ProcessState,
-    Reported, SubmitRecord,
-};
+pub use message::{message_of, FlightKind, Message, Reported};
+pub use state::{flight_ms, ClusterState, Flight, NodeView, ProcessState, SubmitRecord};
 pub use timeline::{Record, Timeline};
 
 use flotilla_shared::event::Event;

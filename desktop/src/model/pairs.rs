@@ -3,7 +3,7 @@
 
 use super::clock::ClockOffsets;
 use super::flight::drop_words;
-use super::state::{message_of, Reported};
+use super::message::{message_of, Reported};
 use flotilla_shared::event::{DropReason, Event, EventKind};
 use flotilla_shared::NodeId;
 use std::collections::{HashMap, VecDeque};

@@ -26,7 +26,8 @@
 
 use super::clock::ClockOffsets;
 use super::flight::{settle_flight, Arrival, UNKNOWN_HOLD_MS};
-use super::state::{flight_ms, message_of, ClusterState, Flight, FlightKind, Reported};
+use super::message::{message_of, FlightKind, Reported};
+use super::state::{flight_ms, ClusterState, Flight};
 use super::timeline::Record;
 use flotilla_shared::event::EventKind;
 use flotilla_shared::NodeId;
