@@ -25,10 +25,10 @@ pub use failover::{Failover, Failovers};
 pub use faults::{fault_words, link_fault};
 pub use flight::{drop_words, Arrival, Drawn, FADE_MS, UNKNOWN_HOLD_MS, UNKNOWN_STOP};
 pub use membership::{CatchUp, ConfigView, MAX_NODES};
+pub use message::{message_of, FlightKind, Message, Reported};
 pub use pairs::{MessagePair, MessagePairs, PairEnd};
 pub use presenter::{Presenter, DELAY_MS, MAX_LAG_MS};
 pub use snapshots::{bytes_words, SnapshotTransfer, SnapshotView};
-pub use message::{message_of, FlightKind, Message, Reported};
 pub use state::{flight_ms, ClusterState, Flight, NodeView, ProcessState, SubmitRecord};
 pub use timeline::{Record, Timeline};
 
