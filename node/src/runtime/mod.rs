@@ -1,5 +1,6 @@
 //! The runtime: the one task that owns the Raft core and carries out its output (no `Mutex<Raft>`),
-//! and its storage writer ([`writer`]).
+//! and its storage writer ([`writer`]). What others may ask of it is in [`request`]; what it
+//! publishes as `/v1/status`, in [`status`].
 //!
 //! Owns the core, the clients waiting on it, and the order in which its output is carried out. It may
 //! not write storage except through the writer, nor build HTTP answers: requests come in on its inbox
@@ -14,11 +15,14 @@
 //! leader applying a few committed entries) is done on this task when the storage thread is idle.
 
 mod membership;
+mod request;
 mod snapshots;
+mod status;
 #[cfg(test)]
 mod tests;
 mod writer;
 
+pub use request::{ProposeOutcome, Request, StepVerdict};
 pub use snapshots::{SnapshotConfig, DEFAULT_SNAPSHOT_THRESHOLD};
 
 use crate::clock::Clock;
@@ -26,16 +30,15 @@ use crate::events::EventHub;
 use crate::faults::Faults;
 use crate::metrics::Metrics;
 use crate::raft::{
-    CoreStatus, Entry, Envelope, LogId, LogIndex, LogRead, MembershipChange, MembershipError,
-    Message, NodeId, Payload, Proposal, ProposeError, Raft, ReadError, Term, TransferError,
+    Entry, Envelope, LogId, LogIndex, LogRead, Message, NodeId, Proposal, ProposeError, Raft,
+    ReadError, Term,
 };
 use crate::storage::sqlite::SqliteReader;
 use crate::storage::{ApplyOutcome, LogStore, StorageError};
 use crate::transport::{Partition, PeerDirectory, Transport};
-use crate::validation::Rejected;
-use flotilla_shared::api::{LinkFault, MembersResponse, PeerStatus, SnapshotResponse, Status};
+use flotilla_shared::api::Status;
 use flotilla_shared::event::{EventKind, Role};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -48,91 +51,6 @@ const TICK: Duration = Duration::from_millis(5);
 /// Requests handled per wake-up before the round's output is produced (keeps batches large under load
 /// and latency low when idle).
 const INBOX_BUDGET: usize = 4_096;
-
-/// What a client's proposal came to.
-#[derive(Debug)]
-pub enum ProposeOutcome {
-    /// Committed and applied as a new entry.
-    Committed {
-        index: LogIndex,
-        term: Term,
-    },
-    /// The `request_id` had been applied before, at `index`.
-    Duplicate {
-        index: LogIndex,
-        term: Term,
-    },
-    NotLeader {
-        leader: Option<NodeId>,
-    },
-    TransferInProgress {
-        to: NodeId,
-    },
-    /// The entry was appended but replaced by a new leader's: it was certainly not applied.
-    Overwritten,
-    /// Not appended: the leader already holds `pending` entries not yet committed or durable.
-    Overloaded {
-        pending: u64,
-        limit: u64,
-    },
-    /// Not appended: the node is stopping.
-    Stopping,
-}
-
-/// Everything the rest of the node asks of the runtime.
-pub enum Request {
-    Propose {
-        payload: Payload,
-        received: Instant,
-        reply: oneshot::Sender<ProposeOutcome>,
-    },
-    /// A linearizable read: answers with the read index once applied up to it.
-    Read {
-        reply: oneshot::Sender<Result<LogIndex, ReadError>>,
-    },
-    /// A Raft message from a peer. `reply` receives the core's verdict: its response once durable (a
-    /// vote or append answer), `None` for a message that has none, or why the message was refused.
-    Step {
-        envelope: Envelope,
-        reply: Option<oneshot::Sender<StepVerdict>>,
-    },
-    Transfer {
-        to: NodeId,
-        reply: oneshot::Sender<Result<(), TransferError>>,
-    },
-    SetTiming {
-        heartbeat_ms: u64,
-        election_timeout_ms: (u64, u64),
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    SetPartition {
-        isolate_from: BTreeSet<NodeId>,
-        reply: oneshot::Sender<()>,
-    },
-    /// Sets the faults on this node's outgoing link to `to` (a healed fault clears them).
-    SetLinkFault {
-        to: NodeId,
-        fault: LinkFault,
-        reply: oneshot::Sender<()>,
-    },
-    SetDiskFault {
-        write_delay_ms: u64,
-        reply: oneshot::Sender<()>,
-    },
-    Unreachable(NodeId),
-    /// A membership change: answered once its final configuration is committed.
-    ChangeMembers {
-        change: MembershipChange,
-        reply: oneshot::Sender<Result<MembersResponse, MembershipError>>,
-    },
-    /// Take a snapshot at the applied index now (`POST /v1/admin/snapshot`).
-    TakeSnapshot {
-        reply: oneshot::Sender<Result<SnapshotResponse, String>>,
-    },
-}
-
-/// What became of a stepped Raft message (see [`Request::Step`]).
-pub type StepVerdict = Result<Option<Envelope>, Rejected>;
 
 /// The core's read access to the durable log, through its own SQLite connection. A read error is
 /// fatal: the node stops rather than run on a disk it cannot trust.
@@ -600,65 +518,5 @@ impl<S: LogRead> Runtime<S> {
                 let _ = waiter.reply.send(answer);
             }
         }
-    }
-
-    fn publish_status(&self) {
-        let core = self.raft.status();
-        let mut status = status_from_core(&core, &self.info, &self.transport, &self.partition);
-        status.link_faults = self.faults.links();
-        status.disk_write_delay_ms = self.faults.disk_write_delay_ms();
-        // The core counts entries as applied once handed out; readers see them once stored.
-        status.last_applied = self.stored_applied;
-        let config = self.raft.membership();
-        status.members = config.members.clone();
-        status.config_index = config.index;
-        self.status.send_replace(Arc::new(status));
-    }
-}
-
-fn status_from_core(
-    core: &CoreStatus,
-    info: &NodeInfo,
-    transport: &Transport,
-    partition: &Partition,
-) -> Status {
-    let peers = info
-        .peers
-        .read()
-        .iter()
-        .map(|(&id, addr)| {
-            let (match_index, next_index) = core.progress.get(&id).copied().unwrap_or_default();
-            PeerStatus {
-                id,
-                addr: addr.clone(),
-                match_index,
-                next_index,
-                reachable: transport.is_reachable(id) && !partition.contains(id),
-            }
-        })
-        .collect();
-    Status {
-        id: core.id,
-        role: core.role,
-        term: core.term,
-        voted_for: core.voted_for,
-        leader_id: core.leader,
-        commit_index: core.commit,
-        last_applied: core.applied,
-        last_log_index: core.last.index,
-        last_log_term: core.last.term,
-        persisted_index: core.persisted,
-        peers,
-        isolated_from: partition.list(),
-        heartbeat_ms: core.heartbeat_ms,
-        election_timeout_ms: [core.election_timeout_ms.0, core.election_timeout_ms.1],
-        // Membership and fault fields are filled in by the parts that own them.
-        snapshot_index: core.snapshot.index,
-        snapshot_term: core.snapshot.term,
-        first_log_index: core.first_index,
-        members: Vec::new(),
-        config_index: LogIndex(0),
-        link_faults: Vec::new(),
-        disk_write_delay_ms: 0,
     }
 }
