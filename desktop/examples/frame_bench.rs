@@ -1,8 +1,8 @@
 //! Frame cost with a busy 5-node cluster: synthetic but realistic events (a leader replicating to
 //! four followers, numbered messages with their `message_received` on the other end, a lost append
-//! now and then with its `message_dropped`, acks, durability, commits, timer resets) at 2,000
-//! events/s go through the model and the real UI (kittest harness, no GPU), the space-time diagram
-//! and the live checks included. Prints frame time p50/p99 and memory.
+//! now and then with its `message_dropped`, acks, durability, commits and applies on every node, timer
+//! resets) at 2,000 events/s go through the model and the real UI (kittest harness, no GPU), the
+//! space-time diagram and the live checks included. Prints frame time p50/p99 and memory.
 //! Then it feeds an hour of the same stream as fast as it can, to show the memory stays bounded.
 //!
 //! `CARGO_TARGET_DIR=... cargo run --release -p flotilla --example frame_bench [warmup_s] [frames] [soak_s]`
@@ -138,6 +138,19 @@ impl Cluster {
                 follower,
                 EventKind::EntryPersisted {
                     index: LogIndex(index),
+                },
+            ));
+            // The append carried the leader's commit index: the follower commits and applies to it.
+            events.push(self.event(
+                follower,
+                EventKind::CommitAdvanced {
+                    commit_index: LogIndex(index - 1),
+                },
+            ));
+            events.push(self.event(
+                follower,
+                EventKind::Applied {
+                    index: LogIndex(index - 1),
                 },
             ));
         }

@@ -140,6 +140,11 @@ impl<T: Copy> Indexed<T> {
 /// that later rewrote one would still be caught; older ones are let go, bounding memory.
 pub const SETTLED_KEPT: u64 = 10_000;
 
+/// Indexes kept behind the furthest commit whatever the slowest node does: a node killed and never
+/// restarted (its commit reads 0 from then on) or a removed one would otherwise hold every index the
+/// others commit for as long as the window stays open. Its old entries go unchecked instead.
+pub const MOST_KEPT: u64 = 100_000;
+
 /// A node's log as the checks know it: `(term, position of the record that told it)` per index,
 /// term 0 when only the entry's existence is known.
 #[derive(Default)]
@@ -213,7 +218,10 @@ impl Checks {
         else {
             return;
         };
-        let floor = settled.saturating_sub(SETTLED_KEPT);
+        let furthest = self.logs.values().map(|log| log.commit).max().unwrap_or(0);
+        let floor = settled
+            .saturating_sub(SETTLED_KEPT)
+            .max(furthest.saturating_sub(MOST_KEPT));
         if floor <= self.committed.base {
             return;
         }

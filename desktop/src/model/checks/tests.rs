@@ -334,3 +334,34 @@ fn entries_every_node_settled_long_ago_are_let_go_and_later_ones_still_checked()
     checks.catch_up(&timeline);
     assert_eq!(only_violation(&checks), Some(CheckId::CommittedPrefixes));
 }
+
+#[test]
+fn a_node_that_never_comes_back_does_not_hold_every_later_index() {
+    // Node 3 shuts down for good at index 10 while nodes 1 and 2 go on committing.
+    let last = MOST_KEPT * 3;
+    let mut records = vec![leader(1, 1, 2)];
+    for node in 1..=3 {
+        records.push(appended(node, 2, 1, 10, 2));
+    }
+    records.push(ev(3, 3, EventKind::ShuttingDown));
+    for node in 1..=2 {
+        records.push(appended(node, 4, 11, last, 2));
+        records.push(commit(node, 5, last));
+        records.push(applied(node, 6, last));
+    }
+    let mut checks = run(&records);
+    assert_eq!(only_violation(&checks), None);
+    assert_eq!(checks.committed.base, last - MOST_KEPT);
+    assert!(checks.logs[&NodeId(1)].entries.values.len() as u64 <= MOST_KEPT);
+    // What is still kept is still checked: node 2 rewriting a committed entry is caught.
+    let mut timeline = Timeline::new(
+        super::super::ClusterState::new(&[NodeId(1), NodeId(2), NodeId(3)]),
+        10_000,
+    );
+    for record in &records {
+        timeline.push(record.clone());
+    }
+    timeline.push(appended(2, 7, last - 5, last - 5, 7));
+    checks.catch_up(&timeline);
+    assert_eq!(only_violation(&checks), Some(CheckId::CommittedPrefixes));
+}
