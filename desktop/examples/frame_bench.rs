@@ -25,6 +25,9 @@ struct Cluster {
     seq: [u64; NODES as usize + 1],
     /// Each node's next message number.
     msg: [u64; NODES as usize + 1],
+    /// The last entry each follower holds: the next append to it carries everything after it, so
+    /// one that lost an append catches up with the next, as in Raft.
+    matched: [u64; NODES as usize + 1],
     last_index: u64,
 }
 
@@ -86,14 +89,15 @@ impl Cluster {
         for follower in 2..=NODES {
             let msg = self.next_msg(1);
             sent.push((follower, msg));
+            let matched = self.matched[follower as usize];
             events.push(self.event(
                 1,
                 EventKind::AppendSent {
                     msg,
                     to: NodeId(follower),
                     term,
-                    prev_log_index: LogIndex(index - 1),
-                    entries: 1,
+                    prev_log_index: LogIndex(matched),
+                    entries: index - matched,
                     commit: LogIndex(index - 1),
                 },
             ));
@@ -126,10 +130,12 @@ impl Cluster {
                     timeout_ms: 2_000,
                 },
             ));
+            let first = self.matched[follower as usize] + 1;
+            self.matched[follower as usize] = index;
             events.push(self.event(
                 follower,
                 EventKind::EntryAppended {
-                    first: LogIndex(index),
+                    first: LogIndex(first),
                     last: LogIndex(index),
                     term,
                 },
@@ -236,6 +242,7 @@ fn main() {
         at_ms: 1_700_000_000_000,
         seq: [0; NODES as usize + 1],
         msg: [0; NODES as usize + 1],
+        matched: [0; NODES as usize + 1],
         last_index: 0,
     };
     for event in cluster.start() {
