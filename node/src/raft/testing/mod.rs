@@ -583,7 +583,9 @@ impl Env {
                 chunk_bytes,
             )
             .map_err(|e| e.to_string())?;
-            messages.push(send.into_envelope(id, records, bytes).0);
+            let chunk = send.into_envelope(id, records, bytes).0;
+            core.snapshot_chunk_read(&chunk);
+            messages.push(chunk);
         }
         for m in &messages {
             writeln!(out, "  send {}", fmt_message(m)).ok();
