@@ -124,13 +124,16 @@ impl Sending {
 
     /// The follower refused a chunk that does not continue its copy, which ends at `held`. Unless
     /// the window already starts there, it starts there now. If it does, the refused chunk is one
-    /// sent after the first: once every chunk after the first was refused, the first one was lost
-    /// (or came late and was refused too) and goes again; until then it may still arrive.
+    /// sent after the first (or an answer from before the window went back): once as many refusals
+    /// came as chunks follow the first, the first one was lost (or came late and was refused too)
+    /// and goes again; until then it may still arrive. A first chunk alone is waited for (the retry
+    /// timeout in `maybe_send_snapshot` covers its loss).
     fn refused(&mut self, held: Position) {
         let starts_there = self.in_flight.front().is_some_and(|c| c.start == held);
         if starts_there {
             self.refusals += 1;
-            if self.refusals < self.in_flight.len().saturating_sub(1) {
+            let following = self.in_flight.len() - 1;
+            if following == 0 || self.refusals < following {
                 return;
             }
         }

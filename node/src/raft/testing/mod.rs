@@ -24,6 +24,8 @@
 //!   its messages (the persisted ones after the write, Raft thesis §3.8).
 //! - `deliver-msgs ID...`: step every queued message addressed to the named nodes, printing each.
 //! - `drop-msgs [to=ID] [from=ID]`: discard queued messages (all, or those matching).
+//! - `reverse-msgs [to=ID]`: reverse the order of the queued messages (all, or those to ID), as a
+//!   network that delivers the later ones first.
 //! - `stabilize`: process-ready and deliver-msgs on all nodes until nothing is left to do.
 //! - `partition ID...`: drop all traffic to and from these nodes (now and later); `heal` undoes it.
 //! - `propose ID TEXT`, `read-index ID ctx=N`, `transfer-leadership ID to=N`.
@@ -210,6 +212,21 @@ impl Env {
                 for m in dropped {
                     writeln!(out, "dropped {}", fmt_message(&m)).ok();
                 }
+            }
+            "reverse-msgs" => {
+                let to: Option<u64> = args.key("to")?;
+                let picked: Vec<usize> = (0..self.queue.len())
+                    .filter(|&i| to.is_none_or(|t| self.queue[i].to.0 == t))
+                    .collect();
+                let reversed: Vec<Envelope> = picked
+                    .iter()
+                    .rev()
+                    .map(|&i| self.queue[i].clone())
+                    .collect();
+                for (&i, m) in picked.iter().zip(reversed) {
+                    self.queue[i] = m;
+                }
+                writeln!(out, "{} queued messages reversed", picked.len()).ok();
             }
             "stabilize" => self.stabilize(&mut out)?,
             "partition" => {
@@ -782,6 +799,9 @@ scenarios!(
     snapshot_stale,
     snapshot_old_term,
     snapshot_wiped_follower,
+    snapshot_pipelined_lost_chunk,
+    snapshot_pipelined_reordered,
+    snapshot_pipelined_unanswered,
 );
 
 #[test]
