@@ -170,7 +170,7 @@ async fn kill_9_of_either_side_during_an_install_loses_nothing() {
         .expect("start 3 nodes");
     let result = async {
         let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-        // About 1 KiB a message: an image of a few MiB, sent in many 256 KiB chunks.
+        // About 1 KiB a message: an image of a few MiB, sent in several 512 KiB chunks.
         let load = Load::start(&cluster, 4, "install-kill", 1_000);
         load.wait_for(3_000).await?;
         let follower = *cluster

@@ -5,8 +5,9 @@
 //! the batch's entries and applies: a snapshot is taken at an entry whose apply is already written,
 //! and an install comes after the writes queued before it and before any queued after it (the write
 //! queue never merges later work into a batch that installs). Chunks are read on a blocking thread
-//! through a state reader (its own connection), one chunk per follower at a time, so memory stays
-//! bounded on both sides whatever the snapshot's size.
+//! through a state reader (its own connection), one at a time per follower (the core asks for the
+//! next once it knows where the last one ends); the core keeps a bounded window of chunks unanswered,
+//! so memory stays bounded on both sides whatever the snapshot's size.
 
 use super::writer::Batch;
 use super::Runtime;
@@ -263,12 +264,14 @@ impl<S: LogRead> Runtime<S> {
         }
     }
 
-    /// A chunk is read: it goes out if this node still leads the term it was read for.
+    /// A chunk is read: it goes out if this node still leads the term it was read for, and the core
+    /// learns where it ends (the next one may be read now).
     pub(super) fn send_chunk(&mut self, chunk: ChunkRead) -> Result<(), StorageError> {
         let (envelope, event) = chunk?;
         if self.raft.role() != Role::Leader || self.raft.term() != envelope.term {
             return Ok(());
         }
+        self.raft.snapshot_chunk_read(&envelope);
         self.events.publish(event);
         self.transport.send(envelope);
         Ok(())

@@ -1,20 +1,28 @@
 //! Snapshots (Raft §7): what the core knows of the latest snapshot, a leader's transfers of it to
 //! followers whose next entries it compacted away, and a follower receiving and installing one.
 //!
-//! The core moves no bytes. A leader asks (`Ready::snapshot_sends`) for one chunk at a time per
-//! follower, the next once the follower answered the last; an unanswered chunk is sent again after an
-//! election timeout's minimum. A follower checks each chunk's term like an append's, asks for it to be
-//! staged (`Ready::snapshot_ops`) and answers once it is written; the chunk marked `done` is installed
-//! the same way, after which the follower continues from the snapshot's last entry. A chunk that does
-//! not continue the follower's copy is answered with where that copy stands, so a cut transfer resumes
-//! there (a restarted follower has no copy: the transfer starts over).
+//! The core moves no bytes. A leader asks (`Ready::snapshot_sends`) for chunks to be read and sent to
+//! a follower, up to [`SNAPSHOT_CHUNKS_IN_FLIGHT`] unanswered at a time, so that reading, sending and
+//! the follower's writing overlap instead of taking turns. A chunk's end is known once it is read
+//! ([`Raft::snapshot_chunk_read`]); the next one starts there. When the oldest unanswered chunk has
+//! had no answer for an election timeout's minimum, the leader goes back to where the follower's copy
+//! stands and sends from there again. A follower checks each chunk's term like an append's, asks for
+//! it to be staged (`Ready::snapshot_ops`) and answers once it is written; the chunk marked `done` is
+//! installed the same way, after which the follower continues from the snapshot's last entry. A chunk
+//! that does not continue the follower's copy (one after a lost one, a resend, one after a cut) is
+//! answered with where that copy stands, so the transfer resumes there (a restarted follower has no
+//! copy: the transfer starts over).
 
 use super::*;
 use crate::raft::membership::Configuration;
 use flotilla_shared::rpc::{snapshot_record_bytes, InstallSnapshot, InstallSnapshotResponse};
+use std::collections::btree_map;
 
 /// Most bytes of messages (by `snapshot_record_bytes`) one chunk carries; at least one message.
-pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
+pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
+/// Most chunks of one transfer sent and not yet answered. With [`MAX_SNAPSHOT_CHUNK_BYTES`] this
+/// bounds what a transfer holds in memory on either side, whatever the snapshot's size.
+pub const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// A follower answered a heartbeat at its match point that its log ends before it: its disk was wiped
 /// (it lost what Raft assumes durable). Only a heartbeat sent after the match was acknowledged names
@@ -48,14 +56,91 @@ pub(super) struct Snapshots {
     sends: Vec<SnapshotSend>,
 }
 
-/// A transfer to one follower: the next chunk starts at `offset`, after message `after`.
+/// A place in a snapshot image: `offset` bytes into it, after message `after`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Position {
+    offset: u64,
+    after: LogIndex,
+}
+
+/// A transfer to one follower.
 struct Sending {
     term: Term,
     meta: SnapshotMeta,
-    offset: u64,
-    after: LogIndex,
-    /// When the chunk now in flight went out (`None`: nothing in flight).
-    sent_ms: Option<u64>,
+    /// Where the follower's copy ends, as far as its answers tell.
+    held: Position,
+    /// Chunks asked for and not answered yet, in order: the first starts at `held`, each next one
+    /// where the one before it ends.
+    in_flight: VecDeque<InFlight>,
+    /// Refusals naming `held` since the window last moved (see `refused`).
+    refusals: usize,
+}
+
+struct InFlight {
+    start: Position,
+    /// Where it ends, once read.
+    end: Option<Position>,
+    sent_ms: u64,
+}
+
+impl Sending {
+    fn new(term: Term, meta: SnapshotMeta) -> Self {
+        Self {
+            term,
+            meta,
+            held: Position::default(),
+            in_flight: VecDeque::new(),
+            refusals: 0,
+        }
+    }
+
+    /// Where the next chunk starts, if one may go out now: the window has room and the chunk
+    /// before it is read (not the last one).
+    fn next_start(&self) -> Option<Position> {
+        match self.in_flight.back() {
+            None => Some(self.held),
+            Some(_) if self.in_flight.len() >= SNAPSHOT_CHUNKS_IN_FLIGHT => None,
+            Some(last) => last.end.filter(|end| end.offset < self.meta.bytes),
+        }
+    }
+
+    /// The follower holds the image up to `held` (an accepted chunk's answer): the chunks before it
+    /// are answered.
+    fn accepted(&mut self, held: Position) {
+        if held.offset <= self.held.offset {
+            // A late answer: a later one already said more.
+            return;
+        }
+        self.held = held;
+        self.refusals = 0;
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|chunk| chunk.start.offset < held.offset)
+        {
+            self.in_flight.pop_front();
+        }
+    }
+
+    /// The follower refused a chunk that does not continue its copy, which ends at `held`. Unless
+    /// the window already starts there, it starts there now. If it does, the refused chunk is one
+    /// sent after the first (or an answer from before the window went back): once as many refusals
+    /// came as chunks follow the first, the first one was lost (or came late and was refused too)
+    /// and goes again; until then it may still arrive. A first chunk alone is waited for (the retry
+    /// timeout in `maybe_send_snapshot` covers its loss).
+    fn refused(&mut self, held: Position) {
+        let starts_there = self.in_flight.front().is_some_and(|c| c.start == held);
+        if starts_there {
+            self.refusals += 1;
+            let following = self.in_flight.len() - 1;
+            if following == 0 || self.refusals < following {
+                return;
+            }
+        }
+        self.held = held;
+        self.refusals = 0;
+        self.in_flight.clear();
+    }
 }
 
 /// What this follower holds of a snapshot being received.
@@ -131,8 +216,8 @@ impl<S: LogRead> Raft<S> {
     // ----- leader -----
 
     /// `peer` needs entries this leader compacted away: asks for the next chunk of its latest snapshot
-    /// to be sent, unless one is in flight. Appends to `peer` wait until it is installed. Returns
-    /// whether a chunk was asked for.
+    /// to be read and sent, if the transfer's window has room for it. Appends to `peer` wait until it
+    /// is installed. Returns whether a chunk was asked for.
     pub(super) fn maybe_send_snapshot(&mut self, peer: NodeId) -> bool {
         let (term, now) = (self.term, self.now_ms);
         let retry_ms = self.config.election_timeout_ms.0;
@@ -146,49 +231,84 @@ impl<S: LogRead> Raft<S> {
         if latest.last.index == LogIndex::ZERO {
             return false;
         }
-        let sending = match self.snapshots.sending.get_mut(&peer) {
+        let sending = match self.snapshots.sending.entry(peer) {
             // A transfer started in an earlier term, or of an older snapshot, starts over.
-            Some(sending) if sending.term == term && sending.meta.last == latest.last => sending,
-            _ => {
-                self.snapshots.sending.insert(
-                    peer,
-                    Sending {
-                        term,
-                        meta: latest.clone(),
-                        offset: 0,
-                        after: LogIndex::ZERO,
-                        sent_ms: None,
-                    },
-                );
-                self.snapshots
-                    .sending
-                    .get_mut(&peer)
-                    .expect("just inserted")
+            btree_map::Entry::Occupied(entry)
+                if entry.get().term == term && entry.get().meta.last == latest.last =>
+            {
+                entry.into_mut()
             }
+            btree_map::Entry::Occupied(mut entry) => {
+                entry.insert(Sending::new(term, latest.clone()));
+                entry.into_mut()
+            }
+            btree_map::Entry::Vacant(entry) => entry.insert(Sending::new(term, latest.clone())),
         };
         // No appends until the follower holds the snapshot (its answers decide what is next).
         if pr.state == ProgressState::Replicate {
             pr.become_probe();
         }
         pr.probe_sent = true;
+        // The oldest chunk out got no answer in time: it or its answer is lost, and what follows it
+        // cannot be taken. Go back to what the follower holds.
         if sending
-            .sent_ms
-            .is_some_and(|sent| now < sent.saturating_add(retry_ms))
+            .in_flight
+            .front()
+            .is_some_and(|oldest| now >= oldest.sent_ms.saturating_add(retry_ms))
         {
-            return false;
+            sending.in_flight.clear();
+            sending.refusals = 0;
         }
-        sending.sent_ms = Some(now);
+        let Some(start) = sending.next_start() else {
+            return false;
+        };
+        sending.in_flight.push_back(InFlight {
+            start,
+            end: None,
+            sent_ms: now,
+        });
         let send = SnapshotSend {
             to: peer,
             term,
             meta: sending.meta.clone(),
-            offset: sending.offset,
-            after: sending.after,
+            offset: start.offset,
+            after: start.after,
             msg: 0,
         };
         let msg = self.next_msg();
         self.snapshots.sends.push(SnapshotSend { msg, ..send });
         true
+    }
+
+    /// The caller read a chunk a `SnapshotSend` asked for, and sends it as `chunk`: the next one may
+    /// be asked for, starting where it ends.
+    pub fn snapshot_chunk_read(&mut self, chunk: &Envelope) {
+        let Message::InstallSnapshot(is) = &chunk.message else {
+            return;
+        };
+        let Some(sending) = self.snapshots.sending.get_mut(&chunk.to) else {
+            return;
+        };
+        if sending.term != chunk.term || sending.meta.last.index != is.last_index {
+            return;
+        }
+        let start = Position {
+            offset: is.offset,
+            after: is.after,
+        };
+        let Some(read) = sending
+            .in_flight
+            .iter_mut()
+            .find(|c| c.start == start && c.end.is_none())
+        else {
+            // Asked for before the window went back: it goes out, but what follows is decided anew.
+            return;
+        };
+        read.end = Some(Position {
+            offset: is.offset + is.records.iter().map(snapshot_record_bytes).sum::<u64>(),
+            after: is.records.last().map_or(is.after, |r| r.index),
+        });
+        self.maybe_send_snapshot(chunk.to);
     }
 
     pub(super) fn handle_install_snapshot_response(
@@ -238,14 +358,17 @@ impl<S: LogRead> Raft<S> {
             }
             return Ok(());
         }
-        let moved = (resp.next_offset, resp.next_after) != (sending.offset, sending.after);
-        sending.offset = resp.next_offset;
-        sending.after = resp.next_after;
-        if resp.success || moved {
-            // The next chunk (or the one the follower wants) goes out with the next round.
-            sending.sent_ms = None;
-            pr.probe_sent = false;
+        let held = Position {
+            offset: resp.next_offset,
+            after: resp.next_after,
+        };
+        if resp.success {
+            sending.accepted(held);
+        } else {
+            sending.refused(held);
         }
+        // The window may have room now.
+        self.maybe_send_snapshot(from);
         Ok(())
     }
 

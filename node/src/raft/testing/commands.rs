@@ -128,6 +128,21 @@ impl Env {
                     writeln!(out, "dropped {}", fmt_message(&m)).ok();
                 }
             }
+            "reverse-msgs" => {
+                let to: Option<u64> = args.key("to")?;
+                let picked: Vec<usize> = (0..self.queue.len())
+                    .filter(|&i| to.is_none_or(|t| self.queue[i].to.0 == t))
+                    .collect();
+                let reversed: Vec<Envelope> = picked
+                    .iter()
+                    .rev()
+                    .map(|&i| self.queue[i].clone())
+                    .collect();
+                for (&i, m) in picked.iter().zip(reversed) {
+                    self.queue[i] = m;
+                }
+                writeln!(out, "{} queued messages reversed", picked.len()).ok();
+            }
             "stabilize" => self.stabilize(&mut out)?,
             "partition" => {
                 self.isolated.extend(args.ids()?);

@@ -88,6 +88,9 @@ scenarios!(
     snapshot_stale,
     snapshot_old_term,
     snapshot_wiped_follower,
+    snapshot_pipelined_lost_chunk,
+    snapshot_pipelined_reordered,
+    snapshot_pipelined_unanswered,
 );
 
 #[test]

@@ -24,6 +24,8 @@
 //!   its messages (the persisted ones after the write, Raft thesis §3.8).
 //! - `deliver-msgs ID...`: step every queued message addressed to the named nodes, printing each.
 //! - `drop-msgs [to=ID] [from=ID]`: discard queued messages (all, or those matching).
+//! - `reverse-msgs [to=ID]`: reverse the order of the queued messages (all, or those to ID), as a
+//!   network that delivers the later ones first.
 //! - `stabilize`: process-ready and deliver-msgs on all nodes until nothing is left to do.
 //! - `partition ID...`: drop all traffic to and from these nodes (now and later); `heal` undoes it.
 //! - `propose ID TEXT`, `read-index ID ctx=N`, `transfer-leadership ID to=N`.
@@ -203,7 +205,9 @@ impl Env {
                 chunk_bytes,
             )
             .map_err(|e| e.to_string())?;
-            messages.push(send.into_envelope(id, records, bytes).0);
+            let chunk = send.into_envelope(id, records, bytes).0;
+            core.snapshot_chunk_read(&chunk);
+            messages.push(chunk);
         }
         for m in &messages {
             writeln!(out, "  send {}", fmt_message(m)).ok();

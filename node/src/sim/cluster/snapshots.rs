@@ -78,14 +78,14 @@ impl Cluster {
         Ok(())
     }
 
-    /// The chunks a leader's core asks for, read from its disk.
+    /// The chunks a leader's core asks for, read from its disk (its core learns where each ends).
     pub(super) fn read_chunks(
         &mut self,
         index: usize,
         sends: Vec<SnapshotSend>,
     ) -> Result<Vec<Envelope>, SimFailure> {
         let chunk_bytes = self.snapshot_plan.chunk_bytes;
-        let node = &self.nodes[index];
+        let node = &mut self.nodes[index];
         let mut out = Vec::with_capacity(sends.len());
         for send in sends {
             let disk = node.disk.borrow();
@@ -97,7 +97,13 @@ impl Cluster {
             );
             drop(disk);
             match read {
-                Ok((records, bytes)) => out.push(send.into_envelope(node.id, records, bytes).0),
+                Ok((records, bytes)) => {
+                    let chunk = send.into_envelope(node.id, records, bytes).0;
+                    if let Some(core) = node.core.as_mut() {
+                        core.snapshot_chunk_read(&chunk);
+                    }
+                    out.push(chunk);
+                }
                 Err(error) => {
                     let detail = format!("node {}: {error}", node.id);
                     return Err(self.fail("snapshot chunk read", detail));

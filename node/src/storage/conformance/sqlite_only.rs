@@ -490,3 +490,189 @@ fn survives_sigkill_mid_write() {
         previous_last = state.last.index.0;
     }
 }
+
+// ---- crash safety: a child process stages and installs a snapshot until it is SIGKILLed ----
+
+const INSTALL_CRASH_CHILD_ENV: &str = "FLOTILLA_STORAGE_INSTALL_CRASH_CHILD";
+/// Messages in the image the install crash test receives: enough that installing it takes a while.
+const CRASH_IMAGE_MESSAGES: u64 = 20_000;
+const CRASH_IMAGE_CHUNK: usize = 1_000;
+
+/// The leader's image in the install crash test: messages 1..=`CRASH_IMAGE_MESSAGES` of term 2,
+/// every fifth without a request id.
+fn crash_image() -> Vec<MessageEntry> {
+    (1..=CRASH_IMAGE_MESSAGES)
+        .map(|i| MessageEntry {
+            index: LogIndex(i),
+            term: Term(2),
+            text: format!("image message {i}"),
+            request_id: (!i.is_multiple_of(5)).then(|| format!("image-{i}")),
+        })
+        .collect()
+}
+
+fn crash_image_meta(image: &[MessageEntry]) -> crate::raft::SnapshotMeta {
+    crate::raft::SnapshotMeta {
+        last: log_id(CRASH_IMAGE_MESSAGES, 2),
+        members: Vec::new(),
+        config_index: LogIndex(0),
+        bytes: image
+            .iter()
+            .map(flotilla_shared::rpc::snapshot_record_bytes)
+            .sum(),
+    }
+}
+
+/// The follower's own state before the snapshot: three entries of term 1, the first applied.
+fn own_log() -> Vec<Entry> {
+    vec![
+        message(1, 1, "own 1", Some("image-4")),
+        message(2, 1, "own 2", None),
+        message(3, 1, "own 3", None),
+    ]
+}
+
+/// The child: stages the image chunk by chunk and installs it, saying where it is on stdout.
+fn install_crash_child(path: &Path) -> ! {
+    let mut store = SqliteStore::open(path, NodeId(1), CLUSTER).expect("child: open");
+    let image = crash_image();
+    let mut stdout = std::io::stdout();
+    let mut offset = 0;
+    for chunk in image.chunks(CRASH_IMAGE_CHUNK) {
+        store.stage_snapshot(offset, chunk).expect("child: stage");
+        offset += chunk
+            .iter()
+            .map(flotilla_shared::rpc::snapshot_record_bytes)
+            .sum::<u64>();
+        let _ = writeln!(stdout, "staged {offset}");
+        let _ = stdout.flush();
+    }
+    let _ = writeln!(stdout, "installing");
+    let _ = stdout.flush();
+    store
+        .install_snapshot(&crash_image_meta(&image))
+        .expect("child: install");
+    let _ = writeln!(stdout, "installed");
+    let _ = stdout.flush();
+    std::thread::sleep(Duration::from_secs(60));
+    std::process::exit(0)
+}
+
+/// Killed at any point of receiving a snapshot, a store comes back with its old state or the whole
+/// new one, never a mix, and an empty staging area; once the install returned, with the new one.
+#[test]
+fn survives_sigkill_while_staging_and_installing_a_snapshot() {
+    if let Some(path) = std::env::var_os(INSTALL_CRASH_CHILD_ENV) {
+        install_crash_child(Path::new(&path));
+    }
+    let exe = std::env::current_exe().unwrap();
+    let image = crash_image();
+    let chunks = CRASH_IMAGE_MESSAGES as usize / CRASH_IMAGE_CHUNK;
+    // Where to kill: after some chunks, as the install starts (then a little later), once it is done.
+    let kill_points: Vec<(Option<usize>, u64)> = vec![
+        (Some(1), 0),
+        (Some(chunks / 2), 0),
+        (Some(chunks), 0),
+        (None, 0),
+        (None, 2),
+        (None, 5),
+        (None, 10),
+        (None, 20),
+    ];
+    let (mut old_seen, mut new_seen) = (0, 0);
+    for (staged_chunks, delay_ms) in kill_points {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-1.db");
+        let mut store = SqliteStore::open(&path, NodeId(1), CLUSTER).unwrap();
+        store
+            .write(WriteBatch {
+                hard_state: Some(HardState {
+                    term: Term(2),
+                    voted_for: None,
+                    commit: LogIndex(1),
+                }),
+                entries: &own_log(),
+                apply: &own_log()[..1],
+            })
+            .unwrap();
+        let before = observe(&store);
+        drop(store);
+
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "storage::conformance::sqlite_only::survives_sigkill_while_staging_and_installing_a_snapshot",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(INSTALL_CRASH_CHILD_ENV, &path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the installer");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let mut staged = 0;
+        let mut installed = false;
+        loop {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait();
+                panic!("the installer stopped early ({status:?}) after {staged} chunks");
+            };
+            if line.starts_with("staged ") {
+                staged += 1;
+                if staged_chunks == Some(staged) {
+                    break;
+                }
+            } else if line == "installing" && staged_chunks.is_none() {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                break;
+            } else if line == "installed" {
+                installed = true;
+                break;
+            }
+        }
+        child.kill().expect("SIGKILL the installer");
+        child.wait().unwrap();
+
+        let store = SqliteStore::open(&path, NodeId(1), CLUSTER).expect("reopen after SIGKILL");
+        let after = observe(&store);
+        if after == before {
+            assert!(!installed, "an install that returned was lost");
+            assert_eq!(
+                store.snapshot().unwrap(),
+                crate::raft::SnapshotMeta::default()
+            );
+            assert_eq!(store.find_request("image-4").unwrap(), Some(log_id(1, 1)));
+            old_seen += 1;
+        } else {
+            assert_eq!(
+                after.messages, image,
+                "killed after {staged} chunks (+{delay_ms} ms): neither the old state nor the image"
+            );
+            assert_eq!(store.snapshot().unwrap(), crash_image_meta(&image));
+            let state = after.initial;
+            assert_eq!(
+                (state.applied, state.hard_state.commit, state.last),
+                (
+                    LogIndex(CRASH_IMAGE_MESSAGES),
+                    LogIndex(CRASH_IMAGE_MESSAGES),
+                    log_id(CRASH_IMAGE_MESSAGES, 2)
+                )
+            );
+            assert!(after.entries.is_empty(), "the conflicting log is gone");
+            assert_eq!(store.find_request("image-4").unwrap(), Some(log_id(4, 2)));
+            assert_eq!(store.find_request("image-5").unwrap(), None);
+            new_seen += 1;
+        }
+        let staging: i64 = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM snapshot_staging", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(staging, 0, "opening empties the staging area");
+    }
+    assert!(old_seen >= 3, "kills while staging leave the old state");
+    assert!(new_seen >= 1, "a finished install survives");
+}

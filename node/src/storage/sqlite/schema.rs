@@ -61,11 +61,50 @@ CREATE VIEW messages AS
       AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx);
 ";
 
+/// The staging area for the chunks of a snapshot being received: the same columns as
+/// `compacted_messages`, which it becomes when the snapshot is installed.
+macro_rules! create_snapshot_staging {
+    () => {
+        "CREATE TABLE snapshot_staging (
+    idx INTEGER PRIMARY KEY,
+    term INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    request_id TEXT
+);"
+    };
+}
+
+/// The state machine since format 4: the compacted messages, then the log's applied ones.
+macro_rules! create_messages_view {
+    () => {
+        "CREATE VIEW messages AS
+    SELECT idx, term, text, request_id FROM compacted_messages
+    UNION ALL
+    SELECT idx, term, text, request_id FROM log
+    WHERE kind = 1 AND idx <= (SELECT idx FROM applied WHERE id = 0)
+      AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx);"
+    };
+}
+
+/// Installing a snapshot: the staged image becomes `compacted_messages` by renaming its table rather
+/// than copying every row, and an empty staging area takes its place. SQLite refuses a rename while a
+/// view names a missing table, so the view goes first and is made again. Run inside the installing
+/// transaction: DDL is transactional, a crash leaves all of it or none.
+pub(super) const SWAP_IN_STAGED_IMAGE: &str = concat!(
+    "DROP VIEW messages;
+DROP TABLE compacted_messages;
+ALTER TABLE snapshot_staging RENAME TO compacted_messages;
+",
+    create_snapshot_staging!(),
+    create_messages_view!()
+);
+
 /// Format 4: snapshots and compaction (Raft §7). Compacting moves the messages of the removed log
 /// entries into `compacted_messages`, so the state machine (`messages`) is that table followed by the
 /// log's applied messages; `snapshot` records the latest snapshot; `snapshot_staging` holds the chunks
 /// of one being received until it is installed in one transaction.
-pub(super) const MIGRATE_FROM_3: &str = "
+pub(super) const MIGRATE_FROM_3: &str = concat!(
+    "
 CREATE TABLE compacted_messages (
     idx INTEGER PRIMARY KEY,
     term INTEGER NOT NULL,
@@ -81,21 +120,16 @@ CREATE TABLE snapshot (
     bytes INTEGER NOT NULL
 );
 INSERT INTO snapshot (id, idx, term, config_index, members, bytes) VALUES (0, 0, 0, 0, '[]', 0);
-CREATE TABLE snapshot_staging (
-    idx INTEGER PRIMARY KEY,
-    term INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    request_id TEXT
-);
+",
+    create_snapshot_staging!(),
+    "
 DROP VIEW messages;
-CREATE VIEW messages AS
-    SELECT idx, term, text, request_id FROM compacted_messages
-    UNION ALL
-    SELECT idx, term, text, request_id FROM log
-    WHERE kind = 1 AND idx <= (SELECT idx FROM applied WHERE id = 0)
-      AND NOT EXISTS (SELECT 1 FROM duplicates WHERE duplicates.idx = log.idx);
+",
+    create_messages_view!(),
+    "
 UPDATE meta SET format_version = 4;
-";
+"
+);
 
 /// Format 1 kept a UNIQUE index on `applied_messages.request_id`: every apply inserted into it at a
 /// random place, dirtying one page per entry (about two thirds of all bytes written under load).

@@ -5,6 +5,16 @@
 //! applied, so taking a snapshot reads nothing that later writes touch and copies nothing: it records
 //! the index and sums the image's size. Compaction moves the messages of the removed log entries into
 //! `compacted_messages`. Installing swaps the staged image in within one transaction.
+//!
+//! Staged chunks are committed without an fsync of their own. Nothing depends on them surviving a
+//! crash: opening the store empties the staging area (a restarted follower answers the next chunk
+//! with an empty copy, and the leader starts over), and a follower's answer to a chunk only tells the
+//! leader where to go on, never anything Raft counts. The install's commit is fsynced
+//! (`synchronous=FULL`), and in WAL mode that fsync covers every frame written before it, the staged
+//! chunks included: once the install returns, the whole image is on disk. A power cut before that
+//! loses a tail of WAL transactions at most (SQLite recovers the WAL's longest valid prefix of
+//! commits), so the store comes back with its old state and some or none of the staging, which the
+//! open discards.
 
 use super::*;
 use crate::raft::SnapshotMeta;
@@ -16,15 +26,11 @@ const RECORD_BYTES_SQL: &str =
     "16 + length(CAST(text AS BLOB)) + COALESCE(length(CAST(request_id AS BLOB)), 0)";
 
 impl SqliteStore {
-    /// Every snapshot write is durable when it returns.
-    fn sync_fully(&mut self) -> Result<(), StorageError> {
-        if !self.sync_full {
-            self.conn
-                .pragma_update(None, "synchronous", "FULL")
-                .map_err(|e| sql_error(&self.shown(), "setting synchronous", e))?;
-            self.sync_full = true;
-        }
-        Ok(())
+    /// Taking and installing a snapshot are durable when they return; staging a chunk is not (see
+    /// the module's documentation).
+    fn commit_synchronously(&mut self, full: bool) -> Result<(), StorageError> {
+        self.set_synchronous(full)
+            .map_err(|e| sql_error(&self.shown(), "setting synchronous", e))
     }
 
     pub(super) fn read_snapshot(&self) -> Result<SnapshotMeta, StorageError> {
@@ -68,7 +74,7 @@ impl SqliteStore {
         let stored_term = self.term(at.index)?;
         check_take_snapshot(&self.state, at, stored_term)?;
         let previous = self.read_snapshot()?;
-        self.sync_fully()?;
+        self.commit_synchronously(true)?;
         let shown = self.shown();
         let members_json = serde_json::to_string(members)
             .map_err(|e| StorageError::Invalid(format!("the snapshot's members: {e}")))?;
@@ -143,6 +149,7 @@ impl SqliteStore {
         offset: u64,
         records: &[MessageEntry],
     ) -> Result<(), StorageError> {
+        self.commit_synchronously(false)?;
         let shown = self.shown();
         (|| {
             let tx = self
@@ -177,7 +184,7 @@ impl SqliteStore {
                 meta.last.index, self.state.applied
             )));
         }
-        self.sync_fully()?;
+        self.commit_synchronously(true)?;
         let shown = self.shown();
         let members_json = serde_json::to_string(&meta.members)
             .map_err(|e| StorageError::Invalid(format!("the snapshot's members: {e}")))?;
@@ -195,22 +202,20 @@ impl SqliteStore {
             } else {
                 tx.execute("DELETE FROM log", [])?;
             }
+            tx.execute("DELETE FROM duplicates", [])?;
+            // The staging area holds the chunks of this image from its start (a chunk at offset 0
+            // empties it); nothing past the image's last entry may slip into the state machine.
+            tx.execute("DELETE FROM snapshot_staging WHERE idx > ?1", [index])?;
+            tx.execute_batch(SWAP_IN_STAGED_IMAGE)?;
+            // The dedupe index rebuilt from the image; the first application of an id wins. Inserted
+            // in key order (a sort that spills to temporary files past SQLite's cache, so memory stays
+            // bounded): each row goes at the end of the index's B-tree, about twice as fast as
+            // inserting in index order, which scatters them over it.
             tx.execute_batch(
-                "DELETE FROM duplicates;
-                 DELETE FROM compacted_messages;",
-            )?;
-            tx.execute(
-                "INSERT INTO compacted_messages (idx, term, text, request_id)
-                 SELECT idx, term, text, request_id FROM snapshot_staging WHERE idx <= ?1",
-                [index],
-            )?;
-            // The dedupe index rebuilt from the image; the first application of an id wins.
-            tx.execute_batch(
-                "DELETE FROM snapshot_staging;
-                 DELETE FROM request_ids;
+                "DELETE FROM request_ids;
                  INSERT OR IGNORE INTO request_ids (request_id, idx, term)
                      SELECT request_id, idx, term FROM compacted_messages
-                     WHERE request_id IS NOT NULL ORDER BY idx;",
+                     WHERE request_id IS NOT NULL ORDER BY request_id, idx;",
             )?;
             tx.execute(
                 "UPDATE applied SET idx = ?1, request_ids_up_to = ?1 WHERE id = 0",

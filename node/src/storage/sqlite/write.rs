@@ -64,7 +64,11 @@ impl SqliteStore {
     /// entries, durable in the log, are applied again. The next fsynced batch makes it durable too. This
     /// takes the second of two serial fsyncs off every client write's path on the leader.
     pub(super) fn set_sync_for(&mut self, batch: &WriteBatch<'_>) -> Result<(), rusqlite::Error> {
-        let full = self.needs_fsync(batch);
+        self.set_synchronous(self.needs_fsync(batch))
+    }
+
+    /// `synchronous=FULL` (a commit fsyncs the WAL) or `NORMAL` (it does not) for the next commits.
+    pub(super) fn set_synchronous(&mut self, full: bool) -> Result<(), rusqlite::Error> {
         if full != self.sync_full {
             self.conn
                 .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
