@@ -244,6 +244,22 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The receiver and number (`msg`) of the message this event reports sending, when it is the send
+    /// side of a numbered message. A successful append response has no send event: the leader's
+    /// `append_acked` reports it on arrival.
+    pub fn sent_message(&self) -> Option<(NodeId, u64)> {
+        match *self {
+            EventKind::VoteRequested { to, msg, .. }
+            | EventKind::VoteGranted { to, msg, .. }
+            | EventKind::VoteDenied { to, msg, .. }
+            | EventKind::AppendSent { to, msg, .. }
+            | EventKind::AppendRejected { to, msg, .. }
+            | EventKind::TimeoutNowSent { to, msg, .. }
+            | EventKind::SnapshotSent { to, msg, .. } => Some((to, msg)),
+            _ => None,
+        }
+    }
+
     /// The `kind` tag as it appears on the wire.
     pub fn name(&self) -> &'static str {
         match self {

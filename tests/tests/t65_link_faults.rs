@@ -40,19 +40,6 @@ fn loss(loss: f64) -> LinkFault {
     }
 }
 
-/// The `(to, msg)` of a request or refusal event that is the send side of a message.
-fn sent_to(kind: &EventKind) -> Option<(NodeId, u64)> {
-    match *kind {
-        EventKind::VoteRequested { to, msg, .. }
-        | EventKind::VoteGranted { to, msg, .. }
-        | EventKind::VoteDenied { to, msg, .. }
-        | EventKind::AppendSent { to, msg, .. }
-        | EventKind::AppendRejected { to, msg, .. }
-        | EventKind::TimeoutNowSent { to, msg, .. } => Some((to, msg)),
-        _ => None,
-    }
-}
-
 fn received_from(event: &Event, sender: NodeId) -> Option<u64> {
     match &event.kind {
         EventKind::MessageReceived { from, msg, .. } if *from == sender => Some(*msg),
@@ -100,7 +87,7 @@ async fn a_one_way_cut_drops_at_the_leader_and_nothing_lands_on_the_follower() {
             let at = events.iter().position(|e| {
                 matches!(e.kind, EventKind::LinkFaultChanged { to, fault: Some(f) } if to == follower && f == cut())
             })?;
-            Some(events[..at].iter().filter_map(|e| sent_to(&e.kind)).map(|(_, msg)| msg).max().unwrap_or(0))
+            Some(events[..at].iter().filter_map(|e| e.kind.sent_message()).map(|(_, msg)| msg).max().unwrap_or(0))
         })
         .await?;
         let dropped = wait_for_event(&leader_log, "20 messages to the follower dropped at the cut", |events| {
@@ -118,7 +105,7 @@ async fn a_one_way_cut_drops_at_the_leader_and_nothing_lands_on_the_follower() {
         let leader_events = leader_log.events();
         let sent: BTreeSet<u64> = leader_events
             .iter()
-            .filter_map(|e| sent_to(&e.kind))
+            .filter_map(|e| e.kind.sent_message())
             .filter(|&(to, _)| to == follower)
             .map(|(_, msg)| msg)
             .collect();
@@ -140,7 +127,7 @@ async fn a_one_way_cut_drops_at_the_leader_and_nothing_lands_on_the_follower() {
         // Healing lets the leader's messages land again.
         cluster.client(leader).heal_link(follower).await?;
         ensure!(status_link_faults(&cluster.client(leader)).await?.is_empty(), "healed link still listed");
-        let healed_at = leader_log.events().iter().filter_map(|e| sent_to(&e.kind)).map(|(_, m)| m).max().unwrap_or(0);
+        let healed_at = leader_log.events().iter().filter_map(|e| e.kind.sent_message()).map(|(_, m)| m).max().unwrap_or(0);
         wait_for_event(&follower_log, "a message from the leader lands after healing", |events| {
             events.iter().find_map(|e| received_from(e, leader).filter(|&msg| msg > healed_at))
         })

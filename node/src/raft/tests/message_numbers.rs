@@ -11,19 +11,6 @@ fn sent(ready: &Ready) -> Vec<&Envelope> {
         .collect()
 }
 
-/// The `msg` a send event names, if the event is the send side of a message.
-fn send_event_msg(event: &EventKind) -> Option<(NodeId, u64)> {
-    match *event {
-        EventKind::VoteRequested { to, msg, .. }
-        | EventKind::VoteGranted { to, msg, .. }
-        | EventKind::VoteDenied { to, msg, .. }
-        | EventKind::AppendSent { to, msg, .. }
-        | EventKind::AppendRejected { to, msg, .. }
-        | EventKind::TimeoutNowSent { to, msg, .. } => Some((to, msg)),
-        _ => None,
-    }
-}
-
 #[test]
 fn envelopes_are_numbered_from_one_and_their_send_events_name_them() {
     let (mut core, disk) = core_with(config(1, 3), &[1], 1);
@@ -31,7 +18,11 @@ fn envelopes_are_numbered_from_one_and_their_send_events_name_them() {
     let ready = core.ready();
     let votes: Vec<(NodeId, u64)> = sent(&ready).iter().map(|m| (m.to, m.msg)).collect();
     assert_eq!(votes, vec![(NodeId(2), 1), (NodeId(3), 2)]);
-    let events: Vec<_> = ready.events.iter().filter_map(send_event_msg).collect();
+    let events: Vec<_> = ready
+        .events
+        .iter()
+        .filter_map(EventKind::sent_message)
+        .collect();
     assert_eq!(events, votes);
     persist(&mut core, &disk, &ready);
 
@@ -46,7 +37,11 @@ fn envelopes_are_numbered_from_one_and_their_send_events_name_them() {
     }));
     let appends: Vec<(NodeId, u64)> = sent(&ready).iter().map(|m| (m.to, m.msg)).collect();
     assert_eq!(appends, vec![(NodeId(2), 3), (NodeId(3), 4)]);
-    let events: Vec<_> = ready.events.iter().filter_map(send_event_msg).collect();
+    let events: Vec<_> = ready
+        .events
+        .iter()
+        .filter_map(EventKind::sent_message)
+        .collect();
     assert_eq!(events, appends);
     persist(&mut core, &disk, &ready);
 
@@ -78,7 +73,11 @@ fn a_successful_append_response_is_numbered_without_a_send_event() {
     let answers: Vec<u64> = sent(&ready).iter().map(|m| m.msg).collect();
     assert_eq!(answers, vec![1, 2]);
     // Only the rejection has a send event.
-    let events: Vec<_> = ready.events.iter().filter_map(send_event_msg).collect();
+    let events: Vec<_> = ready
+        .events
+        .iter()
+        .filter_map(EventKind::sent_message)
+        .collect();
     assert_eq!(events, vec![(NodeId(1), 2)]);
     let received: Vec<u64> = ready
         .events
