@@ -26,8 +26,8 @@ const RECORD_BYTES_SQL: &str =
     "16 + length(CAST(text AS BLOB)) + COALESCE(length(CAST(request_id AS BLOB)), 0)";
 
 impl SqliteStore {
-    /// Taking and installing a snapshot are durable when they return; staging a chunk is not (see
-    /// the module's documentation).
+    /// Taking and installing a snapshot are durable when they return; staging a chunk and compacting
+    /// are not (see the module's documentation and `compact_to`).
     fn commit_synchronously(&mut self, full: bool) -> Result<(), StorageError> {
         self.set_synchronous(full)
             .map_err(|e| sql_error(&self.shown(), "setting synchronous", e))
@@ -120,6 +120,11 @@ impl SqliteStore {
         if up_to < self.state.first_index {
             return Ok(self.state.first_index);
         }
+        // No fsync of its own: a compaction changes what the store holds, not what it says. Lost to a
+        // power cut, the log is simply longer again (the snapshot behind it is durable already) and
+        // the next open goes on compacting; the next fsynced commit makes it durable with the WAL
+        // frames before it.
+        self.commit_synchronously(false)?;
         let shown = self.shown();
         (|| {
             let tx = self
