@@ -8,9 +8,11 @@
 //! see the current state at once.
 
 use crate::clock::Clock;
+use bytes::Bytes;
 use flotilla_shared::event::{Event, EventKind};
 use flotilla_shared::NodeId;
 use std::collections::VecDeque;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -21,11 +23,23 @@ pub const HISTORY_CAPACITY: usize = 10_000;
 /// Events queued per subscriber before it counts as too slow and is dropped.
 const SUBSCRIBER_QUEUE: usize = 4_096;
 
-/// One event, serialized once.
+/// One event, serialized once, as the Server-Sent Events frame every subscriber is sent
+/// (`data:<json>\nid:<seq>\n\n`).
 #[derive(Clone, Debug)]
 pub struct PublishedEvent {
     pub seq: u64,
-    pub json: Arc<str>,
+    pub frame: Bytes,
+}
+
+const DATA_FIELD: &[u8] = b"data:";
+
+impl PublishedEvent {
+    /// The event's JSON: the frame between `data:` and `\nid:<seq>\n\n`.
+    pub fn json(&self) -> &str {
+        let digits = self.seq.checked_ilog10().map_or(1, |log| log as usize + 1);
+        let end = self.frame.len() - ("\nid:".len() + digits + "\n\n".len());
+        std::str::from_utf8(&self.frame[DATA_FIELD.len()..end]).unwrap_or_default()
+    }
 }
 
 #[derive(Clone)]
@@ -62,11 +76,17 @@ impl Recent {
 }
 
 fn serialize(event: &Event) -> Option<PublishedEvent> {
-    match serde_json::to_string(event) {
-        Ok(json) => Some(PublishedEvent {
-            seq: event.seq,
-            json: json.into(),
-        }),
+    let mut frame = Vec::with_capacity(192);
+    frame.extend_from_slice(DATA_FIELD);
+    match serde_json::to_writer(&mut frame, event) {
+        Ok(()) => {
+            // JSON escapes newlines inside strings, so the data field is one line.
+            write!(frame, "\nid:{}\n\n", event.seq).ok();
+            Some(PublishedEvent {
+                seq: event.seq,
+                frame: frame.into(),
+            })
+        }
         Err(error) => {
             tracing::error!(%error, "could not serialize an event");
             None
@@ -222,14 +242,19 @@ mod tests {
         assert!(matches!(hub.lock().history[0], Recent::Unpublished(_)));
         let mut stream = hub.subscribe(10);
         let first = stream.next().await.unwrap();
-        let event: Event = serde_json::from_str(&first.json).unwrap();
+        let event: Event = serde_json::from_str(first.json()).unwrap();
         assert_eq!(
             (event.node, event.seq, event.kind),
             (NodeId(3), 1, commit(7))
         );
         // A second subscriber replays the same text, serialized once.
         let mut again = hub.subscribe(10);
-        assert!(Arc::ptr_eq(&again.next().await.unwrap().json, &first.json));
+        let replayed = again.next().await.unwrap();
+        assert_eq!(replayed.frame.as_ptr(), first.frame.as_ptr());
+        assert_eq!(
+            &first.frame[..],
+            format!("data:{}\nid:1\n\n", first.json()).as_bytes()
+        );
         hub.publish(commit(9));
         assert!(matches!(hub.lock().history[2], Recent::Published(_)));
     }
