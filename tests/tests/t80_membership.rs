@@ -3,7 +3,7 @@
 //! remaining member exactly once; a removed node that comes back does not disturb the cluster.
 
 use anyhow::{bail, ensure, Context as _, Result};
-use flotilla_shared::api::{MemberRole, Status};
+use flotilla_shared::api::{MemberRole, MembersResponse, Status};
 use flotilla_shared::event::Role;
 use flotilla_shared::NodeId;
 use flotilla_tests::{
@@ -40,6 +40,24 @@ async fn wait_members(cluster: &Cluster, among: &[NodeId], expected: &[NodeId]) 
         },
     )
     .await
+}
+
+/// Adds node `id` (started with `--join`) as a voter through node `via`: the answer comes once it
+/// votes.
+async fn add_voter(cluster: &Cluster, via: NodeId, id: NodeId) -> Result<MembersResponse> {
+    let addr = cluster.node(id).addr();
+    let added = cluster
+        .client(via)
+        .add_member(id, &addr, MemberRole::Voter)
+        .await?;
+    ensure!(
+        added
+            .members
+            .iter()
+            .any(|m| m.id == id && m.role == MemberRole::Voter),
+        "the answer comes once node {id} is a voter: {added:?}"
+    );
+    Ok(added)
 }
 
 /// Checks that `among` converged on identical logs holding every acknowledged write exactly once.
@@ -93,18 +111,7 @@ async fn grow_to_five_then_remove_the_leader_and_another() {
             .into_iter()
             .find(|&id| id != first_leader && id != NodeId(4))
             .context("a follower")?;
-        let addr4 = cluster.node(NodeId(4)).addr();
-        let added = cluster
-            .client(follower)
-            .add_member(NodeId(4), &addr4, MemberRole::Voter)
-            .await?;
-        ensure!(
-            added
-                .members
-                .iter()
-                .any(|m| m.id == NodeId(4) && m.role == MemberRole::Voter),
-            "the answer comes once node 4 is a voter: {added:?}"
-        );
+        let added = add_voter(&cluster, follower, NodeId(4)).await?;
         // Node 4 itself announced the configuration that promoted it, committed.
         let seen = membership_event(&cluster, NodeId(4), added.config_index.0).await?;
         ensure!(
@@ -269,18 +276,7 @@ async fn a_node_added_after_compaction_is_rebuilt_from_a_snapshot_and_promoted()
         })
         .await?;
         cluster.start_joining(NodeId(4)).await?;
-        let addr4 = cluster.node(NodeId(4)).addr();
-        let added = cluster
-            .client(leader)
-            .add_member(NodeId(4), &addr4, MemberRole::Voter)
-            .await?;
-        ensure!(
-            added
-                .members
-                .iter()
-                .any(|m| m.id == NodeId(4) && m.role == MemberRole::Voter),
-            "the answer comes once node 4 is a voter: {added:?}"
-        );
+        add_voter(&cluster, leader, NodeId(4)).await?;
         let rebuilt = cluster.client(NodeId(4)).status().await?;
         ensure!(
             rebuilt.snapshot_index.0 > 0,
