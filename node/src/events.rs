@@ -35,6 +35,7 @@ const DATA_FIELD: &[u8] = b"data:";
 
 impl PublishedEvent {
     /// The event's JSON: the frame between `data:` and `\nid:<seq>\n\n`.
+    #[cfg(test)]
     pub fn json(&self) -> &str {
         let digits = self.seq.checked_ilog10().map_or(1, |log| log as usize + 1);
         let end = self.frame.len() - ("\nid:".len() + digits + "\n\n".len());
