@@ -99,7 +99,8 @@ impl Compose {
             .map(drop)
     }
 
-    /// `down -v -t 2`: removes the project's containers and volumes.
+    /// `down -v --remove-orphans -t 2`: removes the project's containers (those added from the
+    /// window too) and volumes.
     pub fn down_with_volumes(
         &self,
         files: &[PathBuf],
@@ -107,8 +108,15 @@ impl Compose {
         envs: &[(String, String)],
         timeout: Duration,
     ) -> Result<(), CliError> {
-        self.run(files, project, &["down", "-v", "-t", "2"], envs, timeout)
-            .map(drop)
+        // Nodes added from the window are the project's orphans: they go too.
+        self.run(
+            files,
+            project,
+            &["down", "-v", "--remove-orphans", "-t", "2"],
+            envs,
+            timeout,
+        )
+        .map(drop)
     }
 
     /// `rm -s -f <service>`: stops and removes one service's container (its volumes stay).
