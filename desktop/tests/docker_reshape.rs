@@ -6,7 +6,8 @@
 //!   first append starts at index 1) and catches up with every message.
 //! - "Add node" twice (containers made like the cluster's, `JOIN=1`), then "Remove node" on the leader
 //!   and on another member: every acknowledged message is present exactly once on every remaining
-//!   member. This needs nodes with `JOIN` and `/v1/admin/members` (Raft §6).
+//!   member. This needs nodes with `JOIN` and `/v1/admin/members` (Raft §6). The window's `docker rm`
+//!   of a removed node is slowed down, and the live view must keep taking in events while it runs.
 //!
 //! The tests share the container names of `compose.test.yml`, so they take turns.
 //!
@@ -47,7 +48,27 @@ struct Watched {
     _project: ComposeProject,
 }
 
-fn watched_cluster() -> Result<Option<Watched>> {
+/// How long the window's `docker rm` takes in the test that watches for it.
+const SLOW_RM: Duration = Duration::from_secs(3);
+
+/// A `docker` that takes [`SLOW_RM`] to start removing a container, as Docker Desktop can.
+fn docker_with_a_slow_rm(folder: &std::path::Path) -> Result<DockerCli> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let script = folder.join("docker");
+    let program = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = rm ]; then sleep {}; fi\nexec {program} \"$@\"\n",
+            SLOW_RM.as_secs()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok(DockerCli::new(script))
+}
+
+/// The `docker` the window uses: the engine's, or one with a slow `rm` made in `slow_rm_folder`.
+fn watched_cluster(slow_rm_folder: Option<&std::path::Path>) -> Result<Option<Watched>> {
     let Some(cli) = containers::engine("docker_reshape", containers::START_ENGINE) else {
         return Ok(None);
     };
@@ -56,10 +77,14 @@ fn watched_cluster() -> Result<Option<Watched>> {
 
     // The window runs where the cluster was started: the compose file's variables are in its
     // environment, as they were in the shell that ran `up`.
+    let window_cli = match slow_rm_folder {
+        Some(folder) => docker_with_a_slow_rm(folder)?,
+        None => cli.clone(),
+    };
     let control_cli = project
         .envs
         .iter()
-        .fold(cli.clone(), |cli, (key, value)| cli.with_env(key, value));
+        .fold(window_cli, |cli, (key, value)| cli.with_env(key, value));
     let control = DockerControl::discover(control_cli, CLUSTER, None)?;
     let endpoints = control.nodes();
     let tempo = Tempo { factor: 2 };
@@ -101,7 +126,7 @@ fn wipe_and_watch_it_rebuilt(which: Wiped) -> Result<()> {
         cli,
         endpoints,
         _project,
-    }) = watched_cluster()?
+    }) = watched_cluster(None)?
     else {
         return Ok(());
     };
@@ -180,12 +205,13 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() -> Result<()> {
     let _turn = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let slow_rm_folder = tempfile::tempdir()?;
     let Some(Watched {
         mut app,
         cli,
         _project,
         ..
-    }) = watched_cluster()?
+    }) = watched_cluster(Some(slow_rm_folder.path()))?
     else {
         return Ok(());
     };
@@ -216,16 +242,35 @@ fn grow_to_five_then_remove_the_leader_and_another_by_click() -> Result<()> {
     select(&mut app, leader);
     wait_for_shown_leader(&mut app);
     click(&mut app, &format!("Remove node {leader}"));
-    wait_for(&mut app, "the old leader gone and a new one", |app| {
-        let gone = !app.state().model.live.nodes.contains_key(&leader);
-        let new_leader = agreed_leader(app).filter(|id| *id != leader);
-        gone.then_some(new_leader).flatten()
+    // Once the removal committed, the window takes the container away (its `docker rm` takes
+    // SLOW_RM here) off the backend's runtime: the live view keeps taking in events meanwhile.
+    let removed = format!("node {leader} removed");
+    wait_for(&mut app, "the removal's answer", |app| {
+        let notice = app.state().bar.notice.as_ref()?;
+        notice.0.starts_with(&removed).then_some(())
     });
+    let answered = std::time::Instant::now();
+    let events_then = app.state().model.timeline.end();
     let removed_container = format!("flotilla-test-node{}", leader.0);
+    let mut live_during_rm = false;
+    let mut new_leader = None;
+    wait_for(
+        &mut app,
+        "the old leader gone, a new one and the old one's container removed",
+        |app| {
+            let exists = cli
+                .run(&["inspect", &removed_container], Duration::from_secs(10))
+                .is_ok();
+            let newer_events = app.state().model.timeline.end() > events_then;
+            live_during_rm |= exists && newer_events && answered.elapsed() > SLOW_RM / 4;
+            let gone = !app.state().model.live.nodes.contains_key(&leader);
+            new_leader = new_leader.or(agreed_leader(app).filter(|id| gone && *id != leader));
+            (!exists && new_leader.is_some()).then_some(())
+        },
+    );
     assert!(
-        cli.run(&["inspect", &removed_container], Duration::from_secs(10))
-            .is_err(),
-        "the removed leader's container is gone"
+        live_during_rm,
+        "the window took in no event while the removed container was being taken away"
     );
     submit(&mut app, "after removing the leader");
     sent.push("after removing the leader".into());

@@ -91,6 +91,12 @@ pub trait ClusterControl: Send {
     fn forget_node(&mut self, node: NodeId) -> anyhow::Result<()> {
         anyhow::bail!("node {node} runs elsewhere: stop it there")
     }
+    /// [`Self::forget_node`] with the slow part (a `docker rm`) run where it cannot stall the
+    /// backend's runtime: the node is forgotten at once, and the result comes later. `None` means
+    /// the control stops nodes inline.
+    fn forget_node_elsewhere(&mut self, _node: NodeId) -> Option<PendingAction> {
+        None
+    }
     /// Nodes whose process ended by itself since the last call.
     fn exited(&mut self) -> Vec<NodeId> {
         Vec::new()

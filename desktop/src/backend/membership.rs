@@ -141,8 +141,19 @@ pub(super) fn settle(
         Outcome::AddFailed(node) | Outcome::Removed(node) => node,
     };
     session.unwatch(node);
-    if let Err(error) = control.forget_node(node) {
-        ui.notice(format!("node {node} left the cluster: {error:#}"), true);
+    let left_words = move |error: anyhow::Error| format!("node {node} left the cluster: {error:#}");
+    if let Some(pending) = control.forget_node_elsewhere(node) {
+        let ui = ui.clone();
+        tokio::spawn(async move {
+            let stopped = pending
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("its stop was abandoned")));
+            if let Err(error) = stopped {
+                ui.notice(left_words(error), true);
+            }
+        });
+    } else if let Err(error) = control.forget_node(node) {
+        ui.notice(left_words(error), true);
     }
     session.client = http::Client::new(control.nodes(), control.admin_token());
     ui.record(Record::Process {

@@ -333,7 +333,31 @@ impl ClusterControl for DockerControl {
     }
 
     fn forget_node(&mut self, node: NodeId) -> anyhow::Result<()> {
-        self.remove_container(node)
+        let container = self.forget_container(node)?;
+        self.actions.remove_container(&container)
+    }
+
+    /// `docker rm -f` can take seconds (Docker Desktop): on a thread of its own, so the event
+    /// streams keep flowing while the container goes.
+    fn forget_node_elsewhere(&mut self, node: NodeId) -> Option<PendingAction> {
+        let (reply, pending) = tokio::sync::oneshot::channel();
+        match self.forget_container(node) {
+            Ok(container) => {
+                let actions = self.actions.clone();
+                let started = std::thread::Builder::new()
+                    .name("flotilla-docker-remove".into())
+                    .spawn(move || {
+                        let _ = reply.send(actions.remove_container(&container));
+                    });
+                if let Err(error) = started {
+                    tracing::warn!("cannot start a thread to remove a container: {error}");
+                }
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+        Some(pending)
     }
 }
 

@@ -261,16 +261,23 @@ impl Actions {
 }
 
 impl DockerControl {
-    /// Takes a node that left the configuration away: its container goes, its volume stays.
-    pub(super) fn remove_container(&mut self, node: NodeId) -> anyhow::Result<()> {
+    /// Stops watching the container of a node that left the configuration; the poller no longer
+    /// looks at it, so its removal is not reported as the node ending by itself.
+    pub(super) fn forget_container(&mut self, node: NodeId) -> anyhow::Result<NodeContainer> {
         let container = self.actions.container(node)?;
         self.actions
             .nodes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&node);
-        self.actions
-            .cli
+        Ok(container)
+    }
+}
+
+impl Actions {
+    /// Takes a forgotten node's container away; its volume stays.
+    pub(super) fn remove_container(&self, container: &NodeContainer) -> anyhow::Result<()> {
+        self.cli
             .run(&["rm", "-f", &container.name], QUICK_TIMEOUT)?;
         Ok(())
     }
