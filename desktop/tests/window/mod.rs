@@ -76,29 +76,74 @@ pub fn wait_for<T>(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> 
         if let Some(value) = done(app) {
             return value;
         }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}; notice: {:?}",
-            app.state().bar.notice
+        if started.elapsed() < DEADLINE {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let reported = nodes_words(&app.state().model.live);
+        let shown = nodes_words(app.state_mut().model.view());
+        panic!(
+            "timed out after {DEADLINE:?} waiting for {what}; notice: {:?}; nodes reported: {}; \
+             nodes shown: {}",
+            app.state().bar.notice,
+            reported,
+            shown,
         );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
+/// Clicks `label` on a window with a live backend. egui drops a click on a button that was
+/// disabled, or drawn as another widget, in the very frame the click landed in (a live cluster can
+/// lose its leader between two frames): such a click is made again, as a person would, once the
+/// button is enabled.
 pub fn click(app: &mut App, label: &str) {
-    // A widget that follows a click (a selected node's buttons) appears a frame or two later.
-    wait_for(app, &format!("'{label}' on screen"), |app| {
-        app.query_by_label(label).is_some().then_some(())
-    });
-    let button = app.get_by_label(label);
-    // A click on a disabled button does nothing: say so rather than wait for its effect.
-    assert!(
-        !button.accesskit_node().is_disabled(),
-        "'{label}' is disabled; notice: {:?}",
-        app.state().bar.notice
-    );
-    button.click();
-    app.run_steps(2);
+    for _ in 0..3 {
+        // A widget that follows a click (a selected node's buttons) appears a frame or two later.
+        wait_for(app, &format!("'{label}' on screen"), |app| {
+            app.query_by_label(label).is_some().then_some(())
+        });
+        let button = app.get_by_label(label);
+        // A click on a disabled button does nothing: say so rather than wait for its effect.
+        assert!(
+            !button.accesskit_node().is_disabled(),
+            "'{label}' is disabled; notice: {:?}",
+            app.state().bar.notice
+        );
+        let widget = button.accesskit_node().id();
+        button.click();
+        app.run_steps(1);
+        // The frame that took the click. A button gone from it cannot be judged (a click may
+        // close what holds it): that click counts as taken.
+        let dropped = app.query_by_label(label).is_some_and(|button| {
+            let node = button.accesskit_node();
+            node.is_disabled() || node.id() != widget
+        });
+        app.run_steps(1);
+        if !dropped {
+            return;
+        }
+        eprintln!("the click on '{label}' landed as the button changed: clicking again");
+    }
+    panic!("three clicks on '{label}' each landed as the button changed");
+}
+
+/// Each node's role, term, leader and whether it answers, for a failure message.
+fn nodes_words(state: &flotilla::model::ClusterState) -> String {
+    let words: Vec<String> = state
+        .nodes
+        .values()
+        .map(|node| {
+            format!(
+                "{} {:?} term {} leader {:?}{}",
+                node.id,
+                node.role,
+                node.term.0,
+                node.leader_id.map(|id| id.0),
+                if node.is_up() { "" } else { " (down)" }
+            )
+        })
+        .collect();
+    words.join(", ")
 }
 
 /// The leader all nodes up agree on.
