@@ -19,19 +19,19 @@ use anyhow::{bail, Context as _, Result};
 use egui_kittest::kittest::Queryable as _;
 use flotilla::app::WATCH_DOCKER;
 use flotilla::backend::docker::{self, Compose, DockerCli, DockerOptions, WAITING_HEADING};
-use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint};
+use flotilla::backend::{self, ClusterControl as _, NodeEndpoint};
 use flotilla::ui::Tempo;
 use flotilla_shared::api::Status;
 use flotilla_shared::NodeId;
 use flotilla_tests::{Api, NodeClient};
 use reqwest::Method;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod containers;
+mod local_cluster;
 mod window;
 use containers::{repository, ComposeProject};
 use window::{click, frame, submit, wait_for, window, App};
@@ -106,24 +106,6 @@ fn build_image(cli: &DockerCli) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// A `docker` that takes [`SLOW_START`] to start a container, like a daemon on a slow disk.
-fn slow_docker(dir: &Path) -> Result<PathBuf> {
-    let docker = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
-    let path = dir.join("slow-docker");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = start ]; then sleep {}; fi\nexec '{docker}' \"$@\"\n",
-            SLOW_START.as_secs()
-        ),
-    )?;
-    let status = Command::new("chmod").arg("+x").arg(&path).status()?;
-    if !status.success() {
-        bail!("chmod +x {} failed", path.display());
-    }
-    Ok(path)
 }
 
 /// The leader every node of the window's model agrees on, once all are up.
@@ -216,7 +198,12 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
     let options = DockerOptions {
         nodes: 3,
         admin_token: None,
-        cli: DockerCli::new(slow_docker(scratch.path())?),
+        // Like a daemon on a slow disk.
+        cli: DockerCli::new(containers::slowed_docker(
+            scratch.path(),
+            "start",
+            SLOW_START,
+        )?),
         cluster: docker::DEFAULT_CLUSTER.into(),
     };
     let http = Http::new()?;
@@ -356,17 +343,13 @@ fn the_users_compose_cluster_is_watched_and_broken_through_the_window() -> Resul
 
     // 5. Plain `flotilla` (local nodes) while the compose cluster runs: the window offers to watch it.
     let local_dir = tempfile::tempdir()?;
-    let local = local::LocalControl::start(local::LocalOptions {
-        nodes: 3,
-        data_root: local_dir.path().to_path_buf(),
-        fresh: true,
-        program: local::NodeProgram {
-            program: PathBuf::from(env!("CARGO_BIN_EXE_flotilla")),
-            leading_args: vec!["node".into()],
-        },
-        timing: tempo.timing(),
-        first_port: 17_850,
-    })?;
+    let local = local_cluster::start(
+        local_dir.path(),
+        3,
+        local_cluster::app_nodes(),
+        tempo,
+        17_850,
+    );
     let local_nodes: Vec<NodeEndpoint> = local.nodes();
     let handle = backend::start_with(
         Box::new(local),

@@ -48,24 +48,8 @@ struct Watched {
     _project: ComposeProject,
 }
 
-/// How long the window's `docker rm` takes in the test that watches for it.
+/// How long the window's `docker rm` takes in the test that watches for it, as on Docker Desktop.
 const SLOW_RM: Duration = Duration::from_secs(3);
-
-/// A `docker` that takes [`SLOW_RM`] to start removing a container, as Docker Desktop can.
-fn docker_with_a_slow_rm(folder: &std::path::Path) -> Result<DockerCli> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let script = folder.join("docker");
-    let program = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = rm ]; then sleep {}; fi\nexec {program} \"$@\"\n",
-            SLOW_RM.as_secs()
-        ),
-    )?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-    Ok(DockerCli::new(script))
-}
 
 /// The `docker` the window uses: the engine's, or one with a slow `rm` made in `slow_rm_folder`.
 fn watched_cluster(slow_rm_folder: Option<&std::path::Path>) -> Result<Option<Watched>> {
@@ -78,7 +62,7 @@ fn watched_cluster(slow_rm_folder: Option<&std::path::Path>) -> Result<Option<Wa
     // The window runs where the cluster was started: the compose file's variables are in its
     // environment, as they were in the shell that ran `up`.
     let window_cli = match slow_rm_folder {
-        Some(folder) => docker_with_a_slow_rm(folder)?,
+        Some(folder) => DockerCli::new(containers::slowed_docker(folder, "rm", SLOW_RM)?),
         None => cli.clone(),
     };
     let control_cli = project

@@ -17,6 +17,25 @@ pub fn repository() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
+/// A `docker` made in `folder` that waits `delay` before each `docker <verb>`, as a slow daemon
+/// does (a slow disk, Docker Desktop's VM).
+pub fn slowed_docker(folder: &Path, verb: &str, delay: Duration) -> Result<PathBuf> {
+    let docker = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
+    let path = folder.join(format!("docker-slow-{verb}"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = {verb} ]; then sleep {:.1}; fi\nexec '{docker}' \"$@\"\n",
+            delay.as_secs_f64()
+        ),
+    )?;
+    let status = Command::new("chmod").arg("+x").arg(&path).status()?;
+    if !status.success() {
+        bail!("chmod +x {} failed", path.display());
+    }
+    Ok(path)
+}
+
 /// How to start the engine the test cluster needs.
 pub const START_ENGINE: &str =
     ".ci/docker.sh starts one (as root): . .ci/docker.sh && start_dockerd";
