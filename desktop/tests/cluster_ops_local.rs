@@ -7,9 +7,10 @@
 //!   every acknowledged message is present exactly once on every remaining member. This needs nodes
 //!   with `--join` and `/v1/admin/members` (Raft §6).
 
+mod local_cluster;
 mod window;
 
-use flotilla::backend::{self, local};
+use flotilla::backend;
 use flotilla::ui::{Tempo, ADD_NODE};
 use flotilla_shared::api::MemberRole;
 use flotilla_shared::event::EventKind;
@@ -20,18 +21,7 @@ use window::*;
 
 fn start(data: &Path, first_port: u16) -> (App, Vec<backend::NodeEndpoint>) {
     let tempo = Tempo { factor: 2 };
-    let control = local::LocalControl::start(local::LocalOptions {
-        nodes: 3,
-        data_root: data.to_path_buf(),
-        fresh: true,
-        program: local::NodeProgram {
-            program: env!("CARGO_BIN_EXE_flotilla").into(),
-            leading_args: vec!["node".into()],
-        },
-        timing: tempo.timing(),
-        first_port,
-    })
-    .expect("cluster starts");
+    let control = local_cluster::start(data, 3, local_cluster::app_nodes(), tempo, first_port);
     let endpoints = backend::ClusterControl::nodes(&control);
     let handle =
         backend::start(Box::new(control), tempo.timing(), Arc::new(|| {})).expect("backend");

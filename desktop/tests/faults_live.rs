@@ -4,7 +4,7 @@
 //! one-way cut and none lands on the follower; healing clears it all.
 
 use egui_kittest::kittest::Queryable as _;
-use flotilla::backend::{self, local, ClusterControl as _, NodeEndpoint};
+use flotilla::backend::{self, ClusterControl as _, NodeEndpoint};
 use flotilla::model::Arrival;
 use flotilla::ui::Tempo;
 use flotilla_shared::api::Status;
@@ -13,6 +13,7 @@ use flotilla_shared::NodeId;
 use flotilla_tests::Api;
 use std::sync::Arc;
 
+mod local_cluster;
 mod window;
 use window::{wait_for, window, App};
 
@@ -56,18 +57,13 @@ fn wait_for_status(
 fn a_preset_click_puts_the_fault_on_the_real_nodes_and_heal_all_removes_it() {
     let data = tempfile::tempdir().expect("tempdir");
     let tempo = Tempo { factor: 2 };
-    let control = local::LocalControl::start(local::LocalOptions {
-        nodes: 3,
-        data_root: data.path().to_path_buf(),
-        fresh: true,
-        program: local::NodeProgram {
-            program: flotilla_tests::node_binary().expect("the node binary"),
-            leading_args: Vec::new(),
-        },
-        timing: tempo.timing(),
-        first_port: 17_950,
-    })
-    .expect("cluster starts");
+    let control = local_cluster::start(
+        data.path(),
+        3,
+        local_cluster::node_binary(false),
+        tempo,
+        17_950,
+    );
     let endpoints = control.nodes();
     let handle =
         backend::start(Box::new(control), tempo.timing(), Arc::new(|| {})).expect("backend starts");

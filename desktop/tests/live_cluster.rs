@@ -2,7 +2,9 @@
 //! 127.0.0.1, SQLite files), the model follows the event streams, a submit commits, the leader is
 //! killed and the model sees a new leader elected.
 
-use flotilla::backend::{self, local, Command, Update};
+mod local_cluster;
+
+use flotilla::backend::{self, Command, Update};
 use flotilla::model::{ClusterModel, ProcessState, Record};
 use flotilla::ui::Tempo;
 use flotilla_shared::NodeId;
@@ -59,18 +61,13 @@ fn all_up(model: &ClusterModel) -> bool {
 fn model_follows_a_real_cluster_through_a_leader_kill() {
     let data = tempfile::tempdir().expect("tempdir");
     let tempo = Tempo { factor: 2 };
-    let control = local::LocalControl::start(local::LocalOptions {
-        nodes: 3,
-        data_root: data.path().to_path_buf(),
-        fresh: true,
-        program: local::NodeProgram {
-            program: flotilla_tests::node_binary().expect("the node binary"),
-            leading_args: Vec::new(),
-        },
-        timing: tempo.timing(),
-        first_port: 17_600,
-    })
-    .expect("cluster starts");
+    let control = local_cluster::start(
+        data.path(),
+        3,
+        local_cluster::node_binary(false),
+        tempo,
+        17_600,
+    );
     let endpoints = backend::ClusterControl::nodes(&control);
     let handle =
         backend::start(Box::new(control), tempo.timing(), Arc::new(|| {})).expect("backend starts");

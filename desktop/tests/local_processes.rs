@@ -3,6 +3,8 @@
 //! pauses, resumes and kills them on the commands the panels send, and no node outlives the app, even
 //! one that is killed.
 
+mod local_cluster;
+
 use flotilla::backend::{self, local, Command, Update};
 use flotilla::model::{ProcessState, Record};
 use flotilla::ui::Tempo;
@@ -13,24 +15,14 @@ use std::process::{Command as Process, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-/// The app's binary: it carries the node as its `node` subcommand, as in real use.
-fn app_program() -> local::NodeProgram {
-    local::NodeProgram {
-        program: env!("CARGO_BIN_EXE_flotilla").into(),
-        leading_args: vec!["node".into()],
-    }
-}
-
 fn start_cluster(data: &std::path::Path, nodes: usize, first_port: u16) -> local::LocalControl {
-    local::LocalControl::start(local::LocalOptions {
+    local_cluster::start(
+        data,
         nodes,
-        data_root: data.to_path_buf(),
-        fresh: true,
-        program: app_program(),
-        timing: Tempo { factor: 1 }.timing(),
+        local_cluster::app_nodes(),
+        Tempo { factor: 1 },
         first_port,
-    })
-    .expect("cluster starts")
+    )
 }
 
 /// Waits until `done` holds for the answer of `url`'s `/v1/status` (Ok: 200 within two seconds).

@@ -5,7 +5,9 @@
 use egui_kittest::kittest::Queryable as _;
 use egui_kittest::Harness;
 use flotilla::app::FlotillaApp;
-use flotilla::backend::{self, local};
+mod local_cluster;
+
+use flotilla::backend;
 use flotilla::model::scenario::RunState;
 use flotilla::ui::Tempo;
 use flotilla_shared::event::{DropReason, EventKind};
@@ -16,19 +18,14 @@ use std::time::{Duration, Instant};
 fn run_scenario(name: &str, first_port: u16) -> Harness<'static, FlotillaApp> {
     let data = tempfile::tempdir().expect("tempdir");
     let tempo = Tempo { factor: 2 };
-    let control = local::LocalControl::start(local::LocalOptions {
-        nodes: 3,
-        data_root: data.path().to_path_buf(),
-        fresh: true,
-        program: local::NodeProgram {
-            program: flotilla_tests::node_binary().expect("the node binary"),
-            // As the window starts its own nodes.
-            leading_args: local::snapshot_args().into(),
-        },
-        timing: tempo.timing(),
+    // At the window's snapshot threshold, as the window starts its own nodes.
+    let control = local_cluster::start(
+        data.path(),
+        3,
+        local_cluster::node_binary(true),
+        tempo,
         first_port,
-    })
-    .expect("cluster starts");
+    );
     let handle =
         backend::start(Box::new(control), tempo.timing(), Arc::new(|| {})).expect("backend starts");
     let app = FlotillaApp::new(handle, tempo);
