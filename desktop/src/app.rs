@@ -186,6 +186,8 @@ impl FlotillaApp {
                 .keys()
                 .filter(|id| !self.nodes.contains(id)),
         );
+        // A handful of numbers, copied: the view and the timeline borrow the model below.
+        let clocks = self.model.clock_offsets().all().clone();
         let (view, timeline) = self.model.view_and_timeline();
 
         if let Some(offer) = &self.offer {
@@ -274,6 +276,7 @@ impl FlotillaApp {
                 intents.extend(ui::diagram_ui(
                     ui,
                     timeline,
+                    &clocks,
                     &nodes,
                     view_now,
                     mode,

@@ -42,6 +42,11 @@ impl ClockOffsets {
         self.offsets.get(&node).copied().unwrap_or(0)
     }
 
+    /// Each node's clock minus the reference clock, for the nodes estimated so far.
+    pub fn all(&self) -> &BTreeMap<NodeId, i64> {
+        &self.offsets
+    }
+
     /// `at_ms` of `node`'s clock on the reference clock.
     pub fn corrected(&self, node: NodeId, at_ms: u64) -> u64 {
         at_ms.saturating_add_signed(-self.offset(node))

@@ -6,8 +6,9 @@
 //! and `msg`. Where one end is not reported (an older node sends `msg` 0; a message still in the
 //! air; an ack whose sending the follower does not report) that end is `None`, "not known".
 //!
-//! Each node stamps events with its own clock. When some message would arrive before it was sent,
-//! the receiver's clock is taken to be off and shifted ([`estimate_offsets`]), so no arrow points up.
+//! Each node stamps events with its own clock. The diagram corrects them as the live view does (the
+//! caller passes [`super::ClockOffsets`]' estimates), and where a message would still arrive before it
+//! was sent, the receiver is shifted just enough ([`shifts`]), so no arrow points up.
 //!
 //! Work is bounded by the window: only records within it (plus a margin to find the other end of
 //! its messages) are read, and at most [`MAX_ARROWS`] arrows and [`MAX_MARKS`] marks are kept.
@@ -167,12 +168,14 @@ pub fn window_records(
         .take_while(move |(_, record)| record.at_ms() <= last_ms)
 }
 
-/// Lays out `records` (position, record), in the order they were recorded, for `window`.
+/// Lays out `records` (position, record), in the order they were recorded, for `window`. `clocks`
+/// holds each node's clock minus the reference clock, as [`super::ClockOffsets::all`] estimates them.
 pub fn layout<'a>(
     records: impl IntoIterator<Item = (u64, &'a Record)>,
     nodes: &[NodeId],
     window: Window,
     options: Options,
+    clocks: &BTreeMap<NodeId, i64>,
 ) -> Layout {
     let mut lanes: BTreeSet<NodeId> = nodes.iter().copied().collect();
     let mut arrows: Vec<Arrow> = Vec::new();
@@ -211,7 +214,7 @@ pub fn layout<'a>(
             _ => {}
         }
     }
-    let offsets = estimate_offsets(&arrows, &lanes);
+    let offsets = shifts(&arrows, &lanes, clocks);
     let shift = |node: NodeId, end: &mut End| {
         let offset = offsets.get(&node).copied().unwrap_or(0);
         end.at_ms = end.at_ms.saturating_add_signed(offset);
@@ -550,13 +553,17 @@ fn kind_of_name(name: &str) -> FlightKind {
     }
 }
 
-/// Per-node shifts that put every known message's arrival at or after its send.
+/// Per-node shifts that put every node's times on one clock with every known message arriving at or
+/// after its send.
 ///
-/// Nodes whose messages already arrive after they leave keep their clock. Otherwise, as NTP does,
-/// the skew between a node and the first lane is taken from the quickest message each way:
-/// `((recv_b - send_a) - (recv_a - send_b)) / 2`; with one direction known, the receiver is moved just
-/// enough. A last relaxation pass fixes what pairs not touching the first lane still leave inverted.
-pub fn estimate_offsets(arrows: &[Arrow], lanes: &BTreeSet<NodeId>) -> BTreeMap<NodeId, i64> {
+/// They start from the live view's estimates (`clocks`, NTP-style from the quickest message each way,
+/// see [`super::ClockOffsets`]), so the diagram and the ring agree. What those leave pointing up (a
+/// pair heard one way only, a clock that drifted since) is relaxed: the receiver moves just enough.
+pub fn shifts(
+    arrows: &[Arrow],
+    lanes: &BTreeSet<NodeId>,
+    clocks: &BTreeMap<NodeId, i64>,
+) -> BTreeMap<NodeId, i64> {
     // (from, to) → the smallest arrival minus send seen.
     let mut quickest: BTreeMap<(NodeId, NodeId), i64> = BTreeMap::new();
     for arrow in arrows {
@@ -568,25 +575,10 @@ pub fn estimate_offsets(arrows: &[Arrow], lanes: &BTreeSet<NodeId>) -> BTreeMap<
                 .or_insert(delta);
         }
     }
-    let mut offsets: BTreeMap<NodeId, i64> = lanes.iter().map(|n| (*n, 0)).collect();
-    if !quickest.values().any(|delta| *delta < 0) {
-        return offsets;
-    }
-    let Some(reference) = lanes.iter().next().copied() else {
-        return offsets;
-    };
-    for node in lanes.iter().skip(1) {
-        let there = quickest.get(&(reference, *node)).copied();
-        let back = quickest.get(&(*node, reference)).copied();
-        let offset = match (there, back) {
-            // node's clock minus the reference's is (there - back) / 2.
-            (Some(there), Some(back)) if there < 0 || back < 0 => -(there - back) / 2,
-            (Some(there), None) if there < 0 => -there,
-            (None, Some(back)) if back < 0 => back,
-            _ => 0,
-        };
-        offsets.insert(*node, offset);
-    }
+    let mut offsets: BTreeMap<NodeId, i64> = lanes
+        .iter()
+        .map(|node| (*node, -clocks.get(node).copied().unwrap_or(0)))
+        .collect();
     for _ in 0..lanes.len() {
         let mut moved = false;
         for ((from, to), delta) in &quickest {

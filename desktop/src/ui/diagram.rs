@@ -8,6 +8,7 @@ use crate::model::diagram::{self, Arrow, Layout, MarkKind, Options, Window};
 use crate::model::{ProcessState, Timeline, ViewMode};
 use egui::{pos2, vec2, Align2, Color32, FontId, Pos2, Rect, Sense, Shape, Stroke};
 use flotilla_shared::NodeId;
+use std::collections::BTreeMap;
 
 /// The spans the user can choose, in milliseconds.
 pub const SPANS_MS: [u64; 6] = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000];
@@ -54,12 +55,13 @@ pub struct DiagramState {
     cache: Option<(CacheKey, Layout)>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct CacheKey {
     window: Window,
     end: u64,
     start: u64,
     heartbeats: bool,
+    clocks: BTreeMap<NodeId, i64>,
 }
 
 impl Default for DiagramState {
@@ -86,20 +88,22 @@ pub fn window_at(now_ms: u64, span_ms: u64, mode: ViewMode) -> Window {
 }
 
 impl DiagramState {
-    /// The layout for `window` (records up to position `through`), computed again only when the
-    /// window or the recording moved.
+    /// The layout for `window` (records up to position `through`, on the nodes' `clocks`), computed
+    /// again only when the window, the recording or the clocks moved.
     pub fn layout(
         &mut self,
         timeline: &Timeline,
         nodes: &[NodeId],
         window: Window,
         through: u64,
+        clocks: &BTreeMap<NodeId, i64>,
     ) -> &Layout {
         let key = CacheKey {
             window,
             end: timeline.end().min(through.saturating_add(1)),
             start: timeline.start(),
             heartbeats: self.heartbeats,
+            clocks: clocks.clone(),
         };
         if self.cache.as_ref().is_none_or(|(cached, _)| *cached != key) {
             let layout = diagram::layout(
@@ -109,6 +113,7 @@ impl DiagramState {
                 Options {
                     heartbeats: self.heartbeats,
                 },
+                clocks,
             );
             self.cache = Some((key, layout));
         }
@@ -117,12 +122,14 @@ impl DiagramState {
 }
 
 /// Draws the diagram; returns what a click asked for. `shown` is the newest record the rest of the
-/// window has drawn: live, nothing after it is drawn here either. `highlight` holds record positions to
-/// draw in red (a failed check's events).
+/// window has drawn: live, nothing after it is drawn here either. `clocks` are the live view's clock
+/// corrections ([`crate::model::ClockOffsets::all`]). `highlight` holds record positions to draw in
+/// red (a failed check's events).
 #[allow(clippy::too_many_arguments)]
 pub fn diagram_ui(
     ui: &mut egui::Ui,
     timeline: &Timeline,
+    clocks: &BTreeMap<NodeId, i64>,
     nodes: &[NodeId],
     now_ms: u64,
     mode: ViewMode,
@@ -152,7 +159,7 @@ pub fn diagram_ui(
     } else {
         u64::MAX
     };
-    let layout = state.layout(timeline, nodes, window, through);
+    let layout = state.layout(timeline, nodes, window, through, clocks);
     let size = ui.available_size().max(vec2(160.0, 200.0));
     let (rect, response) = ui.allocate_exact_size(size, Sense::click());
     response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, DIAGRAM_LABEL));

@@ -1,6 +1,7 @@
 //! The layout on hand-made streams: pairing, drops, collapsed heartbeats, clock offsets, the window.
 
 use super::*;
+use crate::model::ClockOffsets;
 use flotilla_shared::event::DropReason;
 use flotilla_shared::{LogIndex, Term};
 
@@ -32,12 +33,20 @@ fn received(from: u64, msg: u64, name: &str) -> EventKind {
     }
 }
 
+/// The layout of `records`, on the clock corrections the live view estimates from them.
 fn run(records: &[Record], window: Window, heartbeats: bool) -> Layout {
+    let mut clocks = ClockOffsets::default();
+    for record in records {
+        if let Record::Event(event) = record {
+            clocks.observe(event);
+        }
+    }
     layout(
         records.iter().enumerate().map(|(p, r)| (p as u64, r)),
         &[NodeId(1), NodeId(2), NodeId(3)],
         window,
         Options { heartbeats },
+        clocks.all(),
     )
 }
 
@@ -165,6 +174,54 @@ fn a_node_whose_clock_runs_behind_is_shifted_so_no_message_arrives_before_it_lef
     }
     assert_eq!(layout.arrows[0].received.unwrap().at_ms, 1_002);
     assert_eq!(layout.arrows[1].sent.unwrap().at_ms, 1_003);
+}
+
+#[test]
+fn the_diagram_corrects_clocks_as_the_live_view_does_even_when_no_arrow_points_up() {
+    // Node 2's clock is 40 ms ahead; messages take 2 ms each way, so every arrow points down on
+    // the raw clocks and only the pair of quickest messages shows the skew.
+    let records = vec![
+        ev(1, 1, 1_000, append(2, 1, 1)),
+        ev(2, 1, 1_042, received(1, 1, "append_entries")),
+        ev(
+            2,
+            2,
+            1_043,
+            EventKind::AppendRejected {
+                to: NodeId(1),
+                term: Term(2),
+                reason: "log mismatch".into(),
+                hint_index: None,
+                msg: 1,
+            },
+        ),
+        ev(1, 2, 1_005, received(2, 1, "append_entries_response")),
+    ];
+    let mut clocks = ClockOffsets::default();
+    for record in &records {
+        if let Record::Event(event) = record {
+            clocks.observe(event);
+        }
+    }
+    let layout = run(&records, ALL, true);
+    assert_eq!(clocks.offset(NodeId(2)), 40);
+    assert_eq!(layout.offsets[&NodeId(2)], -40, "the ring's correction");
+    assert_eq!(layout.arrows[0].received.unwrap().at_ms, 1_002);
+    assert_eq!(layout.arrows[1].sent.unwrap().at_ms, 1_003);
+}
+
+#[test]
+fn a_receiver_heard_one_way_only_is_moved_just_enough() {
+    // Node 3 only receives, and its clock is behind: the live view cannot estimate it (no pair),
+    // so the diagram moves it until its arrival meets the send.
+    let records = vec![
+        ev(1, 1, 1_000, append(3, 1, 1)),
+        ev(3, 1, 700, received(1, 1, "append_entries")),
+    ];
+    let layout = run(&records, ALL, true);
+    assert_eq!(layout.offsets[&NodeId(1)], 0);
+    assert_eq!(layout.offsets[&NodeId(3)], 300);
+    assert_eq!(layout.arrows[0].received.unwrap().at_ms, 1_000);
 }
 
 #[test]
