@@ -110,13 +110,14 @@ fn build_image(cli: &DockerCli) -> Result<()> {
 
 /// The leader every node of the window's model agrees on, once all are up.
 fn agreed_leader(app: &App) -> Option<NodeId> {
-    let live = &app.state().model.live;
-    let leader = live.leader()?;
-    let all_agree = live
+    let all_up = app
+        .state()
+        .model
+        .live
         .nodes
         .values()
-        .all(|node| node.is_up() && node.term == leader.term && node.leader_id == Some(leader.id));
-    all_agree.then_some(leader.id)
+        .all(|node| node.is_up());
+    window::agreed_leader(app).filter(|_| all_up)
 }
 
 /// Plain HTTP to the nodes, for what the test checks (never for what it does).
