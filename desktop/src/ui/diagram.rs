@@ -3,6 +3,7 @@
 //! rest of the window shows; a click moves that moment, so the timeline and the ring follow.
 
 use super::graph::flight_style;
+use super::labels::LabelPlaces;
 use super::{clock_text, palette, Intent};
 use crate::model::diagram::{self, Arrow, Layout, MarkKind, Options, Window};
 use crate::model::{ProcessState, Timeline, ViewMode};
@@ -18,34 +19,6 @@ pub const DIAGRAM_LABEL: &str = "space-time diagram";
 const HIT_PX: f32 = 6.0;
 /// A mark label's line height.
 const LABEL_PX: f32 = 11.0;
-
-/// Where the mark labels drawn so far went. Labels at one moment (a node's commit and snapshot, or
-/// two nodes committing at once, one lane's label reaching into the next) stack downwards instead
-/// of overprinting, by at most two lines: further down a label no longer reads as its mark's.
-#[derive(Default)]
-struct LabelPlaces {
-    /// By line (`y / LABEL_PX`), so a label is only checked against its neighbours'.
-    taken: std::collections::BTreeMap<i32, Vec<Rect>>,
-}
-
-impl LabelPlaces {
-    /// The first free place for a label one line high at `wanted` or up to two lines below it.
-    fn place(&mut self, wanted: Rect) -> Option<Rect> {
-        let line = |y: f32| (y / LABEL_PX).floor() as i32;
-        let place = (0..=2)
-            .map(|below| wanted.translate(vec2(0.0, below as f32 * LABEL_PX)))
-            .find(|place| {
-                let place = place.shrink(0.5);
-                (line(place.min.y) - 1..=line(place.max.y)).all(|near| {
-                    self.taken
-                        .get(&near)
-                        .is_none_or(|taken| !taken.iter().any(|other| other.intersects(place)))
-                })
-            })?;
-        self.taken.entry(line(place.min.y)).or_default().push(place);
-        Some(place)
-    }
-}
 
 /// What the diagram keeps across frames.
 pub struct DiagramState {
@@ -270,8 +243,13 @@ pub fn diagram_ui(
             let galley =
                 painter.layout_no_wrap(mark.label.clone(), FontId::proportional(10.0), color);
             let wanted = align.anchor_size(center + offset, vec2(galley.size().x, LABEL_PX));
-            // One that finds no free place near its mark is left out: the hover still tells it.
-            if let Some(place) = labels.place(wanted) {
+            // Labels at one moment (a node's commit and snapshot, two nodes committing at once, one
+            // lane's label reaching into the next) stack downwards, by at most two lines: further
+            // down a label no longer reads as its mark's. One that finds no place is left to the
+            // hover.
+            let at_or_below =
+                (0..=2).map(|below| wanted.translate(vec2(0.0, below as f32 * LABEL_PX)));
+            if let Some(place) = labels.place(at_or_below) {
                 let top = place.center().y - galley.size().y / 2.0;
                 painter.galley(pos2(place.min.x, top), galley, color);
             }
@@ -417,41 +395,4 @@ fn distance_to_segment(point: Pos2, a: Pos2, b: Pos2) -> f32 {
     }
     let t = ((point - a).dot(ab) / length).clamp(0.0, 1.0);
     point.distance(a + ab * t)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn label_at(x: f32, y: f32, width: f32) -> Rect {
-        Rect::from_min_size(pos2(x, y), vec2(width, LABEL_PX))
-    }
-
-    #[test]
-    fn labels_at_one_moment_stack_and_the_fourth_is_left_out() {
-        let mut places = LabelPlaces::default();
-        // One lane's "commit 18" reaching into the next lane's, at the same height.
-        let first = places.place(label_at(100.0, 50.0, 60.0));
-        let second = places.place(label_at(140.0, 50.0, 60.0));
-        let third = places.place(label_at(120.0, 52.0, 40.0));
-        let fourth = places.place(label_at(100.0, 50.0, 100.0));
-        assert_eq!(first, Some(label_at(100.0, 50.0, 60.0)));
-        assert_eq!(second, Some(label_at(140.0, 50.0 + LABEL_PX, 60.0)));
-        assert_eq!(third, Some(label_at(120.0, 52.0 + 2.0 * LABEL_PX, 40.0)));
-        assert_eq!(
-            fourth, None,
-            "three lines down is no longer beside its mark"
-        );
-    }
-
-    #[test]
-    fn labels_side_by_side_or_a_line_apart_stay_where_their_marks_are() {
-        let mut places = LabelPlaces::default();
-        let left = label_at(0.0, 50.0, 60.0);
-        let right = label_at(70.0, 50.0, 60.0);
-        let below = label_at(0.0, 50.0 + LABEL_PX, 60.0);
-        assert_eq!(places.place(left), Some(left));
-        assert_eq!(places.place(right), Some(right));
-        assert_eq!(places.place(below), Some(below));
-    }
 }

@@ -1,6 +1,7 @@
 //! Link and disk faults: the editor a click on a link opens (each direction on its own, since a
 //! fault lives on one node's outgoing link), the presets, and how a faulty link or disk is drawn.
 
+use super::labels::LabelPlaces;
 use super::{palette, ClusterIntent, Intent};
 use crate::model::{fault_words, link_fault, ClusterState, NodeView, ProcessState};
 use egui::{vec2, Align2, Color32, FontId, Pos2, RichText, Shape, Stroke};
@@ -345,13 +346,40 @@ fn ring_words(fault: &LinkFault) -> String {
     parts.join(" ")
 }
 
+/// "20 links: +250±250 ms 10% lost" when three links or more carry the very same fault (a preset),
+/// with its colour.
+fn one_fault_on_many_links(labels: &[RingLabel]) -> Option<(String, Color32)> {
+    let [first, rest @ ..] = labels else {
+        return None;
+    };
+    (rest.len() >= 2 && rest.iter().all(|label| label.text == first.text)).then(|| {
+        (
+            format!("{} links: {}", labels.len(), first.text),
+            first.color,
+        )
+    })
+}
+
 /// Colour of a link direction with faults.
 const SLOW: Color32 = Color32::from_rgb(0xf2, 0x9e, 0x2e);
 const LOSSY: Color32 = Color32::from_rgb(0xd0, 0x7b, 0xe0);
 
+/// The words of a faulty link direction, where they would go and in what colour.
+pub struct RingLabel {
+    pub at: Pos2,
+    pub text: String,
+    pub color: Color32,
+}
+
 /// Draws one direction of a link that has a fault, on its side of the edge (as its messages fly):
-/// cut red and broken at the middle, slow orange and wavy, lossy dotted; its words near the middle.
-pub fn draw_faulty_direction(painter: &egui::Painter, from: Pos2, to: Pos2, fault: &LinkFault) {
+/// cut red and broken at the middle, slow orange and wavy, lossy dotted. Returns its words, to go
+/// near the middle once the ring knows where there is room.
+pub fn draw_faulty_direction(
+    painter: &egui::Painter,
+    from: Pos2,
+    to: Pos2,
+    fault: &LinkFault,
+) -> RingLabel {
     let dir = (to - from).normalized();
     let side = dir.rot90() * 4.0;
     let (a, b) = (from + side, to + side);
@@ -374,15 +402,57 @@ pub fn draw_faulty_direction(painter: &egui::Painter, from: Pos2, to: Pos2, faul
             3.0,
         ));
     }
-    // Nearer the sender than the middle, so the two directions' words do not overlap.
-    let label_at = a + (b - a) * 0.36 + dir.rot90() * 13.0;
-    painter.text(
-        label_at,
-        Align2::CENTER_CENTER,
-        ring_words(fault),
-        FontId::proportional(10.5),
-        if fault.cut { palette::CUT } else { SLOW },
-    );
+    RingLabel {
+        // Nearer the sender than the middle, so the two directions' words do not overlap.
+        at: a + (b - a) * 0.36 + dir.rot90() * 13.0,
+        text: ring_words(fault),
+        color: if fault.cut { palette::CUT } else { SLOW },
+    }
+}
+
+/// Puts the links' words on the ring where they overprint neither each other nor a node; says in a
+/// corner of `rect` how many found no room (the Faults panel lists every link in words). Many links
+/// with the same fault (a preset) are said once, in that corner.
+pub fn draw_ring_labels(
+    painter: &egui::Painter,
+    rect: egui::Rect,
+    labels: Vec<RingLabel>,
+    node_circles: impl IntoIterator<Item = egui::Rect>,
+) {
+    let corner = |text: String, color: Color32| {
+        painter.text(
+            rect.left_bottom() + vec2(6.0, -6.0),
+            Align2::LEFT_BOTTOM,
+            text,
+            FontId::proportional(10.5),
+            color,
+        );
+    };
+    if let Some((text, color)) = one_fault_on_many_links(&labels) {
+        corner(text, color);
+        return;
+    }
+    let mut places = LabelPlaces::default();
+    for circle in node_circles {
+        places.block(circle);
+    }
+    let mut left_out = 0;
+    for label in labels {
+        let galley = painter.layout_no_wrap(label.text, FontId::proportional(10.5), label.color);
+        let wanted = egui::Rect::from_center_size(label.at, galley.size());
+        // Where it belongs, else a little further out from the edge.
+        let normal = (label.at - rect.center()).normalized() * galley.size().y;
+        match places.place([wanted, wanted.translate(normal)]) {
+            Some(place) => painter.galley(place.min, galley, label.color),
+            None => left_out += 1,
+        }
+    }
+    if left_out > 0 {
+        corner(
+            format!("{left_out} link labels left out for room: see Faults"),
+            palette::DIM_TEXT,
+        );
+    }
 }
 
 /// A slow disk under a node: a small drum and its extra write time.
@@ -443,6 +513,28 @@ pub fn link_at(pointer: Pos2, links: &[(NodeId, NodeId, Pos2, Pos2)]) -> Option<
 mod tests {
     use super::*;
     use egui::pos2;
+
+    fn label(text: &str) -> RingLabel {
+        RingLabel {
+            at: pos2(0.0, 0.0),
+            text: text.into(),
+            color: SLOW,
+        }
+    }
+
+    #[test]
+    fn many_links_with_one_fault_are_said_once_and_mixed_ones_each() {
+        let preset: Vec<RingLabel> = (0..20).map(|_| label("+250±250 ms 10% lost")).collect();
+        assert_eq!(
+            one_fault_on_many_links(&preset).map(|(text, _)| text),
+            Some("20 links: +250±250 ms 10% lost".to_owned())
+        );
+        let two = [label("cut"), label("cut")];
+        assert_eq!(one_fault_on_many_links(&two), None, "two fit on the ring");
+        let mixed = [label("cut"), label("+100±0 ms"), label("cut")];
+        assert_eq!(one_fault_on_many_links(&mixed), None);
+        assert_eq!(one_fault_on_many_links(&[]), None);
+    }
 
     #[test]
     fn a_click_along_a_link_finds_it_but_not_near_its_nodes() {

@@ -115,6 +115,7 @@ pub fn graph_ui(
     // Edges: every pair talks; a partition on either side cuts the link.
     let ids: Vec<NodeId> = positions.keys().copied().collect();
     let mut links = Vec::new();
+    let mut fault_labels = Vec::new();
     for (i, a) in ids.iter().enumerate() {
         for b in &ids[i + 1..] {
             let (pa, pb) = (positions[a], positions[b]);
@@ -134,13 +135,18 @@ pub fn graph_ui(
             // Link faults live on one node's outgoing link: each direction drawn on its side.
             for (from, to, pf, pt) in [(*a, *b, pa, pb), (*b, *a, pb, pa)] {
                 if let Some(fault) = link_fault(state, from, to) {
-                    faults::draw_faulty_direction(&painter, pf, pt, &fault);
+                    fault_labels.push(faults::draw_faulty_direction(&painter, pf, pt, &fault));
                 }
             }
             intents.extend(faults::link_handle(ui, *a, *b, pa, pb));
             links.push((*a, *b, pa, pb));
         }
     }
+    // The nodes' circles with their selection ring and election timer.
+    let circles = positions
+        .values()
+        .map(|at| egui::Rect::from_center_size(*at, Vec2::splat(2.0 * (NODE_RADIUS + 12.0))));
+    faults::draw_ring_labels(&painter, rect, fault_labels, circles);
     if response.clicked() {
         let link = response
             .interact_pointer_pos()

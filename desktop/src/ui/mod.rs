@@ -14,6 +14,7 @@ mod failover;
 mod faults;
 mod graph;
 mod intent;
+mod labels;
 mod logs;
 pub mod palette;
 mod panels;
