@@ -301,18 +301,18 @@ pub fn faults_ui(
             }
         }
     });
-    let faulty: Vec<String> = state
+    let links: Vec<(String, String)> = state
         .nodes
         .values()
         .flat_map(|node| {
-            node.link_faults.iter().map(move |link| {
-                format!(
-                    "{}: {}",
-                    direction(node.id, link.to),
-                    fault_words(Some(&link.fault))
-                )
-            })
+            node.link_faults
+                .iter()
+                .map(move |link| (direction(node.id, link.to), fault_words(Some(&link.fault))))
         })
+        .collect();
+    let every_link = state.nodes.len() * state.nodes.len().saturating_sub(1);
+    let faulty: Vec<String> = links_in_words(&links, every_link)
+        .into_iter()
         .chain(
             state
                 .nodes
@@ -358,6 +358,28 @@ fn one_fault_on_many_links(labels: &[RingLabel]) -> Option<(String, Color32)> {
             first.color,
         )
     })
+}
+
+/// Faulty link directions `(direction, fault)` in words, one fault at a time: "1->2, 3->1: cut", or
+/// "every link (20): …" when all `every_link` directions carry the same one (a preset).
+fn links_in_words(links: &[(String, String)], every_link: usize) -> Vec<String> {
+    let mut by_fault: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (direction, fault) in links {
+        match by_fault.iter_mut().find(|(words, _)| words == fault) {
+            Some((_, directions)) => directions.push(direction),
+            None => by_fault.push((fault, vec![direction])),
+        }
+    }
+    by_fault
+        .into_iter()
+        .map(|(fault, directions)| {
+            if directions.len() == every_link && every_link > 2 {
+                format!("every link ({every_link}): {fault}")
+            } else {
+                format!("{}: {fault}", directions.join(", "))
+            }
+        })
+        .collect()
 }
 
 /// Colour of a link direction with faults.
@@ -520,6 +542,33 @@ mod tests {
             text: text.into(),
             color: SLOW,
         }
+    }
+
+    #[test]
+    fn the_panel_says_each_fault_once_with_the_links_that_carry_it() {
+        let link = |direction: &str, fault: &str| (direction.to_owned(), fault.to_owned());
+        let mixed = [
+            link("1->2", "cut"),
+            link("1->3", "slow 100±0 ms"),
+            link("3->1", "cut"),
+        ];
+        assert_eq!(
+            links_in_words(&mixed, 6),
+            ["1->2, 3->1: cut", "1->3: slow 100±0 ms"]
+        );
+        let preset: Vec<(String, String)> = (1..=3)
+            .flat_map(|from| {
+                (1..=3)
+                    .filter(move |to| *to != from)
+                    .map(move |to| (from, to))
+            })
+            .map(|(from, to)| link(&format!("{from}->{to}"), "lossy 10%"))
+            .collect();
+        assert_eq!(links_in_words(&preset, 6), ["every link (6): lossy 10%"]);
+        assert_eq!(
+            links_in_words(&preset[..5], 6),
+            ["1->2, 1->3, 2->1, 2->3, 3->1: lossy 10%"]
+        );
     }
 
     #[test]
