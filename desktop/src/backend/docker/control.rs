@@ -163,6 +163,24 @@ impl DockerControl {
     }
 }
 
+/// Runs `job` on a thread named `name` and hands back its result. If the thread cannot start, the
+/// receiver finds its sender gone, which the backend reports as the work abandoned.
+fn on_own_thread<T: Send + 'static>(
+    name: &str,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
+    let (reply, pending) = tokio::sync::oneshot::channel();
+    let started = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = reply.send(job());
+        });
+    if let Err(error) = started {
+        tracing::warn!("cannot start the {name} thread: {error}");
+    }
+    pending
+}
+
 /// Runs on its own thread: checks the containers' states about once a second, so a slow daemon never
 /// stalls the backend thread.
 fn poll_states(
@@ -318,18 +336,11 @@ impl ClusterControl for DockerControl {
 
     /// `docker run` can take seconds: on a thread of its own, so the event streams keep flowing.
     fn start_joining_node_elsewhere(&mut self) -> Option<crate::backend::PendingJoin> {
-        let (reply, pending) = tokio::sync::oneshot::channel();
         let actions = self.actions.clone();
         let cluster = self.cluster.clone();
-        let started = std::thread::Builder::new()
-            .name("flotilla-docker-join".into())
-            .spawn(move || {
-                let _ = reply.send(actions.start_joining_container(&cluster));
-            });
-        if let Err(error) = started {
-            tracing::warn!("cannot start a thread for the new container: {error}");
-        }
-        Some(pending)
+        Some(on_own_thread("flotilla-docker-join", move || {
+            actions.start_joining_container(&cluster)
+        }))
     }
 
     fn forget_node(&mut self, node: NodeId) -> anyhow::Result<()> {
@@ -340,24 +351,11 @@ impl ClusterControl for DockerControl {
     /// `docker rm -f` can take seconds (Docker Desktop): on a thread of its own, so the event
     /// streams keep flowing while the container goes.
     fn forget_node_elsewhere(&mut self, node: NodeId) -> Option<PendingAction> {
-        let (reply, pending) = tokio::sync::oneshot::channel();
-        match self.forget_container(node) {
-            Ok(container) => {
-                let actions = self.actions.clone();
-                let started = std::thread::Builder::new()
-                    .name("flotilla-docker-remove".into())
-                    .spawn(move || {
-                        let _ = reply.send(actions.remove_container(&container));
-                    });
-                if let Err(error) = started {
-                    tracing::warn!("cannot start a thread to remove a container: {error}");
-                }
-            }
-            Err(error) => {
-                let _ = reply.send(Err(error));
-            }
-        }
-        Some(pending)
+        let forgotten = self.forget_container(node);
+        let actions = self.actions.clone();
+        Some(on_own_thread("flotilla-docker-remove", move || {
+            actions.remove_container(&forgotten?)
+        }))
     }
 }
 
