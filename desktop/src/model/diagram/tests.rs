@@ -33,14 +33,42 @@ fn received(from: u64, msg: u64, name: &str) -> EventKind {
     }
 }
 
-/// The layout of `records`, on the clock corrections the live view estimates from them.
-fn run(records: &[Record], window: Window, heartbeats: bool) -> Layout {
+/// The clock corrections the live view estimates from `records`.
+fn clocks_of(records: &[Record]) -> ClockOffsets {
     let mut clocks = ClockOffsets::default();
     for record in records {
         if let Record::Event(event) = record {
             clocks.observe(event);
         }
     }
+    clocks
+}
+
+/// Node 1 sends node 2 an append at 1,000 on its clock; node 2 takes it in at `received_at` on its
+/// own and rejects it 1 ms later; node 1 takes the rejection in at 1,005.
+fn exchange(received_at: u64) -> Vec<Record> {
+    vec![
+        ev(1, 1, 1_000, append(2, 1, 1)),
+        ev(2, 1, received_at, received(1, 1, "append_entries")),
+        ev(
+            2,
+            2,
+            received_at + 1,
+            EventKind::AppendRejected {
+                to: NodeId(1),
+                term: Term(2),
+                reason: "log mismatch".into(),
+                hint_index: None,
+                msg: 1,
+            },
+        ),
+        ev(1, 2, 1_005, received(2, 1, "append_entries_response")),
+    ]
+}
+
+/// The layout of `records`, on the clock corrections the live view estimates from them.
+fn run(records: &[Record], window: Window, heartbeats: bool) -> Layout {
+    let clocks = clocks_of(records);
     layout(
         records.iter().enumerate().map(|(p, r)| (p as u64, r)),
         &[NodeId(1), NodeId(2), NodeId(3)],
@@ -148,23 +176,7 @@ fn heartbeats_and_the_acks_that_move_nothing_collapse() {
 #[test]
 fn a_node_whose_clock_runs_behind_is_shifted_so_no_message_arrives_before_it_left() {
     // Node 2's clock is 500 ms behind node 1's; messages take 2 ms each way.
-    let records = vec![
-        ev(1, 1, 1_000, append(2, 1, 1)),
-        ev(2, 1, 502, received(1, 1, "append_entries")),
-        ev(
-            2,
-            2,
-            503,
-            EventKind::AppendRejected {
-                to: NodeId(1),
-                term: Term(2),
-                reason: "log mismatch".into(),
-                hint_index: None,
-                msg: 1,
-            },
-        ),
-        ev(1, 2, 1_005, received(2, 1, "append_entries_response")),
-    ];
+    let records = exchange(502);
     let layout = run(&records, ALL, true);
     assert_eq!(layout.offsets[&NodeId(1)], 0);
     assert_eq!(layout.offsets[&NodeId(2)], 500);
@@ -180,29 +192,8 @@ fn a_node_whose_clock_runs_behind_is_shifted_so_no_message_arrives_before_it_lef
 fn the_diagram_corrects_clocks_as_the_live_view_does_even_when_no_arrow_points_up() {
     // Node 2's clock is 40 ms ahead; messages take 2 ms each way, so every arrow points down on
     // the raw clocks and only the pair of quickest messages shows the skew.
-    let records = vec![
-        ev(1, 1, 1_000, append(2, 1, 1)),
-        ev(2, 1, 1_042, received(1, 1, "append_entries")),
-        ev(
-            2,
-            2,
-            1_043,
-            EventKind::AppendRejected {
-                to: NodeId(1),
-                term: Term(2),
-                reason: "log mismatch".into(),
-                hint_index: None,
-                msg: 1,
-            },
-        ),
-        ev(1, 2, 1_005, received(2, 1, "append_entries_response")),
-    ];
-    let mut clocks = ClockOffsets::default();
-    for record in &records {
-        if let Record::Event(event) = record {
-            clocks.observe(event);
-        }
-    }
+    let records = exchange(1_042);
+    let clocks = clocks_of(&records);
     let layout = run(&records, ALL, true);
     assert_eq!(clocks.offset(NodeId(2)), 40);
     assert_eq!(layout.offsets[&NodeId(2)], -40, "the ring's correction");
